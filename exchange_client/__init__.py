@@ -1,0 +1,1 @@
+"""The department client ``exchange-client`` (issue 5)."""

@@ -1,0 +1,84 @@
+"""What the three CLIs share: error reporting, exit codes, JSON output, passphrase prompts.
+
+Only CLIs import this module: it reads the environment and talks to the terminal, which the
+library code never does.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from pki.errors import ExchangeError, InputError
+
+__all__ = [
+    "EXIT_CODES_HELP",
+    "console",
+    "emit_json",
+    "err_console",
+    "fail_on_error",
+    "prompt_passphrase",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 verification failed (bad certificate or bundle); 2 usage error; "
+    "3 bad input; 4 CA state forbids it; 5 network; 6 state store."
+)
+
+
+def fail_on_error(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn an :class:`ExchangeError` into one ``error:`` line (plus cause) and its exit code.
+
+    Anything else propagates with its traceback: that is a bug, not a user error.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except ExchangeError as e:
+            err_console.print(f"error: {e.message} ({e.code})", markup=False)
+            if e.detail:
+                err_console.print(f"  cause: {e.detail}", markup=False)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout (UTF-8, Chinese kept readable)."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def prompt_passphrase(env: str, *, confirm: bool = False, what: str = "CA key") -> bytes | None:
+    """Passphrase from ``env``, else from the terminal; None when neither is available.
+
+    With ``confirm`` (creating a key) the terminal prompt asks twice and refuses a mismatch or
+    an empty answer.
+    """
+    value = os.environ.get(env)
+    if value:
+        return value.encode()
+    if not sys.stdin.isatty():
+        return None
+    first = getpass.getpass(f"Passphrase for the {what}: ")
+    if confirm:
+        if not first:
+            raise InputError("empty passphrase refused (use --no-passphrase for test CAs)")
+        if getpass.getpass("Repeat the passphrase: ") != first:
+            raise InputError("the passphrases do not match", code="E_PASSPHRASE")
+    return first.encode() if first else None
