@@ -7,8 +7,11 @@ from typing import Annotated
 
 import typer
 
-from pki._cli_common import EXIT_CODES_HELP, console, fail_on_error
+from exchange_server.node import Node, utcnow
+from exchange_server.registry import DepartmentView
+from pki._cli_common import EXIT_CODES_HELP, console, emit_json, err_console, fail_on_error
 from pki.errors import InputError
+from pki.keys import load_certificates
 
 app = typer.Typer(
     name="exchange-server",
@@ -57,6 +60,280 @@ def demo(
         for item in result.not_built:
             console.print(f"  - {item}", markup=False)
     console.print(f"Done. Explore {directory}/", markup=False)
+
+
+HomeOpt = Annotated[Path, typer.Option("--home", help="Node home directory.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+dept_app = typer.Typer(
+    name="dept",
+    help="The department registry: who may connect, from where, with which keys.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(dept_app, name="dept")
+
+
+@app.command()
+@fail_on_error
+def init(
+    home: HomeOpt,
+    trust: Annotated[Path, typer.Option("--trust", help="Ministry root certificate (PEM).")],
+    cert: Annotated[
+        Path, typer.Option("--cert", help="Node certificate (exchange-pki issue --node).")
+    ],
+    key: Annotated[Path, typer.Option("--key", help="Node private key.")],
+    crl: Annotated[Path | None, typer.Option("--crl", help="Current CRL (PEM).")] = None,
+    database: Annotated[
+        str | None, typer.Option("--database", help="Store URL (default: SQLite in HOME).")
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="SFTP port.")] = 2222,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a node home: configuration, spool, state store, node identity, trust root, CRL.
+
+    The node certificate must verify against the trust root (and CRL) as a **node**
+    certificate, and the key must belong to it. An SSH host key is generated.
+
+    **Examples**
+
+        exchange-server init --home /srv/node --trust root.pem --cert NODE01.pem --key NODE01.key --crl crl.pem
+
+        exchange-server init --home /srv/node ... --database postgresql+psycopg://exchange@db/exchange
+    """
+    from exchange_server.home import create_home
+
+    cfg = create_home(home, trust=trust, cert=cert, key=key, crl=crl, database=database, port=port)
+    if json_out:
+        emit_json(
+            {
+                "home": str(home),
+                "code": cfg.code,
+                "name": cfg.name,
+                "database": cfg.database_url,
+                "sftp_port": cfg.sftp.port,
+            }
+        )
+    else:
+        console.print(f"node {cfg.code} {cfg.name} initialised in {home}", markup=False)
+        console.print(f"  configuration  {home / 'node.toml'}", markup=False)
+        console.print(f"  state store    {cfg.database_url}", markup=False)
+        if crl is None:
+            err_console.print(
+                "warning: no CRL installed: every department will be refused until you copy a "
+                f"current CRL to {cfg.path(cfg.crl)}",
+                markup=False,
+            )
+
+
+def _node(home: Path) -> Node:
+    return Node.open(home)
+
+
+def _print_dept(view: DepartmentView) -> None:
+    console.print(f"{view.code}  {view.name}  [{view.state}]", markup=False)
+    console.print(
+        f"  certificate  serial {view.cert_serial}, valid until {view.cert_not_after:%Y-%m-%d}",
+        markup=False,
+    )
+    console.print(f"  allowed IPs  {', '.join(view.networks)}", markup=False)
+    for fp, _ in view.ssh_keys:
+        console.print(f"  ssh key      {fp}", markup=False)
+    console.print(f"  quota        {view.quota_bytes} bytes", markup=False)
+
+
+@dept_app.command("add")
+@fail_on_error
+def dept_add(
+    code: Annotated[str, typer.Argument(help="Department code (its SFTP login name).")],
+    home: HomeOpt,
+    cert: Annotated[Path, typer.Option("--cert", help="The department's certificate (PEM).")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name (default: from the certificate).")
+    ] = None,
+    ssh_key: Annotated[
+        list[Path] | None, typer.Option("--ssh-key", help="OpenSSH public key file (repeatable).")
+    ] = None,
+    allow_ip: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-ip", help="Allowed address/CIDR (repeatable; default: from the certificate)."
+        ),
+    ] = None,
+    quota: Annotated[int | None, typer.Option("--quota", help="Spool quota in bytes.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Register a department; its certificate must verify against the node's trust root and CRL.
+
+    **Examples**
+
+        exchange-server dept add --home /srv/node MZ330100 --cert MZ330100.pem --ssh-key mz.pub
+
+        exchange-server dept add --home /srv/node RS330100 --name 杭州市人社局 --cert RS330100.pem --allow-ip 10.33.2.0/24
+    """
+    from exchange_server.registry import add_department
+
+    node = _node(home)
+    chain = load_certificates(cert)
+    keys = [_read_text(p) for p in ssh_key or []]
+    with node.session() as s:
+        view = add_department(
+            s,
+            code,
+            name=name,
+            certificate=chain,
+            trust=node.trust(),
+            allow_ips=allow_ip or [],
+            ssh_keys=keys,
+            quota_bytes=quota or node.config.security.default_quota_bytes,
+            now=utcnow(),
+            actor="admin",
+        )
+    emit_json(view.as_json()) if json_out else _print_dept(view)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}", code="E_NOT_FOUND") from e
+
+
+@dept_app.command("list")
+@fail_on_error
+def dept_list(home: HomeOpt, json_out: JsonOpt = False) -> None:
+    """List registered departments.
+
+    **Example**
+
+        exchange-server dept list --home /srv/node --json
+    """
+    from rich.table import Table
+
+    from exchange_server.registry import list_departments
+
+    with _node(home).session() as s:
+        views = list_departments(s)
+    if json_out:
+        emit_json([v.as_json() for v in views])
+        return
+    table = Table("code", "name", "state", "allowed IPs", "ssh keys", "cert until")
+    for v in views:
+        table.add_row(
+            v.code,
+            v.name,
+            v.state,
+            ", ".join(v.networks),
+            str(len(v.ssh_keys)),
+            f"{v.cert_not_after:%Y-%m-%d}",
+        )
+    console.print(table)
+
+
+@dept_app.command("show")
+@fail_on_error
+def dept_show(
+    code: Annotated[str, typer.Argument(help="Department code.")],
+    home: HomeOpt,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show one department.
+
+    **Example**
+
+        exchange-server dept show --home /srv/node MZ330100
+    """
+    from exchange_server.registry import get_department
+
+    with _node(home).session() as s:
+        view = get_department(s, code)
+    emit_json(view.as_json()) if json_out else _print_dept(view)
+
+
+def _set_state(code: str, home: Path, state: str, json_out: bool) -> None:
+    from exchange_server.registry import set_state
+    from exchange_server.store.models import DeptState
+
+    with _node(home).session() as s:
+        view = set_state(s, code, DeptState(state), now=utcnow(), actor="admin")
+    emit_json(view.as_json()) if json_out else _print_dept(view)
+
+
+@dept_app.command("disable")
+@fail_on_error
+def dept_disable(
+    code: Annotated[str, typer.Argument(help="Department code.")],
+    home: HomeOpt,
+    json_out: JsonOpt = False,
+) -> None:
+    """Disable a department: it can no longer log in (its data and history stay).
+
+    **Example**
+
+        exchange-server dept disable --home /srv/node MZ330100
+    """
+    _set_state(code, home, "disabled", json_out)
+
+
+@dept_app.command("enable")
+@fail_on_error
+def dept_enable(
+    code: Annotated[str, typer.Argument(help="Department code.")],
+    home: HomeOpt,
+    json_out: JsonOpt = False,
+) -> None:
+    """Re-enable a disabled department.
+
+    **Example**
+
+        exchange-server dept enable --home /srv/node MZ330100
+    """
+    _set_state(code, home, "active", json_out)
+
+
+@dept_app.command("set-ip")
+@fail_on_error
+def dept_set_ip(
+    code: Annotated[str, typer.Argument(help="Department code.")],
+    home: HomeOpt,
+    allow_ip: Annotated[
+        list[str], typer.Option("--allow-ip", help="Allowed address/CIDR (repeatable).")
+    ],
+    json_out: JsonOpt = False,
+) -> None:
+    """Replace a department's allowed addresses (within its certificate's registered networks).
+
+    **Example**
+
+        exchange-server dept set-ip --home /srv/node MZ330100 --allow-ip 10.33.1.0/25 --allow-ip 10.33.9.7
+    """
+    from exchange_server.registry import set_networks
+
+    with _node(home).session() as s:
+        view = set_networks(s, code, allow_ip, now=utcnow(), actor="admin")
+    emit_json(view.as_json()) if json_out else _print_dept(view)
+
+
+@dept_app.command("add-key")
+@fail_on_error
+def dept_add_key(
+    code: Annotated[str, typer.Argument(help="Department code.")],
+    home: HomeOpt,
+    ssh_key: Annotated[Path, typer.Option("--ssh-key", help="OpenSSH public key file.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Register one more SSH public key for a department.
+
+    **Example**
+
+        exchange-server dept add-key --home /srv/node MZ330100 --ssh-key new.pub
+    """
+    from exchange_server.registry import add_ssh_key
+
+    with _node(home).session() as s:
+        view = add_ssh_key(s, code, _read_text(ssh_key), now=utcnow(), actor="admin")
+    emit_json(view.as_json()) if json_out else _print_dept(view)
 
 
 def main() -> None:

@@ -1,0 +1,138 @@
+"""Node configuration: ``HOME/node.toml`` with working defaults for everything but identity.
+
+Relative paths are relative to the node home. Unknown sections or keys are refused (a typo in a
+security setting must not be silently ignored). See docs/configuration.md for every key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pki.errors import InputError
+
+__all__ = [
+    "CONFIG_NAME",
+    "NodeConfig",
+    "SFTPConfig",
+    "SecurityConfig",
+    "load_config",
+    "render_config",
+]
+
+CONFIG_NAME = "node.toml"
+
+
+@dataclass(frozen=True)
+class SFTPConfig:
+    """The SFTP front."""
+
+    host: str = "127.0.0.1"
+    port: int = 2222
+    host_key: str = "node/ssh_host_ed25519_key"
+    login_timeout_seconds: int = 60
+    max_connections: int = 200
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """Brute-force protection and upload limits."""
+
+    max_auth_failures: int = 5
+    failure_window_seconds: int = 300
+    ban_seconds: int = 900
+    max_upload_bytes: int = 64 * 1024**3
+    default_quota_bytes: int = 10 * 1024**3
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node process needs to know, with paths resolved against ``home``."""
+
+    home: Path
+    code: str
+    name: str
+    database: str = ""
+    spool: str = "spool"
+    drop: str = "drop"
+    trust_root: str = "trust/root.pem"
+    crl: str = "trust/crl.pem"
+    cert: str = "node/node.pem"
+    key: str = "node/node.key"
+    sftp: SFTPConfig = field(default_factory=SFTPConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path against the node home."""
+        p = Path(value)
+        return p if p.is_absolute() else self.home / p
+
+    @property
+    def database_url(self) -> str:
+        """SQLAlchemy URL of the state store (default: SQLite file ``HOME/state.db``)."""
+        if self.database:
+            return self.database
+        return f"sqlite:///{(self.home / 'state.db').resolve()}"
+
+
+def _take(cls: type[Any], data: dict[str, Any], where: str) -> Any:
+    allowed = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(allowed)
+    if unknown:
+        raise InputError(
+            f"{where}: unknown setting(s) {', '.join(sorted(unknown))}", code="E_CONFIG"
+        )
+    for key, value in data.items():
+        default = allowed[key].default
+        if isinstance(default, bool | int | str) and not isinstance(value, type(default)):
+            raise InputError(f"{where}.{key}: expected {type(default).__name__}", code="E_CONFIG")
+    return cls(**data)
+
+
+def load_config(home: Path) -> NodeConfig:
+    """Read and validate ``HOME/node.toml``; raise ``InputError`` E_CONFIG naming the problem."""
+    home = Path(home)
+    path = home / CONFIG_NAME
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise InputError(
+            f"{home} is not a node home (no {CONFIG_NAME}): run exchange-server init",
+            code="E_CONFIG",
+        ) from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: {e}", code="E_CONFIG") from e
+    node = dict(raw.pop("node", {}))
+    sftp = _take(SFTPConfig, dict(raw.pop("sftp", {})), "sftp")
+    security = _take(SecurityConfig, dict(raw.pop("security", {})), "security")
+    if raw:
+        raise InputError(f"{path}: unknown section(s) {', '.join(sorted(raw))}", code="E_CONFIG")
+    for required in ("code", "name"):
+        if not isinstance(node.get(required), str) or not node[required]:
+            raise InputError(f"{path}: [node] {required} is required", code="E_CONFIG")
+    cfg: NodeConfig = _take(
+        NodeConfig, {"home": home, **node, "sftp": sftp, "security": security}, "node"
+    )
+    return cfg
+
+
+def render_config(cfg: NodeConfig) -> str:
+    """The TOML text for ``cfg`` (used by ``exchange-server init``)."""
+
+    def val(v: object) -> str:
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
+    lines = ["# Node configuration; see docs/configuration.md", "[node]"]
+    for f in fields(NodeConfig):
+        if f.name in {"home", "sftp", "security"}:
+            continue
+        lines.append(f"{f.name} = {val(getattr(cfg, f.name))}")
+    for section in ("sftp", "security"):
+        lines += ["", f"[{section}]"]
+        obj = getattr(cfg, section)
+        lines += [f"{f.name} = {val(getattr(obj, f.name))}" for f in fields(obj)]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,77 @@
+"""A node home opened for use: configuration, state store, trust store and node identity.
+
+Only the CLIs and the server construct a :class:`Node`; library functions take its parts as
+arguments. The trust store is re-read when the CRL file changes, so a new CRL takes effect
+without a restart.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from exchange_server.config import NodeConfig, load_config
+from exchange_server.store.db import open_store
+from pki.errors import InputError
+from pki.keys import PrivateKey, load_certificates, load_private_key
+from pki.verify import TrustStore
+
+__all__ = ["Node", "utcnow"]
+
+
+def utcnow() -> dt.datetime:
+    """Current time, aware UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Node:
+    """The parts of a running node, opened from ``home``."""
+
+    config: NodeConfig
+    engine: Engine
+    _trust: TrustStore | None = field(default=None, repr=False)
+    _trust_stamp: tuple[float, float] | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, home: Path) -> Node:
+        """Load ``HOME/node.toml`` and open (and migrate) the state store."""
+        config = load_config(home)
+        return cls(config=config, engine=open_store(config.database_url))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    def trust(self) -> TrustStore:
+        """Trust root + current CRL, re-read whenever either file changes on disk."""
+        root = self.config.path(self.config.trust_root)
+        crl = self.config.path(self.config.crl)
+        try:
+            stamp = (root.stat().st_mtime, crl.stat().st_mtime if crl.exists() else 0.0)
+        except FileNotFoundError as e:
+            raise InputError(f"trust root missing: {root}", code="E_TRUST") from e
+        if self._trust is None or stamp != self._trust_stamp:
+            self._trust = TrustStore.from_files(root, crl if crl.exists() else None)
+            self._trust_stamp = stamp
+        return self._trust
+
+    def identity(self) -> tuple[list[x509.Certificate], PrivateKey]:
+        """The node's certificate chain and private key (EXCHANGE_KEY_PASSPHRASE if encrypted)."""
+        chain = load_certificates(self.config.path(self.config.cert))
+        key = load_private_key(self.config.path(self.config.key))
+        return chain, key

@@ -1,0 +1,1 @@
+"""The node's state store (sqlmodel over SQLite or PostgreSQL)."""

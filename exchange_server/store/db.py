@@ -1,0 +1,69 @@
+"""Opening the state store: SQLite (WAL) by default, PostgreSQL by URL; migrations by alembic.
+
+``open_store(url)`` returns an engine whose schema is at the newest migration. SQLite gets
+``journal_mode=WAL``, ``synchronous=FULL`` and ``foreign_keys=ON`` on every connection, so a
+crash never loses a committed transaction and readers do not block the writer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
+
+from pki.errors import StoreError
+
+__all__ = ["migrate", "open_store", "sqlite_url"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def sqlite_url(path: Path) -> str:
+    """SQLAlchemy URL of a SQLite database file."""
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest alembic revision (idempotent)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def open_store(url: str, *, upgrade: bool = True) -> Engine:
+    """Connect to the store at ``url`` and (by default) migrate it; raise ``StoreError``."""
+    try:
+        engine = _engine(url)
+        if upgrade:
+            migrate(engine)
+        else:
+            with engine.connect():
+                pass
+    except SQLAlchemyError as e:
+        raise StoreError(
+            f"cannot open the state store: {e.__class__.__name__}", code="E_STORE", detail=str(e)
+        ) from e
+    return engine

@@ -1,0 +1,66 @@
+"""Store fixtures: every store test runs on SQLite and, when reachable, on PostgreSQL.
+
+PostgreSQL is the CI machine's 127.0.0.1:5432 (trust auth, database ``test``), or the URL in
+``EXCHANGE_TEST_PG`` (an admin URL to the database to use). Each test gets its own schema, dropped
+afterwards, so runs never see each other's rows. When PostgreSQL is not reachable the PostgreSQL
+half skips with a message saying so; the SQLite half always runs.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+
+from exchange_server.store.db import open_store
+
+PG_URL = os.environ.get("EXCHANGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_reachable() -> str | None:
+    try:
+        import psycopg
+
+        dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, connect_timeout=3):
+            return None
+    except Exception as e:  # any failure means "not here": report why in the skip
+        return f"{type(e).__name__}: {e}".splitlines()[0]
+
+
+_PG_PROBLEM = _pg_reachable()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """URL of an empty, private store (SQLite file or PostgreSQL schema)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('store') / 'state.db'}"
+        return
+    if _PG_PROBLEM is not None:
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL} ({_PG_PROBLEM}); SQLite half ran")
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def engine(store_url: str) -> Iterator[Engine]:
+    """A migrated engine on the parametrised store."""
+    eng = open_store(store_url)
+    yield eng
+    eng.dispose()
