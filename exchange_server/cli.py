@@ -127,6 +127,29 @@ def init(
             )
 
 
+@app.command()
+@fail_on_error
+def serve(
+    home: HomeOpt,
+    host: Annotated[str | None, typer.Option("--host", help="Listen address (default: config).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Listen port (default: config).")] = None,
+) -> None:
+    """Run the node: the SFTP front and the ingest pipeline, until SIGINT/SIGTERM.
+
+    Departments log in with their registered SSH key or their ministry X.509 certificate,
+    upload bundles into `/inbox` and download receipts and results from `/outbox`.
+
+    **Examples**
+
+        exchange-server serve --home /srv/node
+
+        exchange-server serve --home /srv/node --host 0.0.0.0 --port 2222
+    """
+    from exchange_server.server import run
+
+    run(_node(home), host=host, port=port)
+
+
 def _node(home: Path) -> Node:
     return Node.open(home)
 

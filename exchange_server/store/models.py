@@ -103,7 +103,7 @@ class Upload(SQLModel, table=True):
     remote_addr: str | None = Field(default=None, max_length=64)
     file_name: str = Field(max_length=255)
     size: int = Field(sa_type=BigInteger)
-    sha256: str = Field(max_length=64)
+    sha256: str | None = Field(default=None, max_length=64)
     state: str = Field(default=BundleState.RECEIVED.value, max_length=16, index=True)
     bundle_id: str | None = Field(default=None, max_length=36, index=True)
     kind: str | None = Field(default=None, max_length=32)

@@ -66,7 +66,7 @@ def upgrade() -> None:
         sa.Column("remote_addr", sa.String(length=64), nullable=True),
         sa.Column("file_name", sa.String(length=255), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
-        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("sha256", sa.String(length=64), nullable=True),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("bundle_id", sa.String(length=36), nullable=True),
         sa.Column("kind", sa.String(length=32), nullable=True),

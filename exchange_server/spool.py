@@ -1,0 +1,69 @@
+"""The spool: where bundles live on disk while the node works on them.
+
+::
+
+    spool/incoming/.partial/   uploads in progress (never looked at by the pipeline)
+    spool/incoming/<UPLOAD>    complete uploads, named by upload id, waiting for ingest
+    spool/store/<BUNDLE>.bundle accepted bundles (kept: returned data is never deleted)
+    spool/quarantine/<UPLOAD>  rejected uploads, kept for the inspector
+    spool/depts/<CODE>/outbox/ what a department downloads: receipts, results, relayed queries
+
+All moves are ``os.replace`` within one filesystem, so a file is always wholly in one place.
+Names that come from peers never become path components here: uploads are named by the node's
+own UUIDs and bundles by their verified UUID.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from pki.identity import DeptCode, parse_dept_code
+
+__all__ = ["Spool"]
+
+
+class Spool:
+    """Paths inside one spool root; creates folders on demand."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _dir(self, *parts: str) -> Path:
+        path = self.root.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def partial(self) -> Path:
+        """Uploads in progress; same filesystem as ``incoming`` so commit is a rename."""
+        return self._dir("incoming", ".partial")
+
+    @property
+    def incoming(self) -> Path:
+        """Complete uploads waiting for the pipeline."""
+        return self._dir("incoming")
+
+    @property
+    def store(self) -> Path:
+        """Accepted bundles."""
+        return self._dir("store")
+
+    @property
+    def quarantine(self) -> Path:
+        """Rejected uploads."""
+        return self._dir("quarantine")
+
+    def outbox(self, code: str) -> Path:
+        """A department's download folder (``/outbox`` over SFTP)."""
+        dept: DeptCode = parse_dept_code(code)
+        return self._dir("depts", dept, "outbox")
+
+    def new_partial(self) -> tuple[str, Path]:
+        """A fresh upload id and the temporary path to write the upload to."""
+        upload_id = str(uuid.uuid4())
+        return upload_id, self.partial / f"{upload_id}.part"
+
+    def incoming_path(self, upload_id: str) -> Path:
+        """Where a committed upload waits."""
+        return self.incoming / str(uuid.UUID(upload_id))
