@@ -13,16 +13,38 @@ it, so an acknowledged upload is never lost, and an unacknowledged one is never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import hashlib
+import ipaddress
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from cryptography import x509
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from exchange_server.audit import append_event
 from exchange_server.node import Node, utcnow
+from exchange_server.receipts import Receipt, write_receipt
+from exchange_server.router import AcceptedBundle, Router, StoreRouter
 from exchange_server.spool import Spool
-from exchange_server.store.models import BundleState, Upload
+from exchange_server.store.models import (
+    BundleState,
+    Department,
+    DepartmentNetwork,
+    DeptState,
+    SeenBundle,
+    Upload,
+    as_utc,
+)
 from pki._fs import fsync_dir
+from pki.bundle import BundleError, verify
+from pki.errors import ExchangeError
+from pki.keys import PrivateKey, fingerprint
 
 __all__ = ["Ingest"]
 
@@ -32,11 +54,22 @@ log = logging.getLogger("exchange_server.ingest")
 class Ingest:
     """Hand-over point between transports and the pipeline."""
 
-    def __init__(self, node: Node, *, clock: Callable[[], dt.datetime] = utcnow):
+    def __init__(
+        self,
+        node: Node,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        router: Router | None = None,
+        workers: int = 2,
+    ):
         self.node = node
         self.clock = clock
+        self.router: Router = router or StoreRouter()
         self.spool = Spool(node.config.path(node.config.spool))
+        self.workers = workers
         self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._identity: tuple[list[x509.Certificate], PrivateKey] | None = None
 
     def new_partial(self) -> tuple[str, Path]:
         """An upload id and the temporary file a transport writes the upload to."""
@@ -87,5 +120,352 @@ class Ingest:
         partial.unlink(missing_ok=True)
 
     def wake(self) -> None:
-        """Tell the pipeline there is work."""
-        self._wakeup.set()
+        """Tell the pipeline there is work (callable from any thread)."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._wakeup.set)
+        else:
+            self._wakeup.set()
+
+    # --- the pipeline -----------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Bring the spool back to a consistent state after a crash (idempotent).
+
+        Partial uploads are deleted; complete files in ``incoming/`` that have no upload
+        record were never acknowledged, so they are quarantined, never processed.
+        """
+        for part in self.spool.partial.glob("*.part"):
+            part.unlink(missing_ok=True)
+        with self.node.session() as s:
+            known = set(s.exec(select(Upload.id)).all())
+        for f in self.spool.incoming.iterdir():
+            if f.is_file() and not f.name.startswith(".") and f.name not in known:
+                log.warning("unacknowledged upload %s quarantined at recovery", f.name)
+                f.replace(self.spool.quarantine / f"orphan-{f.name}")
+
+    def pending(self) -> list[str]:
+        """Upload ids not yet in a final state, oldest first."""
+        open_states = [
+            BundleState.RECEIVED.value,
+            BundleState.VERIFIED.value,
+            BundleState.ACCEPTED.value,
+        ]
+        with self.node.session() as s:
+            return list(
+                s.exec(
+                    select(Upload.id)
+                    .where(col(Upload.state).in_(open_states))
+                    .order_by(col(Upload.received_at), col(Upload.id))
+                ).all()
+            )
+
+    async def run(self) -> None:
+        """Process uploads until cancelled: recovery first, then whatever arrives."""
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.recover)
+        in_flight: set[str] = set()
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest") as pool:
+            tasks: set[asyncio.Future[None]] = set()
+            while True:
+                self._wakeup.clear()
+                for upload_id in await asyncio.to_thread(self.pending):
+                    if upload_id in in_flight:
+                        continue
+                    in_flight.add(upload_id)
+                    fut = self._loop.run_in_executor(pool, self.process_safely, upload_id)
+                    tasks.add(fut)
+                    fut.add_done_callback(self._finished(upload_id, in_flight, tasks))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+
+    def _finished(
+        self, upload_id: str, in_flight: set[str], tasks: set[asyncio.Future[None]]
+    ) -> Callable[[asyncio.Future[None]], None]:
+        def done(fut: asyncio.Future[None]) -> None:
+            in_flight.discard(upload_id)
+            tasks.discard(fut)
+            self._wakeup.set()
+
+        return done
+
+    def process_safely(self, upload_id: str) -> None:
+        """:meth:`process`, logging instead of raising: one bad upload never stops the node."""
+        try:
+            self.process(upload_id)
+        except Exception:
+            log.exception("processing upload %s failed; it stays pending", upload_id)
+
+    def process(self, upload_id: str) -> BundleState:
+        """Take one upload as far as it can go; idempotent, so safe to repeat after a crash."""
+        with self.node.session() as s:
+            up = s.get(Upload, upload_id)
+            if up is None:
+                raise LookupError(upload_id)
+            state = BundleState(up.state)
+        if state in (BundleState.RECEIVED, BundleState.VERIFIED):
+            state = self._verify_and_accept(upload_id)
+        if state is BundleState.ACCEPTED:
+            state = self._receipt_and_route(upload_id)
+        return state
+
+    def _node_identity(self) -> tuple[list[x509.Certificate], PrivateKey]:
+        if self._identity is None:
+            self._identity = self.node.identity()
+        return self._identity
+
+    def _verify_and_accept(self, upload_id: str) -> BundleState:
+        now = self.clock()
+        path = self.spool.incoming_path(upload_id)
+        with self.node.session() as s:
+            up = s.get(Upload, upload_id)
+            assert up is not None
+            dept_code, remote_addr, source = up.dept_code, up.remote_addr, up.source
+        try:
+            vb = verify(path, self.node.trust(), now=now)
+            sender = vb.sender
+            sha256 = vb.sha256
+            bundle_id = str(vb.header.bundle_id)
+            kind = vb.header.kind.value
+            if source == "drop":
+                dept_code = sender.code
+            with self.node.session() as s:
+                dept = s.get(Department, sender.code)
+                nets = s.exec(
+                    select(DepartmentNetwork.cidr).where(DepartmentNetwork.dept_code == sender.code)
+                ).all()
+            if sender.code != dept_code:
+                raise _Reject(
+                    "E_SIGNER",
+                    "bundle signed by another department",
+                    f"signer {sender.code} != uploader {dept_code}",
+                )
+            if dept is None or dept.state != DeptState.ACTIVE.value:
+                raise _Reject(
+                    "E_SENDER",
+                    "sender is not an active registered department",
+                    f"department {sender.code} unknown or disabled",
+                )
+            if remote_addr is not None and not _in_networks(remote_addr, nets):
+                raise _Reject(
+                    "E_ADDRESS",
+                    "upload came from an address not registered for the sender",
+                    f"{remote_addr} not in {list(nets)}",
+                )
+            node_chain, _ = self._node_identity()
+            if vb.header.recipient(fingerprint(node_chain[0])) is None:
+                raise _Reject(
+                    "E_RECIPIENT",
+                    "bundle is not addressed to this node",
+                    "node certificate not among recipients",
+                )
+        except BundleError as e:
+            return self._reject(upload_id, dept_code, e.code, e.message, e.detail, path)
+        except _Reject as e:
+            return self._reject(
+                upload_id,
+                dept_code,
+                e.code,
+                e.reason,
+                e.detail,
+                path,
+                bundle_id=bundle_id,
+                sha256=sha256,
+            )
+        # Acceptance and replay protection in one transaction: the seen_bundle primary key
+        # makes a second acceptance of the same bundle id impossible, across processes too.
+        try:
+            with self.node.session() as s:
+                up = s.get(Upload, upload_id)
+                assert up is not None
+                s.add(SeenBundle(bundle_id=bundle_id, upload_id=upload_id, at=now))
+                up.state = BundleState.ACCEPTED.value
+                up.dept_code = dept_code
+                up.bundle_id, up.kind, up.sha256, up.updated_at = bundle_id, kind, sha256, now
+                s.add(up)
+                append_event(
+                    s,
+                    actor=dept_code,
+                    action="bundle.accepted",
+                    subject=bundle_id,
+                    now=now,
+                    detail={"upload": upload_id, "kind": kind, "sha256": sha256},
+                )
+        except IntegrityError:
+            with self.node.session() as s:
+                seen = s.get(SeenBundle, bundle_id)
+            if seen is not None and seen.upload_id == upload_id:
+                return BundleState.ACCEPTED  # we accepted it before a crash
+            return self._reject(
+                upload_id,
+                dept_code,
+                "E_REPLAY",
+                "bundle was already received",
+                f"bundle {bundle_id} first seen in upload {seen.upload_id if seen else '?'}",
+                path,
+                bundle_id=bundle_id,
+                sha256=sha256,
+            )
+        return BundleState.ACCEPTED
+
+    def _store_path(self, bundle_id: str) -> Path:
+        return self.spool.store / f"{bundle_id}.bundle"
+
+    def _receipt_and_route(self, upload_id: str) -> BundleState:
+        now = self.clock()
+        with self.node.session() as s:
+            up = s.get(Upload, upload_id)
+            assert up is not None and up.bundle_id is not None
+            snapshot = up.model_copy()
+        incoming = self.spool.incoming_path(upload_id)
+        stored = self._store_path(snapshot.bundle_id or "")
+        if incoming.exists():
+            incoming.replace(stored)
+            fsync_dir(stored.parent)
+        name = self._send_receipt(snapshot, "accepted", None, None, now)
+        outcome = self.router.route(
+            AcceptedBundle(
+                upload_id=upload_id,
+                bundle_id=snapshot.bundle_id or "",
+                kind=snapshot.kind or "",
+                sender=snapshot.dept_code,
+                path=stored,
+            )
+        )
+        with self.node.session() as s:
+            up = s.get(Upload, upload_id)
+            assert up is not None
+            up.state = outcome.state.value
+            up.receipt_name = name
+            up.updated_at = now
+            s.add(up)
+            append_event(
+                s,
+                actor="node",
+                action=f"bundle.{outcome.value}",
+                subject=snapshot.bundle_id,
+                now=now,
+                detail={"upload": upload_id},
+            )
+        return outcome.state
+
+    def _send_receipt(
+        self, up: Upload, verdict: str, code: str | None, reason: str | None, now: dt.datetime
+    ) -> str | None:
+        with self.node.session() as s:
+            dept = s.get(Department, up.dept_code) if up.dept_code else None
+            cert_pem = dept.cert_pem if dept is not None else None
+        if cert_pem is None:
+            log.warning(
+                "upload %s: no registered department %r to send a receipt to", up.id, up.dept_code
+            )
+            return None
+        node_chain, node_key = self._node_identity()
+        receipt = Receipt(
+            upload_id=up.id,
+            bundle_id=up.bundle_id,
+            file_name=up.file_name,
+            file_sha256=up.sha256 or "",
+            size=up.size,
+            verdict=verdict,
+            reason_code=code,
+            reason=reason,
+            received_at=_rfc3339(as_utc(up.received_at)),
+            decided_at=_rfc3339(now),
+            node=self.node.config.code,
+        )
+        name, _ = write_receipt(
+            self.spool.outbox(up.dept_code),
+            receipt,
+            recipient=x509.load_pem_x509_certificate(cert_pem.encode()),
+            node_chain=node_chain,
+            node_key=node_key,
+            now=now,
+        )
+        return name
+
+    def _reject(
+        self,
+        upload_id: str,
+        dept_code: str,
+        code: str,
+        reason: str,
+        detail: str | None,
+        path: Path,
+        *,
+        bundle_id: str | None = None,
+        sha256: str | None = None,
+    ) -> BundleState:
+        now = self.clock()
+        log.warning(
+            "upload %s from %s rejected: %s (%s)",
+            upload_id,
+            dept_code or "?",
+            code,
+            detail or reason,
+        )
+        quarantined = self.spool.quarantine / upload_id
+        if path.exists():
+            if sha256 is None:
+                sha256 = _sha256_file(path)
+            path.replace(quarantined)
+            fsync_dir(quarantined.parent)
+        elif sha256 is None and quarantined.exists():
+            sha256 = _sha256_file(quarantined)
+        with self.node.session() as s:
+            up = s.get(Upload, upload_id)
+            assert up is not None
+            up.sha256 = sha256
+            if bundle_id is not None:
+                up.bundle_id = bundle_id
+            snapshot = up.model_copy()
+        name = self._send_receipt(snapshot, "rejected", code, reason, now)
+        with self.node.session() as s:
+            up = s.get(Upload, upload_id)
+            assert up is not None
+            up.state = BundleState.REJECTED.value
+            up.reason_code, up.reason_detail = code, (detail or reason)[:2000]
+            up.sha256, up.bundle_id, up.receipt_name, up.updated_at = (
+                sha256,
+                snapshot.bundle_id,
+                name,
+                now,
+            )
+            s.add(up)
+            append_event(
+                s,
+                actor=dept_code or "?",
+                action="bundle.rejected",
+                subject=snapshot.bundle_id,
+                now=now,
+                detail={"upload": upload_id, "code": code},
+            )
+        return BundleState.REJECTED
+
+
+class _Reject(ExchangeError):
+    """A node-level refusal of a bundle that is itself well-formed."""
+
+    def __init__(self, code: str, reason: str, detail: str):
+        super().__init__(f"bundle rejected: {reason}", code=code, detail=detail)
+        self.reason = reason
+
+
+def _in_networks(address: str, cidrs: Sequence[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(c) for c in cidrs)
+
+
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
