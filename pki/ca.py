@@ -75,6 +75,7 @@ ROOT_YEARS = 20
 INTERMEDIATE_YEARS = 10
 DEFAULT_CERT_DAYS = 365
 DEFAULT_CRL_DAYS = 7
+_CN_MAX_BYTES = 64
 
 
 def utcnow() -> dt.datetime:
@@ -195,14 +196,21 @@ class CertificateAuthority:
         name = name.strip()
         if not name:
             raise InputError("CA name must not be empty", code="E_INPUT")
+        _check_name_length(f"{name} Issuing CA" if intermediate else name, "CA name")
         ca_dir = Path(ca_dir)
         if ca_dir.exists() and (not ca_dir.is_dir() or any(ca_dir.iterdir())):
             raise InputError(f"{ca_dir} already exists and is not empty", code="E_EXISTS")
-        ca_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{ca_dir.name}.", dir=ca_dir.parent))
+        try:
+            ca_dir.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{ca_dir.name}.", dir=ca_dir.parent))
+        except OSError as e:
+            raise InputError(f"cannot create {ca_dir}: {e.strerror or e}", code="E_IO") from e
         try:
             tmp.chmod(0o700)
             (tmp / "certs").mkdir(mode=0o700)
+            # Made now so that the first operation's lock does not add a file: a failed
+            # operation must leave the directory byte-for-byte unchanged.
+            (tmp / ".lock").touch(mode=0o600)
             root_key = generate_private_key(key_type)
             root_name = ca_name(name)
             root = build_ca_certificate(
@@ -276,8 +284,16 @@ class CertificateAuthority:
         except (ValueError, KeyError) as e:
             raise CAError(f"{cfg_path} is damaged: {e}", code="E_CA_DB") from e
         db = CADatabase(ca_dir / "ca.db")
-        db.check_integrity(ca_dir / "certs")
-        return cls(ca_dir, config, db)
+        try:
+            ca = cls(ca_dir, config, db)
+            issuers = {"root": ca.root.subject}
+            if ca.intermediate is not None:
+                issuers["intermediate"] = ca.intermediate.subject
+            db.check_integrity(ca_dir / "certs", issuers)
+        except BaseException:
+            db.close()
+            raise
+        return ca
 
     def close(self) -> None:
         """Release the database connection."""
@@ -342,6 +358,7 @@ class CertificateAuthority:
         name = name.strip()
         if not name:
             raise InputError("department name must not be empty", code="E_INPUT")
+        _check_name_length(name, "department name")
         if not 1 <= days <= 3650:
             raise InputError(f"validity must be 1-3650 days, not {days}", code="E_INPUT")
         with self._locked():
@@ -515,6 +532,18 @@ class CertificateAuthority:
     def trust_pem(self) -> bytes:
         """The root certificate, PEM (what relying parties configure as their trust root)."""
         return certificate_pem(self.root)
+
+
+def _check_name_length(name: str, what: str) -> None:
+    # X.509 commonName holds at most 64 bytes here (cryptography counts UTF-8 bytes), i.e.
+    # 21 Chinese characters; refuse clearly instead of failing inside the certificate builder.
+    size = len(name.encode("utf-8"))
+    if size > _CN_MAX_BYTES:
+        raise InputError(
+            f"{what} {name!r} is too long for a certificate: {size} bytes in UTF-8, at most "
+            f"{_CN_MAX_BYTES} (21 Chinese characters); use the official short name",
+            code="E_INPUT",
+        )
 
 
 def _load_cert(path: Path) -> x509.Certificate:

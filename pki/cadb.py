@@ -15,11 +15,15 @@ import datetime as dt
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 
 from pki.errors import CAError
 from pki.identity import CertSerial, DeptCode
@@ -261,15 +265,13 @@ class CADatabase:
     def by_dept(self, dept: str) -> list[CertRecord]:
         """All certificates ever issued to ``dept``, oldest first."""
         rows = self._conn.execute(
-            "SELECT * FROM certificates WHERE dept = ? ORDER BY issued_at, serial", (dept,)
+            "SELECT * FROM certificates WHERE dept = ? ORDER BY issued_at, rowid", (dept,)
         ).fetchall()
         return [_record(r) for r in rows]
 
     def all(self) -> list[CertRecord]:
         """Every certificate, oldest first."""
-        rows = self._conn.execute(
-            "SELECT * FROM certificates ORDER BY issued_at, serial"
-        ).fetchall()
+        rows = self._conn.execute("SELECT * FROM certificates ORDER BY issued_at, rowid").fetchall()
         return [_record(r) for r in rows]
 
     def revoked(self, issuer: str) -> list[CertRecord]:
@@ -283,10 +285,16 @@ class CADatabase:
 
     # --- integrity --------------------------------------------------------------------------
 
-    def check_integrity(self, certs_dir: Path | None = None) -> int:
+    def check_integrity(
+        self, certs_dir: Path | None = None, issuers: Mapping[str, x509.Name] | None = None
+    ) -> int:
         """Verify the event chain against the tables (and ``certs_dir``); return event count.
 
-        Raises :class:`CAError` ``E_CA_DB`` naming the first inconsistency found.
+        Every certificate row must match its ``issue`` event and the certificate it stores
+        (fingerprint, department, name, role, validity, renewal, and with ``issuers`` — label to
+        CA subject — the issuing CA that decides which CRL lists it); every revocation and
+        CRL number must match its events. Raises :class:`CAError` ``E_CA_DB`` naming the first
+        inconsistency found.
         """
 
         def broken(what: str) -> CAError:
@@ -294,39 +302,81 @@ class CADatabase:
 
         prev = _GENESIS
         expected_seq = 1
-        issued: dict[str, str] = {}
-        revoked: set[str] = set()
-        for ev in self._conn.execute("SELECT * FROM events ORDER BY seq"):
-            if ev["seq"] != expected_seq:
-                raise broken(f"event {expected_seq} is missing")
-            if ev["prev_hash"] != prev:
-                raise broken(f"event {ev['seq']} does not follow event {ev['seq'] - 1}")
-            digest = _event_hash(
-                prev, ev["seq"], ev["at"], ev["action"], ev["serial"], ev["detail"]
-            )
-            if digest != ev["hash"]:
-                raise broken(f"event {ev['seq']} was altered")
-            detail = json.loads(ev["detail"])
-            if ev["action"] == "issue":
-                issued[ev["serial"]] = detail["fingerprint"]
-            elif ev["action"] == "revoke":
-                revoked.add(ev["serial"])
-            prev = digest
-            expected_seq += 1
-        rows = {r.serial: r for r in self.all()}
-        for serial, fp in issued.items():
+        issued: dict[str, dict[str, Any]] = {}
+        revoked: dict[str, tuple[str, str]] = {}
+        crl_numbers: dict[str, int] = {}
+        try:
+            for ev in self._conn.execute("SELECT * FROM events ORDER BY seq"):
+                if ev["seq"] != expected_seq:
+                    raise broken(f"event {expected_seq} is missing")
+                if ev["prev_hash"] != prev:
+                    raise broken(f"event {ev['seq']} does not follow event {ev['seq'] - 1}")
+                digest = _event_hash(
+                    prev, ev["seq"], ev["at"], ev["action"], ev["serial"], ev["detail"]
+                )
+                if digest != ev["hash"]:
+                    raise broken(f"event {ev['seq']} was altered")
+                detail = json.loads(ev["detail"])
+                if ev["action"] == "issue":
+                    issued[ev["serial"]] = {**detail, "at": ev["at"]}
+                elif ev["action"] == "revoke":
+                    revoked[ev["serial"]] = (ev["at"], detail["reason"])
+                elif ev["action"] == "crl":
+                    crl_numbers[detail["issuer"]] = detail["number"]
+                prev = digest
+                expected_seq += 1
+            rows = {r.serial: r for r in self.all()}
+            table_crl_numbers = {
+                r["issuer"]: r["number"] for r in self._conn.execute("SELECT * FROM crl_numbers")
+            }
+        except (ValueError, KeyError, TypeError) as e:
+            raise broken(f"unreadable entry ({e})") from e
+        for serial, detail in issued.items():
             row = rows.get(CertSerial(serial))
             if row is None:
                 raise broken(f"certificate {serial} was issued but its record is gone")
-            if row.fingerprint != fp:
+            if not _row_matches(row, detail, issuers):
                 raise broken(f"certificate {serial} record was altered")
-            if (row.revoked_at is not None) != (serial in revoked):
+            revocation = revoked.get(serial)
+            if row.revoked_at is None:
+                if revocation is not None:
+                    raise broken(f"revocation state of certificate {serial} was altered")
+            elif revocation != (_ts(row.revoked_at), row.revocation_reason):
                 raise broken(f"revocation state of certificate {serial} was altered")
         for serial in rows:
             if serial not in issued:
                 raise broken(f"certificate {serial} has no issue event")
+        if table_crl_numbers != crl_numbers:
+            raise broken("CRL numbers do not match the CRL events (rolled back?)")
         if certs_dir is not None and certs_dir.is_dir():
             for f in certs_dir.glob("*.pem"):
                 if f.stem not in rows:
                     raise broken(f"certificate file {f.name} has no record in the database")
         return expected_seq - 1
+
+
+def _row_matches(
+    row: CertRecord, event: dict[str, Any], issuers: Mapping[str, x509.Name] | None
+) -> bool:
+    """The row agrees with its issue event and with the certificate it stores."""
+    try:
+        cert = x509.load_pem_x509_certificate(row.pem.encode())
+    except ValueError:
+        return False
+
+    def attr(oid: x509.ObjectIdentifier) -> object:
+        values = cert.subject.get_attributes_for_oid(oid)
+        return values[0].value if len(values) == 1 else None
+
+    return (
+        row.fingerprint == event["fingerprint"]
+        and cert.fingerprint(hashes.SHA256()).hex() == event["fingerprint"]
+        and row.dept == event["dept"] == attr(NameOID.SERIAL_NUMBER)
+        and row.renewal_of == event["renewal_of"]
+        and _ts(row.issued_at) == event["at"]
+        and row.name == attr(NameOID.COMMON_NAME)
+        and row.role == attr(NameOID.ORGANIZATIONAL_UNIT_NAME)
+        and row.not_before == cert.not_valid_before_utc
+        and row.not_after == cert.not_valid_after_utc
+        and (issuers is None or issuers.get(row.issuer) == cert.issuer)
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from pki._cli_common import (
@@ -19,6 +20,7 @@ from pki._cli_common import (
     prompt_passphrase,
 )
 from pki._fs import atomic_write
+from pki.bundle_cli import bundle_app
 from pki.ca import (
     CA_PASSPHRASE_ENV,
     DEFAULT_CERT_DAYS,
@@ -67,6 +69,16 @@ def _parse_time(text: str | None) -> dt.datetime:
             f"invalid time {text!r}: use ISO 8601, e.g. 2026-11-22T08:00:00+08:00"
         ) from e
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _prepare_dir(path: Path) -> None:
+    """Create an output directory (or accept an existing one); a clear error if impossible."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(
+            f"cannot use {path} as output directory: {e.strerror or e}", code="E_IO"
+        ) from e
 
 
 def _open(ca_dir: Path) -> CertificateAuthority:
@@ -196,6 +208,9 @@ def issue(
             raise InputError("--key-type applies only when no --csr is given")
     cert_path = out / f"{code}.pem"
     key_path = out / f"{code}.key"
+    # Make sure the output can be written before the CA records anything: a certificate whose
+    # freshly generated key cannot be saved would be live, recorded and unusable.
+    _prepare_dir(out)
     for path in (cert_path, *(() if csr else (key_path,))):
         if path.exists():
             raise InputError(f"refusing to overwrite {path}", code="E_EXISTS")
@@ -215,7 +230,6 @@ def issue(
         )
     finally:
         ca.close()
-    out.mkdir(parents=True, exist_ok=True)
     if result.key is not None:
         env = os.environ.get(KEY_PASSPHRASE_ENV)
         atomic_write(key_path, private_key_pem(result.key, env.encode() if env else None), 0o600)
@@ -298,17 +312,19 @@ def crl(
     The CRL number increases by one every time. Relying parties refuse all certificates once
     the CRL passes its nextUpdate, so publish a new one well before that.
 
-    **Example**
+    **Examples**
 
         exchange-pki crl --ca-dir /srv/ca --out /srv/publish/crl.pem --days 7
+
+        EXCHANGE_PKI_PASSPHRASE=... exchange-pki crl --ca-dir /srv/ca --out crl.pem --days 1
     """
+    _prepare_dir(out.parent)
     ca = _open(ca_dir)
     try:
         pem = ca.crl(days=days, passphrase=_ca_passphrase())
         revoked = sum(1 for r in ca.records() if r.revoked_at is not None)
     finally:
         ca.close()
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, pem)
     next_update = utcnow() + dt.timedelta(days=days)
     if json_out:
@@ -364,7 +380,10 @@ def list_(
             f"{r.not_after:%Y-%m-%d}",
             r.renewal_of or "",
         )
-    console.print(table)
+    # Never let rich shorten cells to fit 80 columns (its default when piped): operators copy
+    # serials from here into `revoke --serial`, and a serial cut with "…" is useless.
+    natural = console.measure(table, options=console.options.update_width(1000)).maximum
+    Console(highlight=False, width=max(console.width, natural)).print(table)
 
 
 @app.command()
@@ -429,6 +448,9 @@ def verify(
             f"valid until {identity.not_after:%Y-%m-%d}",
             markup=False,
         )
+
+
+app.add_typer(bundle_app, name="bundle")
 
 
 def main() -> None:

@@ -89,6 +89,13 @@ def parse_networks(values: Iterable[str]) -> list[IPNetwork]:
     out: list[IPNetwork] = []
     for raw in values:
         text = raw.strip()
+        if "%" in text:
+            # ipaddress accepts IPv6 zones ("fe80::1%eth0"); a zone names an interface of the
+            # machine typing the command and means nothing in a certificate.
+            raise InputError(
+                f"invalid IP address or CIDR {raw!r}: interface zones (%...) cannot be registered",
+                code="E_IP",
+            )
         try:
             net = ipaddress.ip_network(text, strict=True)
         except ValueError as e:

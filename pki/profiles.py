@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from pki.identity import (
@@ -77,12 +78,17 @@ def ca_name(common_name: str) -> x509.Name:
 
 
 def end_entity_name(code: DeptCode, name: str, role: Role) -> x509.Name:
-    """Subject of a department or node certificate (see pki.identity for the profile)."""
+    """Subject of a department or node certificate (see pki.identity for the profile).
+
+    ``serialNumber`` is a PrintableString, whose alphabet lacks ``_``; a code with ``_`` (which
+    department codes allow) is encoded as UTF8String instead of failing to encode.
+    """
+    code_type = _ASN1Type.UTF8String if "_" in code else _ASN1Type.PrintableString
     return x509.Name(
         [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role.value),
-            x509.NameAttribute(NameOID.SERIAL_NUMBER, code),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, code, _type=code_type),
             x509.NameAttribute(NameOID.COMMON_NAME, name),
         ]
     )

@@ -152,6 +152,24 @@ def _check_usage(cert: x509.Certificate, role: Role) -> None:
         raise bad("extendedKeyUsage lacks " + ", ".join(sorted(o.dotted_string for o in missing)))
 
 
+def _ca_validity_error(
+    leaf: x509.Certificate, cas: Sequence[x509.Certificate], now: dt.datetime
+) -> CertificateError | None:
+    """The validity failure of a CA certificate above ``leaf`` (walking issuer names), if any."""
+    name = leaf.issuer
+    for _ in range(len(cas) + 1):
+        above = [c for c in cas if c.subject == name]
+        for cert in above:
+            try:
+                _check_times(cert, now, "a CA")
+            except CertificateError as e:
+                return e
+        if not above:
+            return None
+        name = above[0].issuer
+    return None
+
+
 def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
     key = issuer.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
@@ -243,13 +261,18 @@ def verify_certificate(
         verified = verifier.verify(leaf, intermediates)
     except verification.VerificationError as e:
         text = str(e)
-        code = "E_EXPIRED" if "not valid at validation time" in text else "E_CHAIN"
+        if "not valid at validation time" in text:
+            # The verifier does not say which CA certificate or in which direction: find it,
+            # so a not-yet-valid intermediate is not reported as expired.
+            found = _ca_validity_error(leaf, [*intermediates, *trust.roots], now)
+            if found is not None:
+                found.detail = f"{found.detail}; {text}"
+                raise found from e
+            raise CertificateError(
+                "a CA certificate in the chain has expired", code="E_EXPIRED", detail=text
+            ) from e
         raise CertificateError(
-            "certificate does not chain to the trusted ministry root"
-            if code == "E_CHAIN"
-            else "a CA certificate in the chain has expired",
-            code=code,
-            detail=text,
+            "certificate does not chain to the trusted ministry root", code="E_CHAIN", detail=text
         ) from e
     path = list(verified.chain)
     if require_crl:
