@@ -135,8 +135,11 @@ class Ingest:
         Partial uploads are deleted; complete files in ``incoming/`` that have no upload
         record were never acknowledged, so they are quarantined, never processed.
         """
-        for part in self.spool.partial.glob("*.part"):
-            part.unlink(missing_ok=True)
+        # Partials an upload still writes are skipped: the SFTP front holds an flock on each
+        # partial it writes, and another node process sharing the spool may be serving.
+        from exchange_server.sftp import remove_orphan_partials
+
+        remove_orphan_partials(self.spool)
         with self.node.session() as s:
             known = set(s.exec(select(Upload.id)).all())
         for f in self.spool.incoming.iterdir():
@@ -160,10 +163,15 @@ class Ingest:
                 ).all()
             )
 
-    async def run(self) -> None:
-        """Process uploads until cancelled: recovery first, then whatever arrives."""
+    async def run(self, *, recover: bool = True) -> None:
+        """Process uploads until cancelled: recovery first, then whatever arrives.
+
+        ``recover=False`` when the caller already ran :meth:`recover` before any transport
+        started (the server does, so recovery never races a live upload's commit).
+        """
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.recover)
+        if recover:
+            await asyncio.to_thread(self.recover)
         in_flight: set[str] = set()
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest") as pool:
             tasks: set[asyncio.Future[None]] = set()
@@ -197,16 +205,22 @@ class Ingest:
             log.exception("processing upload %s failed; it stays pending", upload_id)
 
     def process(self, upload_id: str) -> BundleState:
-        """Take one upload as far as it can go; idempotent, so safe to repeat after a crash."""
+        """Take one upload as far as it can go; idempotent, so safe to repeat after a crash.
+
+        The common path costs one read and two short write transactions: acceptance (with the
+        replay guard) must commit before the receipt is written, and the final state after it.
+        """
         with self.node.session() as s:
             up = s.get(Upload, upload_id)
             if up is None:
                 raise LookupError(upload_id)
-            state = BundleState(up.state)
+            snap = up.model_copy()
+        state = BundleState(snap.state)
+        cert_pem: str | None = None
         if state in (BundleState.RECEIVED, BundleState.VERIFIED):
-            state = self._verify_and_accept(upload_id)
+            state, snap, cert_pem = self._verify_and_accept(snap)
         if state is BundleState.ACCEPTED:
-            state = self._receipt_and_route(upload_id)
+            state = self._receipt_and_route(snap, cert_pem)
         return state
 
     def _node_identity(self) -> tuple[list[x509.Certificate], PrivateKey]:
@@ -214,56 +228,73 @@ class Ingest:
             self._identity = self.node.identity()
         return self._identity
 
-    def _verify_and_accept(self, upload_id: str) -> BundleState:
+    def _verify_and_accept(self, up: Upload) -> tuple[BundleState, Upload, str | None]:
         now = self.clock()
-        path = self.spool.incoming_path(upload_id)
-        with self.node.session() as s:
-            up = s.get(Upload, upload_id)
-            assert up is not None
-            dept_code, remote_addr, source = up.dept_code, up.remote_addr, up.source
+        path = self.spool.incoming_path(up.id)
+        dept_code = up.dept_code
         try:
             vb = verify(path, self.node.trust(), now=now)
-            sender = vb.sender
-            sha256 = vb.sha256
-            bundle_id = str(vb.header.bundle_id)
-            kind = vb.header.kind.value
-            if source == "drop":
-                dept_code = sender.code
+        except BundleError as e:
+            return self._reject(up.id, dept_code, e.code, e.message, e.detail, path), up, None
+        sender = vb.sender
+        bundle_id, kind, sha256 = str(vb.header.bundle_id), vb.header.kind.value, vb.sha256
+        if up.source == "drop":
+            dept_code = sender.code  # no login to compare with: the signer is the sender
+        node_chain, _ = self._node_identity()
+        # Checks against the registry and acceptance share one transaction, so a department
+        # disabled or re-addressed meanwhile is seen, and the seen_bundle primary key makes a
+        # second acceptance of the same bundle id impossible, across node processes too.
+        try:
             with self.node.session() as s:
                 dept = s.get(Department, sender.code)
                 nets = s.exec(
                     select(DepartmentNetwork.cidr).where(DepartmentNetwork.dept_code == sender.code)
                 ).all()
-            if sender.code != dept_code:
-                raise _Reject(
-                    "E_SIGNER",
-                    "bundle signed by another department",
-                    f"signer {sender.code} != uploader {dept_code}",
+                if sender.code != dept_code:
+                    raise _Reject(
+                        "E_SIGNER",
+                        "bundle signed by another department",
+                        f"signer {sender.code} != uploader {dept_code}",
+                    )
+                if dept is None or dept.state != DeptState.ACTIVE.value:
+                    raise _Reject(
+                        "E_SENDER",
+                        "sender is not an active registered department",
+                        f"department {sender.code} unknown or disabled",
+                    )
+                if up.remote_addr is not None and not _in_networks(up.remote_addr, nets):
+                    raise _Reject(
+                        "E_ADDRESS",
+                        "upload came from an address not registered for the sender",
+                        f"{up.remote_addr} not in {list(nets)}",
+                    )
+                if vb.header.recipient(fingerprint(node_chain[0])) is None:
+                    raise _Reject(
+                        "E_RECIPIENT",
+                        "bundle is not addressed to this node",
+                        "node certificate not among recipients",
+                    )
+                cert_pem = dept.cert_pem
+                row = s.get(Upload, up.id)
+                assert row is not None
+                s.add(SeenBundle(bundle_id=bundle_id, upload_id=up.id, at=now))
+                row.state = BundleState.ACCEPTED.value
+                row.dept_code = dept_code
+                row.bundle_id, row.kind, row.sha256, row.updated_at = bundle_id, kind, sha256, now
+                s.add(row)
+                append_event(
+                    s,
+                    actor=dept_code,
+                    action="bundle.accepted",
+                    subject=bundle_id,
+                    now=now,
+                    detail={"upload": up.id, "kind": kind, "sha256": sha256},
                 )
-            if dept is None or dept.state != DeptState.ACTIVE.value:
-                raise _Reject(
-                    "E_SENDER",
-                    "sender is not an active registered department",
-                    f"department {sender.code} unknown or disabled",
-                )
-            if remote_addr is not None and not _in_networks(remote_addr, nets):
-                raise _Reject(
-                    "E_ADDRESS",
-                    "upload came from an address not registered for the sender",
-                    f"{remote_addr} not in {list(nets)}",
-                )
-            node_chain, _ = self._node_identity()
-            if vb.header.recipient(fingerprint(node_chain[0])) is None:
-                raise _Reject(
-                    "E_RECIPIENT",
-                    "bundle is not addressed to this node",
-                    "node certificate not among recipients",
-                )
-        except BundleError as e:
-            return self._reject(upload_id, dept_code, e.code, e.message, e.detail, path)
+                s.flush()
+                accepted = row.model_copy()
         except _Reject as e:
-            return self._reject(
-                upload_id,
+            state = self._reject(
+                up.id,
                 dept_code,
                 e.code,
                 e.reason,
@@ -272,32 +303,17 @@ class Ingest:
                 bundle_id=bundle_id,
                 sha256=sha256,
             )
-        # Acceptance and replay protection in one transaction: the seen_bundle primary key
-        # makes a second acceptance of the same bundle id impossible, across processes too.
-        try:
-            with self.node.session() as s:
-                up = s.get(Upload, upload_id)
-                assert up is not None
-                s.add(SeenBundle(bundle_id=bundle_id, upload_id=upload_id, at=now))
-                up.state = BundleState.ACCEPTED.value
-                up.dept_code = dept_code
-                up.bundle_id, up.kind, up.sha256, up.updated_at = bundle_id, kind, sha256, now
-                s.add(up)
-                append_event(
-                    s,
-                    actor=dept_code,
-                    action="bundle.accepted",
-                    subject=bundle_id,
-                    now=now,
-                    detail={"upload": upload_id, "kind": kind, "sha256": sha256},
-                )
+            return state, up, None
         except IntegrityError:
             with self.node.session() as s:
                 seen = s.get(SeenBundle, bundle_id)
-            if seen is not None and seen.upload_id == upload_id:
-                return BundleState.ACCEPTED  # we accepted it before a crash
-            return self._reject(
-                upload_id,
+                row = s.get(Upload, up.id)
+                assert row is not None
+                snap = row.model_copy()
+            if seen is not None and seen.upload_id == up.id:
+                return BundleState.ACCEPTED, snap, None  # accepted before a crash
+            state = self._reject(
+                up.id,
                 dept_code,
                 "E_REPLAY",
                 "bundle was already received",
@@ -306,55 +322,60 @@ class Ingest:
                 bundle_id=bundle_id,
                 sha256=sha256,
             )
-        return BundleState.ACCEPTED
+            return state, snap, None
+        return BundleState.ACCEPTED, accepted, cert_pem
 
     def _store_path(self, bundle_id: str) -> Path:
         return self.spool.store / f"{bundle_id}.bundle"
 
-    def _receipt_and_route(self, upload_id: str) -> BundleState:
+    def _receipt_and_route(self, up: Upload, cert_pem: str | None) -> BundleState:
         now = self.clock()
-        with self.node.session() as s:
-            up = s.get(Upload, upload_id)
-            assert up is not None and up.bundle_id is not None
-            snapshot = up.model_copy()
-        incoming = self.spool.incoming_path(upload_id)
-        stored = self._store_path(snapshot.bundle_id or "")
+        assert up.bundle_id is not None
+        incoming = self.spool.incoming_path(up.id)
+        stored = self._store_path(up.bundle_id)
         if incoming.exists():
             incoming.replace(stored)
             fsync_dir(stored.parent)
-        name = self._send_receipt(snapshot, "accepted", None, None, now)
+        name = self._send_receipt(up, "accepted", None, None, now, cert_pem)
         outcome = self.router.route(
             AcceptedBundle(
-                upload_id=upload_id,
-                bundle_id=snapshot.bundle_id or "",
-                kind=snapshot.kind or "",
-                sender=snapshot.dept_code,
+                upload_id=up.id,
+                bundle_id=up.bundle_id,
+                kind=up.kind or "",
+                sender=up.dept_code,
                 path=stored,
             )
         )
         with self.node.session() as s:
-            up = s.get(Upload, upload_id)
-            assert up is not None
-            up.state = outcome.state.value
-            up.receipt_name = name
-            up.updated_at = now
-            s.add(up)
+            row = s.get(Upload, up.id)
+            assert row is not None
+            row.state = outcome.state.value
+            row.receipt_name = name
+            row.updated_at = now
+            s.add(row)
             append_event(
                 s,
                 actor="node",
                 action=f"bundle.{outcome.value}",
-                subject=snapshot.bundle_id,
+                subject=up.bundle_id,
                 now=now,
-                detail={"upload": upload_id},
+                detail={"upload": up.id},
             )
         return outcome.state
 
     def _send_receipt(
-        self, up: Upload, verdict: str, code: str | None, reason: str | None, now: dt.datetime
+        self,
+        up: Upload,
+        verdict: str,
+        code: str | None,
+        reason: str | None,
+        now: dt.datetime,
+        cert_pem: str | None = None,
     ) -> str | None:
-        with self.node.session() as s:
-            dept = s.get(Department, up.dept_code) if up.dept_code else None
-            cert_pem = dept.cert_pem if dept is not None else None
+        if cert_pem is None and up.dept_code:
+            with self.node.session() as s:
+                dept = s.get(Department, up.dept_code)
+                cert_pem = dept.cert_pem if dept is not None else None
         if cert_pem is None:
             log.warning(
                 "upload %s: no registered department %r to send a receipt to", up.id, up.dept_code

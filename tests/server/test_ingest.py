@@ -44,8 +44,9 @@ def _receipt(world: World, dept: str, upload_id: str) -> dict[str, object]:
     issued = world.depts[dept]
     assert issued.key is not None
     out = world.tmp / f"open-{uuid.uuid4().hex}"
-    opened = open_bundle(path, out, recipient_key=issued.key, recipient_cert=issued.certificate,
-                         trust=trust, now=now)
+    opened = open_bundle(
+        path, out, recipient_key=issued.key, recipient_cert=issued.certificate, trust=trust, now=now
+    )
     body = json.loads((out / "receipt.json").read_text(encoding="utf-8"))
     assert body == opened.manifest.fields
     return body
@@ -136,9 +137,11 @@ def test_replayed_bundle_is_rejected(world: World) -> None:
 
 def test_crash_after_receipt_before_state_sends_no_second_receipt(world: World) -> None:
     upload_id = world.upload("MZ330100", world.seal("MZ330100"))
-    world.ingest._verify_and_accept(upload_id)  # node dies after acceptance ...
+    world.ingest._verify_and_accept(_upload(world, upload_id))  # node dies after acceptance ...
     up = _upload(world, upload_id)
-    world.ingest._send_receipt(up, "accepted", None, None, dt.datetime.now(dt.UTC))  # ... and after the receipt
+    world.ingest._send_receipt(
+        up, "accepted", None, None, dt.datetime.now(dt.UTC)
+    )  # ... and after the receipt
     assert _upload(world, upload_id).state == "accepted"
     assert world.ingest.pending() == [upload_id]
     assert world.ingest.process(upload_id).value == "done"  # restart resumes
