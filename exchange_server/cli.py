@@ -131,8 +131,12 @@ def init(
 @fail_on_error
 def serve(
     home: HomeOpt,
-    host: Annotated[str | None, typer.Option("--host", help="Listen address (default: config).")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="Listen port (default: config).")] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Listen address (default: config).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Listen port (default: config).")
+    ] = None,
 ) -> None:
     """Run the node: the SFTP front and the ingest pipeline, until SIGINT/SIGTERM.
 
