@@ -140,7 +140,7 @@ class Ingest:
         from exchange_server.sftp import remove_orphan_partials
 
         remove_orphan_partials(self.spool)
-        with self.node.session() as s:
+        with self.node.session(write=False) as s:
             known = set(s.exec(select(Upload.id)).all())
         for f in self.spool.incoming.iterdir():
             if f.is_file() and not f.name.startswith(".") and f.name not in known:
@@ -154,7 +154,7 @@ class Ingest:
             BundleState.VERIFIED.value,
             BundleState.ACCEPTED.value,
         ]
-        with self.node.session() as s:
+        with self.node.session(write=False) as s:
             return list(
                 s.exec(
                     select(Upload.id)
@@ -210,7 +210,7 @@ class Ingest:
         The common path costs one read and two short write transactions: acceptance (with the
         replay guard) must commit before the receipt is written, and the final state after it.
         """
-        with self.node.session() as s:
+        with self.node.session(write=False) as s:
             up = s.get(Upload, upload_id)
             if up is None:
                 raise LookupError(upload_id)
@@ -305,7 +305,7 @@ class Ingest:
             )
             return state, up, None
         except IntegrityError:
-            with self.node.session() as s:
+            with self.node.session(write=False) as s:
                 seen = s.get(SeenBundle, bundle_id)
                 row = s.get(Upload, up.id)
                 assert row is not None
@@ -373,7 +373,7 @@ class Ingest:
         cert_pem: str | None = None,
     ) -> str | None:
         if cert_pem is None and up.dept_code:
-            with self.node.session() as s:
+            with self.node.session(write=False) as s:
                 dept = s.get(Department, up.dept_code)
                 cert_pem = dept.cert_pem if dept is not None else None
         if cert_pem is None:

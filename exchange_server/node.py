@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from exchange_server.config import NodeConfig, load_config
-from exchange_server.store.db import open_store
+from exchange_server.store.db import open_store, writer
 from pki.errors import InputError
 from pki.keys import PrivateKey, load_certificates, load_private_key
 from pki.verify import TrustStore
@@ -47,9 +47,13 @@ class Node:
         return cls(config=config, engine=open_store(config.database_url))
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session whose transaction commits on success and rolls back on error."""
-        with Session(self.engine, expire_on_commit=False) as s:
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error.
+
+        ``write=False`` for read-only work: on SQLite it does not wait for the write lock.
+        """
+        bind = writer(self.engine) if write else self.engine
+        with Session(bind, expire_on_commit=False) as s:
             try:
                 yield s
                 s.commit()

@@ -429,7 +429,7 @@ class SFTPFront:
         """Every registered network of an active department (blocking)."""
         import ipaddress
 
-        with self.node.session() as s:
+        with self.node.session(write=False) as s:
             rows = s.exec(
                 select(DepartmentNetwork.cidr)
                 .join(Department, col(Department.code) == col(DepartmentNetwork.dept_code))
@@ -460,7 +460,7 @@ class SFTPFront:
             code = parse_dept_code(username)
         except InputError:
             return Admission.refuse(E_UNKNOWN_USER)
-        with self.node.session() as s:
+        with self.node.session(write=False) as s:
             dept = s.get(Department, code)
             if dept is None:
                 return Admission.refuse(E_UNKNOWN_USER)

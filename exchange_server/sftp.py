@@ -286,7 +286,7 @@ class SFTPServices:
                 with contextlib.suppress(OSError):
                     if entry.is_file(follow_symlinks=False):
                         outbox += entry.stat(follow_symlinks=False).st_size
-        with self.node.session() as s:
+        with self.node.session(write=False) as s:
             waiting = s.exec(
                 select(func.coalesce(func.sum(Upload.size), 0)).where(
                     Upload.dept_code == dept, Upload.state == BundleState.RECEIVED.value

@@ -12,14 +12,15 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
 from pki.errors import StoreError
 
-__all__ = ["migrate", "open_store", "sqlite_url"]
+__all__ = ["migrate", "open_store", "sqlite_url", "writer"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BEGIN = "exchange_sqlite_begin"
 
 
 def sqlite_url(path: Path) -> str:
@@ -28,6 +29,10 @@ def sqlite_url(path: Path) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # Transactions are begun by _sqlite_begin below, not by the driver, so that writers can
+    # take SQLite's write lock up front (BEGIN IMMEDIATE) instead of failing to upgrade a read
+    # transaction when another process committed meanwhile.
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")
@@ -36,10 +41,28 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def writer(engine: Engine) -> Engine:
+    """The engine to use for transactions that write.
+
+    On SQLite every transaction through it starts with ``BEGIN IMMEDIATE``: it waits for the
+    write lock first (``busy_timeout``), so read-then-write sequences such as the audit
+    trail's hash chain are serialised across threads and processes. Elsewhere it is ``engine``.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    return engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+
+
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
 

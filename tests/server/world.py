@@ -76,7 +76,10 @@ class World:
         data = source if isinstance(source, bytes) else source.read_bytes()
         partial.write_bytes(data)
         self.ingest.accept_upload(
-            upload_id=upload_id, dept=dept, partial=partial, file_name="up.bundle",
+            upload_id=upload_id,
+            dept=dept,
+            partial=partial,
+            file_name="up.bundle",
             remote_addr=addr,
         )
         return upload_id
@@ -96,13 +99,27 @@ def build_world(tmp: Path, ca: CAFixture, database: str | None = None) -> World:
     atomic_write(files / "node.pem", certificate_pem(node_cert.chain))
     atomic_write(files / "node.key", private_key_pem(node_cert.key, None), 0o600)
     home = tmp / "home"
-    create_home(home, trust=ca.dir / "root.pem", cert=files / "node.pem", key=files / "node.key",
-                crl=ca.dir / "crl.pem", database=database)
+    create_home(
+        home,
+        trust=ca.dir / "root.pem",
+        cert=files / "node.pem",
+        key=files / "node.key",
+        crl=ca.dir / "crl.pem",
+        database=database,
+    )
     node = Node.open(home)
     now = dt.datetime.now(dt.UTC)
     with node.session() as s:
         for code, issued in depts.items():
-            add_department(s, code, name=None, certificate=issued.chain, trust=node.trust(),
-                           allow_ips=["127.0.0.1"], quota_bytes=1 << 30, now=now, actor="test")
-    return World(tmp=tmp, ca=ca, node=node, ingest=Ingest(node), node_cert=node_cert,
-                 depts=depts)
+            add_department(
+                s,
+                code,
+                name=None,
+                certificate=issued.chain,
+                trust=node.trust(),
+                allow_ips=["127.0.0.1"],
+                quota_bytes=1 << 30,
+                now=now,
+                actor="test",
+            )
+    return World(tmp=tmp, ca=ca, node=node, ingest=Ingest(node), node_cert=node_cert, depts=depts)
