@@ -1,0 +1,58 @@
+"""The one limits object: every size and count the product enforces, in one place.
+
+Limits protect the node from hostile or broken input (a peer's bundle that claims a million
+members, a header of a gigabyte) and keep memory flat. They are enforced *while streaming*,
+before the data they bound has been read, and they apply both when reading (a peer's bundle is
+refused with ``E_LIMIT``) and when writing (we never produce a bundle a peer would refuse).
+
+The node extends this object as more subsystems get limits (rows per file, path depth,
+timeouts); add fields with defaults so existing callers keep working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+__all__ = ["DEFAULT_LIMITS", "GIB", "KIB", "MIB", "Limits"]
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The one limits object (sizes in bytes). Frozen: derive variants with ``replace``.
+
+    ========================  ===================================================================
+    ``max_header_size``       cleartext bundle header (JSON)
+    ``max_manifest_size``     encrypted manifest (JSON: member list and kind-specific fields)
+    ``max_members``           files in one bundle
+    ``max_member_size``       one file in a bundle
+    ``max_total_size``        the whole bundle file
+    ``max_recipients``        recipients one bundle is encrypted to
+    ``max_chain_length``      certificates in the sender's chain (leaf included)
+    ``io_block_size``         read/write block for streaming (memory use grows with it)
+    ========================  ===================================================================
+    """
+
+    max_header_size: int = 1 * MIB
+    max_manifest_size: int = 16 * MIB
+    max_members: int = 10_000
+    max_member_size: int = 64 * GIB
+    max_total_size: int = 64 * GIB
+    max_recipients: int = 64
+    max_chain_length: int = 4
+    io_block_size: int = 1 * MIB
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"limit {f.name} must be a positive integer, not {value!r}")
+        if self.io_block_size < 4 * KIB:
+            raise ValueError("io_block_size must be at least 4 KiB")
+
+
+#: Limits used when the caller does not pass its own.
+DEFAULT_LIMITS = Limits()
