@@ -295,7 +295,22 @@ class CADatabase:
         CA subject — the issuing CA that decides which CRL lists it); every revocation and
         CRL number must match its events. Raises :class:`CAError` ``E_CA_DB`` naming the first
         inconsistency found.
+
+        All reads happen in one read transaction, so an issuance committed by another process
+        meanwhile is seen either wholly (row and event) or not at all.
         """
+        try:
+            self._conn.execute("BEGIN")
+        except sqlite3.DatabaseError as e:
+            raise CAError(f"CA database is busy or damaged: {e}", code="E_CA_DB") from e
+        try:
+            return self._check_integrity(certs_dir, issuers)
+        finally:
+            self._conn.execute("ROLLBACK")
+
+    def _check_integrity(
+        self, certs_dir: Path | None, issuers: Mapping[str, x509.Name] | None
+    ) -> int:
 
         def broken(what: str) -> CAError:
             return CAError(f"CA database integrity check failed: {what}", code="E_CA_DB")

@@ -238,8 +238,27 @@ def verify_certificate(
     ``role`` is the role the caller needs: a department certificate cannot pass as a node and
     vice versa (``None`` accepts either, for auditors). ``require_crl=False`` skips revocation
     and exists only for the CA operator's own inspection tools; every product path fails closed.
-    Returns the identity with the verified chain (leaf first, root last).
+    Returns the identity with the verified chain (leaf first, root last). A certificate that
+    cryptography cannot parse fully (duplicate extensions, malformed names) is ``E_CERT_FORMAT``.
     """
+    try:
+        return _verify_certificate(leaf, trust, now, chain, role, require_crl)
+    except CertificateError:
+        raise
+    except (ValueError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as e:
+        raise CertificateError(
+            "certificate is malformed", code="E_CERT_FORMAT", detail=f"{type(e).__name__}: {e}"
+        ) from e
+
+
+def _verify_certificate(
+    leaf: x509.Certificate,
+    trust: TrustStore,
+    now: dt.datetime,
+    chain: Sequence[x509.Certificate],
+    role: Role | None,
+    require_crl: bool,
+) -> CertifiedIdentity:
     if not trust.roots:
         raise CertificateError("trust store is empty: configure the ministry root", code="E_TRUST")
     _check_times(leaf, now, "the")
