@@ -1,0 +1,249 @@
+"""Benchmark: the node's SFTP front against OpenSSH's own sftp-server, in the same run.
+
+1. Throughput: the OpenSSH ``sftp`` client uploads the same file (a sealed bundle of ``--size``
+   bytes) to OpenSSH ``sshd`` with ``internal-sftp`` on a loopback port, and to our node's
+   ``/inbox``; prints both throughputs and the ratio (goal: node >= 0.8 x OpenSSH).
+2. Load: ``--clients`` concurrent asyncssh clients push ``--bundles`` small sealed bundles;
+   prints bundles/s, p50/p99 latency from the start of an upload to its signed receipt being
+   in the department's outbox (goal: p99 < 1 s), and the node's peak RSS.
+
+Not a test: nothing is asserted. Needs ``/usr/sbin/sshd`` (Debian: openssh-server) and the
+``sftp`` client. Everything listens on 127.0.0.1 only and stops by itself.
+
+    .venv/bin/python bench/sftp_upload.py                 # 1 GiB, 50 clients, 1000 bundles
+    .venv/bin/python bench/sftp_upload.py --size 256MiB --clients 10 --bundles 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pki.bundle import Member, seal_to_file
+from pki.keys import load_certificates, load_private_key
+from tests.integration.node_harness import DeptSpec, NodeHarness, free_loopback_port
+
+UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    for suffix, mult in UNITS.items():
+        if text.endswith(suffix):
+            return int(float(text[: -len(suffix)]) * mult)
+    return int(text)
+
+
+def seal_file(h: NodeHarness, code: str, src: Path, out: Path, size: int) -> None:
+    cred = h.depts[code]
+    with src.open("rb") as fh:
+        seal_to_file(
+            [Member("data.bin", fh, size=size)],
+            out,
+            signer_key=load_private_key(cred.key_path),
+            signer_chain=load_certificates(cred.cert_path),
+            recipients=[load_certificates(h.root / "creds" / "NODE01.pem")[0]],
+            kind="data",
+            now=dt.datetime.now(dt.UTC),
+        )
+
+
+def make_payload(path: Path, size: int) -> None:
+    block = os.urandom(1 << 20)
+    with path.open("wb") as fh:
+        left = size
+        while left:
+            n = min(left, len(block))
+            fh.write(block[:n])
+            left -= n
+
+
+def start_sshd(work: Path, pubkey: str) -> tuple[subprocess.Popen[bytes], int]:
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists():
+        sys.exit("sshd not found: apt-get install openssh-server")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host")], check=True
+    )
+    (work / "authorized_keys").write_text(pubkey)
+    (work / "dest").mkdir()
+    port = free_loopback_port()
+    cfg = work / "sshd_config"
+    cfg.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work / 'host'}\n"
+        f"PidFile {work / 'sshd.pid'}\nAuthorizedKeysFile {work / 'authorized_keys'}\n"
+        "StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        "PermitRootLogin yes\nSubsystem sftp internal-sftp\nLogLevel ERROR\n"
+    )
+    proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(cfg)], stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return proc, port
+
+
+def sftp_put(argv: list[str], local: Path, remote: str, work: Path) -> float:
+    batch = work / f"batch-{uuid.uuid4().hex}"
+    batch.write_text(f"put {local} {remote}\n")
+    start = time.perf_counter()
+    subprocess.run([*argv[:-1], "-b", str(batch), argv[-1]], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def throughput(h: NodeHarness, work: Path, size: int, runs: int) -> tuple[float, float]:
+    payload, bundle = work / "payload.bin", work / "big.bundle"
+    make_payload(payload, size)
+    seal_file(h, "MZ330100", payload, bundle, size)
+    payload.unlink()
+    nbytes = bundle.stat().st_size
+    cred = h.depts["MZ330100"]
+    assert cred.ssh_key_path is not None and cred.ssh_public is not None
+    sshd, port = start_sshd(work, cred.ssh_public)
+    try:
+        ossh_argv = [
+            "sftp",
+            "-F",
+            "/dev/null",
+            "-oBatchMode=yes",
+            "-oStrictHostKeyChecking=no",
+            "-oUserKnownHostsFile=/dev/null",
+            "-oIdentitiesOnly=yes",
+            "-oLogLevel=ERROR",
+            "-i",
+            str(cred.ssh_key_path),
+            "-P",
+            str(port),
+            f"{os.environ.get('USER', 'root')}@127.0.0.1",
+        ]
+        ossh = min(
+            sftp_put(ossh_argv, bundle, str(work / "dest" / f"b{i}"), work) for i in range(runs)
+        )
+    finally:
+        sshd.terminate()
+        sshd.wait(10)
+    node_argv = h.sftp_argv("MZ330100")
+    ours = min(sftp_put(node_argv, bundle, f"/inbox/big{i}.bundle", work) for i in range(runs))
+    return nbytes / ossh, nbytes / ours
+
+
+async def push(
+    h: NodeHarness, code: str, items: list[tuple[str, Path]], starts: dict[str, float]
+) -> None:
+    async with h.asyncssh_connect(code) as conn, conn.start_sftp_client() as sftp:
+        for bid, path in items:
+            starts[bid] = time.time()
+            await sftp.put(str(path), f"/inbox/{path.name}")
+
+
+def load_test(h: NodeHarness, work: Path, clients: int, bundles: int, codes: list[str]) -> None:
+    small = work / "small"
+    small.mkdir()
+    node_cert = load_certificates(h.root / "creds" / "NODE01.pem")[0]
+    jobs: dict[str, list[tuple[str, Path]]] = {c: [] for c in codes}
+    now = dt.datetime.now(dt.UTC)
+    for i in range(bundles):
+        code = codes[i % len(codes)]
+        cred = h.depts[code]
+        bid = uuid.uuid4()
+        body = os.urandom(1500)
+        path = small / f"{i:05d}.bundle"
+        seal_to_file(
+            [Member("d.bin", io.BytesIO(body), size=len(body))],
+            path,
+            signer_key=load_private_key(cred.key_path),
+            signer_chain=load_certificates(cred.cert_path),
+            recipients=[node_cert],
+            kind="data",
+            now=now,
+            bundle_id=bid,
+        )
+        jobs[code].append((str(bid), path))
+    # split each department's bundles over its share of the clients
+    per_dept = max(1, clients // len(codes))
+    starts: dict[str, float] = {}
+
+    async def run_all() -> None:
+        tasks = []
+        for code, items in jobs.items():
+            for k in range(per_dept):
+                tasks.append(push(h, code, items[k::per_dept], starts))
+        await asyncio.gather(*tasks)
+
+    t0 = time.time()
+    asyncio.run(run_all())
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        ups = [
+            u
+            for u in h.uploads()
+            if u.kind == "data" and u.file_name.endswith(".bundle") and u.bundle_id in starts
+        ]
+        if len(ups) == bundles and all(u.receipt_name for u in ups):
+            break
+        time.sleep(0.2)
+    latencies, last = [], t0
+    for u in ups:
+        assert u.receipt_name and u.bundle_id
+        receipt = h.outbox(u.dept_code) / u.receipt_name
+        done = receipt.stat().st_mtime
+        latencies.append(done - starts[u.bundle_id])
+        last = max(last, done)
+    latencies.sort()
+    p50 = statistics.median(latencies)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    assert h.proc is not None
+    rss = 0
+    for line in Path(f"/proc/{h.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            rss = int(line.split()[1]) * 1024
+    print(f"\nload: {clients} clients, {bundles} bundles of ~2 KB")
+    print(f"  bundles/s (upload start -> last receipt): {bundles / (last - t0):8.1f}")
+    print(f"  upload-to-receipt latency p50: {p50 * 1000:8.1f} ms")
+    print(f"  upload-to-receipt latency p99: {p99 * 1000:8.1f} ms   (goal < 1000 ms)")
+    print(f"  node peak RSS: {rss / 2**20:8.1f} MiB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--size", default="1GiB", help="upload size for the throughput run")
+    ap.add_argument("--runs", type=int, default=2, help="throughput runs per server (best kept)")
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--bundles", type=int, default=1000)
+    ap.add_argument("--depts", type=int, default=5, help="departments the clients log in as")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    args = ap.parse_args()
+    size = parse_size(args.size)
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-sftp-"))
+    work.mkdir(parents=True, exist_ok=True)
+    codes = ["MZ330100"] + [f"D{i:02d}" for i in range(1, args.depts)]
+    specs = [DeptSpec(c, quota_bytes=64 << 30) for c in codes]
+    try:
+        with NodeHarness(work / "node", specs, security={"max_upload_bytes": 64 << 30}) as h:
+            ossh, ours = throughput(h, work, size, args.runs)
+            print(
+                f"\nthroughput, OpenSSH sftp client uploading {size / 2**20:.0f} MiB (best of {args.runs}):"
+            )
+            print(f"  OpenSSH sshd internal-sftp: {ossh / 2**20:8.1f} MiB/s")
+            print(f"  exchange node /inbox:       {ours / 2**20:8.1f} MiB/s")
+            print(f"  ratio node / OpenSSH:       {ours / ossh:8.2f}   (goal >= 0.80)")
+            load_test(h, work, args.clients, args.bundles, codes)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

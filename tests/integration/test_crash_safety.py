@@ -1,0 +1,149 @@
+"""Crash safety: SIGKILL the node again and again while 200 bundles are uploaded and processed.
+
+After the storm every fully uploaded bundle (the client saw its close acknowledged) must have
+reached exactly one final state with exactly one receipt, nothing may be stuck, and no bundle
+may be accepted twice. A client that lost its connection mid-upload retries, as a real client
+would; when the lost attempt had in fact been committed, the retry is a replay and must be
+rejected as such (E_REPLAY), never accepted a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import io
+import random
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import asyncssh
+import pytest
+from sqlmodel import select
+
+from exchange_server.audit import verify_chain
+from exchange_server.store.models import SeenBundle
+from pki.bundle import Member, seal_to_file, verify
+from pki.keys import load_certificates, load_private_key
+from tests.integration.node_harness import DeptSpec, NodeHarness, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BUNDLES = 200
+FINAL = {"done", "rejected", "routed"}
+
+
+def _seal_all(h: NodeHarness, code: str, out: Path) -> list[tuple[uuid.UUID, Path]]:
+    cred = h.depts[code]
+    chain = load_certificates(cred.cert_path)
+    key = load_private_key(cred.key_path)
+    node_cert = load_certificates(h.root / "creds" / "NODE01.pem")[0]
+    now = dt.datetime.now(dt.UTC)
+    bundles = []
+    for i in range(BUNDLES):
+        bid = uuid.uuid4()
+        body = f"id,value\n{i},{random.random()}\n".encode() * 20
+        path = out / f"{i:03d}.bundle"
+        seal_to_file(
+            [Member("data.csv", io.BytesIO(body), size=len(body))],
+            path,
+            signer_key=key,
+            signer_chain=chain,
+            recipients=[node_cert],
+            kind="data",
+            now=now,
+            bundle_id=bid,
+        )
+        bundles.append((bid, path))
+    return bundles
+
+
+async def _upload_all(
+    h: NodeHarness,
+    code: str,
+    bundles: list[tuple[uuid.UUID, Path]],
+    acked: list[uuid.UUID],
+    stop: threading.Event,
+) -> None:
+    pending = list(bundles)
+    conn = sftp = None
+    while pending and not stop.is_set():
+        bid, path = pending[0]
+        try:
+            if sftp is None:
+                conn = await h.asyncssh_connect(code, connect_timeout=5)
+                sftp = await conn.start_sftp_client()
+            await sftp.put(str(path), f"/inbox/{path.name}")
+        except (TimeoutError, OSError, asyncssh.Error, EOFError):
+            # the node died under us: reconnect (to the new port) and retry this bundle
+            if conn is not None:
+                conn.abort()
+            conn = sftp = None
+            await asyncio.sleep(0.2)
+            continue
+        acked.append(bid)
+        pending.pop(0)
+    if conn is not None:
+        conn.close()
+
+
+def test_sigkill_storm_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+    with NodeHarness(tmp_path / "node", [DeptSpec("MZ330100", "杭州市民政局")]) as h:
+        bundles = _seal_all(h, "MZ330100", tmp_path)
+        acked: list[uuid.UUID] = []
+        stop = threading.Event()
+        uploader = threading.Thread(
+            target=lambda: asyncio.run(_upload_all(h, "MZ330100", bundles, acked, stop)),
+            daemon=True,
+        )
+        uploader.start()
+        kills = 0
+        deadline = time.monotonic() + 240
+        rng = random.Random(20261122)
+        while uploader.is_alive() and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.3, 1.2))
+            if not uploader.is_alive():
+                break
+            h.kill()  # SIGKILL: no clean-up of any kind
+            kills += 1
+            h.start()
+        stop.set()
+        uploader.join(30)
+        assert len(acked) == BUNDLES, f"uploader finished only {len(acked)} of {BUNDLES}"
+        assert kills >= 3, "the storm was too short to prove anything"
+
+        # let the (restarted) node finish its queue, then look at everything it recorded
+        wait_until(
+            lambda: all(u.state in FINAL for u in h.uploads()),
+            timeout=120,
+            what="every upload to reach a final state",
+        )
+        uploads = h.uploads()
+        by_bundle: dict[str, list[str]] = {}
+        for u in uploads:
+            assert u.state in FINAL
+            if u.bundle_id:
+                by_bundle.setdefault(u.bundle_id, []).append(u.state)
+            if u.state == "rejected":
+                assert u.reason_code == "E_REPLAY", (u.reason_code, u.reason_detail)
+
+        # every acknowledged bundle accepted exactly once
+        for bid in acked:
+            states = by_bundle.get(str(bid), [])
+            assert states.count("done") == 1, (bid, states)
+        with h.node() as node, node.session() as s:
+            assert len(s.exec(select(SeenBundle)).all()) == BUNDLES
+            assert verify_chain(s) > 0
+
+        # exactly one receipt per upload, no orphan receipts, each verifiable
+        outbox = h.outbox("MZ330100")
+        receipts = sorted(p.name for p in outbox.iterdir() if not p.name.startswith("."))
+        assert sorted(u.receipt_name for u in uploads if u.receipt_name) == receipts
+        assert len(receipts) == len(uploads)
+        with h.node() as node:
+            trust = node.trust()
+            for name in receipts[:20]:
+                verify(outbox / name, trust, now=dt.datetime.now(dt.UTC))
+        assert h.partial_files() == []
+        assert h.incoming_files() == []
