@@ -41,27 +41,40 @@ class DropFolder(FileSystemEventHandler):
         self._lock = threading.Lock()
 
     def scan(self) -> list[str]:
-        """Import every complete file now; return the upload ids created."""
+        """Import every complete file now; return the upload ids created.
+
+        Sizes are sampled twice, ``settle_seconds`` apart, for all files at once; a file still
+        growing is left for the next event or scan.
+        """
         ids = []
         with self._lock:
-            for path in sorted(self.folder.iterdir()):
-                upload_id = self._import(path)
-                if upload_id is not None:
-                    ids.append(upload_id)
+            before = {p: self._size(p) for p in sorted(self.folder.iterdir()) if self._eligible(p)}
+            time.sleep(self.settle_seconds)
+            for path, size in before.items():
+                if size is not None and self._size(path) == size:
+                    upload_id = self._import(path)
+                    if upload_id is not None:
+                        ids.append(upload_id)
         return ids
 
-    def _stable(self, path: Path) -> bool:
+    @staticmethod
+    def _eligible(path: Path) -> bool:
+        return not path.name.startswith(".") and not path.is_symlink() and path.is_file()
+
+    @staticmethod
+    def _size(path: Path) -> int | None:
         try:
-            before = path.stat().st_size
-            time.sleep(self.settle_seconds)
-            return path.stat().st_size == before
+            return path.stat().st_size
         except FileNotFoundError:
-            return False
+            return None
+
+    def _stable(self, path: Path) -> bool:
+        before = self._size(path)
+        time.sleep(self.settle_seconds)
+        return before is not None and self._size(path) == before
 
     def _import(self, path: Path) -> str | None:
-        if path.name.startswith(".") or path.is_symlink() or not path.is_file():
-            return None
-        if not self._stable(path):
+        if not self._eligible(path):
             return None
         upload_id, partial = self.ingest.new_partial()
         try:
@@ -92,6 +105,8 @@ class DropFolder(FileSystemEventHandler):
         target = getattr(event, "dest_path", "") or event.src_path
         path = Path(str(target))
         if path.parent != self.folder:
+            return
+        if not self._stable(path):
             return
         with self._lock:
             self._import(path)

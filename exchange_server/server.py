@@ -47,6 +47,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from exchange_server.audit import append_event
+from exchange_server.dropfolder import DropFolder
 from exchange_server.gate import (
     BanPolicy,
     Gate,
@@ -633,12 +634,15 @@ async def _serve(node: Node, host: str, port: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     bound_host, bound_port = await front.start(host, port)
     pipeline = _start_pipeline(ingest)
+    drop = DropFolder(ingest, node.config.path(node.config.drop))
+    await asyncio.to_thread(drop.start)
     srv_log.info("node %s serving SFTP on %s:%d", node.config.code, bound_host, bound_port)
     print(f"listening on {bound_host}:{bound_port}", flush=True)
     try:
         await stop.wait()
     finally:
         srv_log.info("shutting down")
+        await asyncio.to_thread(drop.stop)
         await front.close()
         if pipeline is not None:
             pipeline.cancel()
