@@ -8,17 +8,32 @@ Everything here is test material: keys are unencrypted and must never be used fo
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import io
+import os
+import random
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import asyncssh
+
+from exchange_server.home import create_home
+from exchange_server.node import Node
+from exchange_server.registry import add_department
 from pki._fs import atomic_write
+from pki.bundle import Member, open_bundle, seal_to_file
 from pki.ca import CertificateAuthority
+from pki.errors import TransportError
 from pki.identity import DeptCode, Role, parse_networks
-from pki.keys import certificate_pem, load_certificates, private_key_pem
+from pki.keys import certificate_pem, load_certificates, load_private_key, private_key_pem
 from pki.verify import TrustStore, load_crls, verify_certificate
 
 __all__ = ["DEMO_DEPARTMENTS", "DemoResult", "run_demo"]
@@ -95,10 +110,187 @@ def run_demo(root: Path, *, say: Callable[[str], None] = print, fresh: bool = Fa
             line += " and by stock OpenSSL" if proc.returncode == 0 else " (OpenSSL disagrees!)"
         step(f"{line}; registered network {', '.join(str(n) for n in ident.networks)}")
     ca.close()
+    _run_node_stage(root, ca_dir, certs, step)
     result.not_built = [
-        "sealed bundles (issue 3): 人社 seals a dataset for the node",
-        "the SFTP node (issue 4): departments upload bundles and get signed receipts",
-        "the department client (issue 5): 民政 pushes a query and pulls the result",
-        "the comparison engine (issue 6): the query is answered from the 人社 dataset",
+        "the department client (issue 5): exchange-client push / pull instead of raw SFTP",
+        "the comparison engine (issue 6): the 民政 query is answered from the 人社 dataset",
     ]
     return result
+
+
+def _synthetic_id(rng: random.Random) -> str:
+    """A made-up citizen ID number with a valid GB 11643 check character (not a real person)."""
+    body = f"330102{rng.randint(1940, 2005)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
+    body += f"{rng.randint(0, 999):03d}"
+    weights = [2 ** (17 - i) % 11 for i in range(17)]
+    check = (12 - sum(int(c) * w for c, w in zip(body, weights, strict=True)) % 11) % 11
+    return body + ("X" if check == 10 else str(check))
+
+
+def _start_node(home: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
+    cmd = [
+        sys.executable,
+        "-c",
+        "from exchange_server.cli import main; main()",
+        "serve",
+        "--home",
+        str(home),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("listening on "):
+        proc.kill()
+        raise TransportError(f"the demo node did not start; see {log}", code="E_START")
+    return proc, int(line.rsplit(":", 1)[1])
+
+
+async def _exchange(
+    port: int, certs: Path, uploads: dict[str, Path], out: Path
+) -> dict[str, list[Path]]:
+    """Upload each department's bundle and download the receipts that come back."""
+    got: dict[str, list[Path]] = {}
+    for code, bundle in uploads.items():
+        if code == "MZ330100":  # 民政 logs in with its ministry certificate (RFC 6187)
+            keys: list[Any] = [(str(certs / f"{code}.key"), str(certs / f"{code}.pem"))]
+        else:  # 人社 with a registered OpenSSH key
+            keys = [str(certs / f"{code}_ssh")]
+        async with (
+            asyncssh.connect(
+                "127.0.0.1",
+                port,
+                username=code,
+                client_keys=keys,
+                known_hosts=None,
+                agent_path=None,
+                config=None,
+            ) as conn,
+            conn.start_sftp_client() as sftp,
+        ):
+            await sftp.put(str(bundle), f"/inbox/{bundle.name}")
+            deadline = time.monotonic() + 30
+            names: list[str] = []
+            while not names and time.monotonic() < deadline:
+                names = [n for n in await sftp.listdir("/outbox") if n.startswith("receipt-")]
+                await asyncio.sleep(0.1)
+            if not names:
+                raise TransportError(f"no receipt for {code} within 30 s", code="E_TIMEOUT")
+            folder = out / code / "receipts"
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in names:
+                await sftp.get(f"/outbox/{name}", str(folder / name))
+            got[code] = [folder / n for n in names]
+    return got
+
+
+def _run_node_stage(root: Path, ca_dir: Path, certs: Path, step: Callable[[str], None]) -> None:
+    """Init a node home, register 民政 and 人社, serve on loopback, push two bundles."""
+    home = root / "node"
+    create_home(
+        home,
+        trust=ca_dir / "root.pem",
+        cert=certs / "NODE01.pem",
+        key=certs / "NODE01.key",
+        crl=ca_dir / "crl.pem",
+    )
+    ssh_key = asyncssh.generate_private_key("ssh-ed25519")
+    atomic_write(certs / "RS330100_ssh", ssh_key.export_private_key(), 0o600)
+    atomic_write(certs / "RS330100_ssh.pub", ssh_key.export_public_key())
+    node = Node.open(home)
+    now = dt.datetime.now(dt.UTC)
+    with node.session() as s:
+        for code, keys in (("MZ330100", []), ("RS330100", [ssh_key.export_public_key().decode()])):
+            add_department(
+                s,
+                code,
+                name=None,
+                certificate=load_certificates(certs / f"{code}.pem"),
+                trust=node.trust(),
+                ssh_keys=keys,
+                quota_bytes=1 << 30,
+                now=now,
+                actor="demo",
+            )
+    node.engine.dispose()
+    step(f"node home created and 民政, 人社 registered: {home}")
+
+    node_cert = load_certificates(certs / "NODE01.pem")[0]
+    data = root / "data"
+    data.mkdir()
+    rs_csv = "参保地行政区划代码,参保单位名称,险种类型,参保人数\n330102,杭州示例科技有限公司,基本养老,12\n"
+    rng = random.Random(11643)  # noqa: S311 - synthetic demo data, not cryptography
+    persons = "身份证号,姓名,家庭编号\n" + "".join(
+        f"{_synthetic_id(rng)},测试{i},H{i // 2:03d}\n" for i in range(4)
+    )
+    sealed: dict[str, Path] = {}
+    for code, kind, member, text, fields in (
+        (
+            "RS330100",
+            "data",
+            "rs_social_insurance.csv",
+            rs_csv,
+            {"resource": "RS-SI-001", "mode": "snapshot"},
+        ),
+        (
+            "MZ330100",
+            "query",
+            "persons.csv",
+            persons,
+            {
+                "business_type": "低保",
+                "persons": 4,
+                "resources": ["RS-SI-001"],
+                "time_range": "",
+                "purpose": "最低生活保障家庭经济状况核对",
+            },
+        ),
+    ):
+        body = text.encode("utf-8")
+        path = data / f"{code}-{kind}.bundle"
+        seal_to_file(
+            [Member(member, io.BytesIO(body), size=len(body))],
+            path,
+            signer_key=load_private_key(certs / f"{code}.key"),
+            signer_chain=load_certificates(certs / f"{code}.pem"),
+            recipients=[node_cert],
+            kind=kind,
+            fields=fields,
+            now=now,
+        )
+        sealed[code] = path
+        step(f"{code} sealed a {kind} bundle for the node: {path.name}")
+
+    proc, port = _start_node(home, root / "node.log")
+    try:
+        step(f"node serving SFTP on 127.0.0.1:{port} (log: {root / 'node.log'})")
+        receipts = asyncio.run(_exchange(port, certs, sealed, root))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    trust = TrustStore.from_files(ca_dir / "root.pem", ca_dir / "crl.pem")
+    for code, paths in receipts.items():
+        for path in paths:
+            opened = open_bundle(
+                path,
+                path.parent / path.stem,
+                recipient_key=load_private_key(certs / f"{code}.key"),
+                recipient_cert=load_certificates(certs / f"{code}.pem")[0],
+                trust=trust,
+                now=dt.datetime.now(dt.UTC),
+            )
+            f = opened.manifest.fields
+            step(
+                f"{code} pulled a receipt signed by {opened.sender.code}: {f['verdict']} "
+                f"bundle {f['bundle_id']} (sha256 {str(f['file_sha256'])[:12]}…)"
+            )

@@ -23,6 +23,11 @@ def test_demo_builds_a_verifiable_world(tmp_path: Path) -> None:
     assert any("stock OpenSSL" in s for s in result.steps)
     assert not any("disagrees" in s for s in result.steps)
     assert len(lines) == len(result.steps)
+    # the node stage ran: both departments got a signed "accepted" receipt back over SFTP
+    pulled = [s for s in result.steps if "pulled a receipt signed by NODE01: accepted" in s]
+    assert {s.split()[0] for s in pulled} == {"MZ330100", "RS330100"}
+    receipts = list((tmp_path / "demo").glob("*/receipts/receipt-*.bundle"))
+    assert len(receipts) == 2
 
 
 def test_demo_refuses_to_overwrite_without_fresh(tmp_path: Path) -> None:
