@@ -274,7 +274,9 @@ class NodeHarness:
             text=True,
             env=env,
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        # Each pump writes to its own process's queue: a killed predecessor's EOF must not
+        # reach the queue of the process that replaced it.
+        threading.Thread(target=self._pump, args=(self.proc, self._lines), daemon=True).start()
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -293,11 +295,12 @@ class NodeHarness:
                 break
         return self
 
-    def _pump(self, proc: subprocess.Popen[str]) -> None:
+    @staticmethod
+    def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            self._lines.put(line.strip())
-        self._lines.put(None)
+            lines.put(line.strip())
+        lines.put(None)
 
     def stop(self, timeout: float = START_TIMEOUT) -> int | None:
         """SIGTERM the node and wait; returns its exit code (None if it was not running)."""
