@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
@@ -19,7 +21,7 @@ from sqlmodel import Session, col, select
 from exchange_server.store.models import AuditEvent, as_utc
 from pki.errors import StoreError
 
-__all__ = ["append_event", "verify_chain"]
+__all__ = ["EventSpec", "append_event", "append_events", "verify_chain"]
 
 GENESIS = "0" * 64
 
@@ -34,6 +36,56 @@ def _digest(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class EventSpec:
+    """One event to append (see :func:`append_events`)."""
+
+    actor: str
+    action: str
+    subject: str | None = None
+    detail: dict[str, Any] | None = None
+
+
+def append_events(
+    session: Session, events: Sequence[EventSpec], *, now: dt.datetime
+) -> list[AuditEvent]:
+    """Append ``events`` in order inside the caller's transaction (they commit with the change
+    they record, or not at all).
+
+    The chain head is read once per call. On PostgreSQL the table is locked for the rest of
+    the transaction so concurrent node processes cannot fork the chain; on SQLite the caller's
+    transaction holds the write lock (``Node.session()`` begins IMMEDIATE).
+    """
+    if not events:
+        return []
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(text("LOCK TABLE audit_event IN SHARE ROW EXCLUSIVE MODE"))
+    last = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(1)).first()
+    seq, prev = (last.seq, last.hash) if last else (0, GENESIS)
+    at = now.astimezone(dt.UTC).replace(microsecond=0)
+    out = []
+    for spec in events:
+        seq += 1
+        detail_text = json.dumps(spec.detail or {}, ensure_ascii=False, sort_keys=True)
+        digest = _digest(prev, seq, at, spec.actor, spec.action, spec.subject, detail_text)
+        event = AuditEvent(
+            seq=seq,
+            at=at,
+            actor=spec.actor,
+            action=spec.action,
+            subject=spec.subject,
+            detail=detail_text,
+            prev_hash=prev,
+            hash=digest,
+        )
+        session.add(event)
+        out.append(event)
+        prev = digest
+    session.flush()
+    return out
+
+
 def append_event(
     session: Session,
     *,
@@ -43,31 +95,8 @@ def append_event(
     detail: dict[str, Any] | None = None,
     now: dt.datetime,
 ) -> AuditEvent:
-    """Append one event inside the caller's transaction (it commits with the change it records).
-
-    On PostgreSQL the table is locked for the rest of the transaction so concurrent node
-    processes cannot fork the chain; SQLite serialises writers by itself.
-    """
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        session.execute(text("LOCK TABLE audit_event IN SHARE ROW EXCLUSIVE MODE"))
-    last = session.exec(select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(1)).first()
-    seq, prev = (last.seq + 1, last.hash) if last else (1, GENESIS)
-    at = now.astimezone(dt.UTC).replace(microsecond=0)
-    detail_text = json.dumps(detail or {}, ensure_ascii=False, sort_keys=True)
-    event = AuditEvent(
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        subject=subject,
-        detail=detail_text,
-        prev_hash=prev,
-        hash=_digest(prev, seq, at, actor, action, subject, detail_text),
-    )
-    session.add(event)
-    session.flush()
-    return event
+    """Append one event inside the caller's transaction (see :func:`append_events`)."""
+    return append_events(session, [EventSpec(actor, action, subject, detail)], now=now)[0]
 
 
 def verify_chain(session: Session) -> int:

@@ -19,6 +19,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,10 +28,10 @@ from cryptography import x509
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from exchange_server.audit import append_event
+from exchange_server.audit import EventSpec, append_event, append_events
 from exchange_server.node import Node, utcnow
 from exchange_server.receipts import Receipt, write_receipt
-from exchange_server.router import AcceptedBundle, Router, StoreRouter
+from exchange_server.router import AcceptedBundle, RouteOutcome, Router, StoreRouter
 from exchange_server.spool import Spool
 from exchange_server.store.models import (
     BundleState,
@@ -42,13 +43,16 @@ from exchange_server.store.models import (
     as_utc,
 )
 from pki._fs import fsync_dir
-from pki.bundle import BundleError, verify
+from pki.bundle import BundleError, VerifiedBundle, verify
 from pki.errors import ExchangeError
 from pki.keys import PrivateKey, fingerprint
 
 __all__ = ["Ingest"]
 
 log = logging.getLogger("exchange_server.ingest")
+
+#: Seconds before uploads whose processing failed (a node-side error) are tried again.
+RETRY_SECONDS = 5.0
 
 
 class Ingest:
@@ -61,12 +65,14 @@ class Ingest:
         clock: Callable[[], dt.datetime] = utcnow,
         router: Router | None = None,
         workers: int = 2,
+        batch_size: int = 32,
     ):
         self.node = node
         self.clock = clock
         self.router: Router = router or StoreRouter()
         self.spool = Spool(node.config.path(node.config.spool))
         self.workers = workers
+        self.batch_size = batch_size
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._identity: tuple[list[x509.Certificate], PrivateKey] | None = None
@@ -173,195 +179,253 @@ class Ingest:
         if recover:
             await asyncio.to_thread(self.recover)
         in_flight: set[str] = set()
+        cooldown: dict[str, float] = {}
+        active = 0
+
+        def finished(ids: list[str]) -> Callable[[asyncio.Future[bool]], None]:
+            def done(fut: asyncio.Future[bool]) -> None:
+                nonlocal active
+                active -= 1
+                in_flight.difference_update(ids)
+                if not fut.result():  # failed: retry these later, not in a tight loop
+                    until = time.monotonic() + RETRY_SECONDS
+                    cooldown.update(dict.fromkeys(ids, until))
+                self._wakeup.set()
+
+            return done
+
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest") as pool:
-            tasks: set[asyncio.Future[None]] = set()
             while True:
                 self._wakeup.clear()
-                for upload_id in await asyncio.to_thread(self.pending):
-                    if upload_id in in_flight:
-                        continue
-                    in_flight.add(upload_id)
-                    fut = self._loop.run_in_executor(pool, self.process_safely, upload_id)
-                    tasks.add(fut)
-                    fut.add_done_callback(self._finished(upload_id, in_flight, tasks))
+                if active < self.workers:
+                    now = time.monotonic()
+                    for k in [k for k, t in cooldown.items() if t <= now]:
+                        del cooldown[k]
+                    ids = [
+                        u
+                        for u in await asyncio.to_thread(self.pending)
+                        if u not in in_flight and u not in cooldown
+                    ]
+                    free = self.workers - active
+                    while ids and free:
+                        size = min(self.batch_size, -(-len(ids) // free))
+                        take, ids = ids[:size], ids[size:]
+                        in_flight.update(take)
+                        active += 1
+                        free -= 1
+                        fut = self._loop.run_in_executor(pool, self.process_batch_safely, take)
+                        fut.add_done_callback(finished(take))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
 
-    def _finished(
-        self, upload_id: str, in_flight: set[str], tasks: set[asyncio.Future[None]]
-    ) -> Callable[[asyncio.Future[None]], None]:
-        def done(fut: asyncio.Future[None]) -> None:
-            in_flight.discard(upload_id)
-            tasks.discard(fut)
-            self._wakeup.set()
-
-        return done
-
-    def process_safely(self, upload_id: str) -> None:
-        """:meth:`process`, logging instead of raising: one bad upload never stops the node."""
+    def process_batch_safely(self, upload_ids: list[str]) -> bool:
+        """:meth:`process_batch`, logging instead of raising: one bad upload never stops the
+        node. Returns False if the batch failed (its uploads stay pending and are retried)."""
         try:
-            self.process(upload_id)
+            self.process_batch(upload_ids)
         except Exception:
-            log.exception("processing upload %s failed; it stays pending", upload_id)
+            log.exception("processing uploads %s failed; they stay pending", upload_ids)
+            return False
+        return True
 
     def process(self, upload_id: str) -> BundleState:
-        """Take one upload as far as it can go; idempotent, so safe to repeat after a crash.
-
-        The common path costs one read and two short write transactions: acceptance (with the
-        replay guard) must commit before the receipt is written, and the final state after it.
-        """
-        with self.node.session(write=False) as s:
-            up = s.get(Upload, upload_id)
-            if up is None:
-                raise LookupError(upload_id)
-            snap = up.model_copy()
-        state = BundleState(snap.state)
-        cert_pem: str | None = None
-        if state in (BundleState.RECEIVED, BundleState.VERIFIED):
-            state, snap, cert_pem = self._verify_and_accept(snap)
-        if state is BundleState.ACCEPTED:
-            state = self._receipt_and_route(snap, cert_pem)
-        return state
+        """Take one upload as far as it can go; idempotent, so safe to repeat after a crash."""
+        return self.process_batch([upload_id])[upload_id]
 
     def _node_identity(self) -> tuple[list[x509.Certificate], PrivateKey]:
         if self._identity is None:
             self._identity = self.node.identity()
         return self._identity
 
-    def _verify_and_accept(self, up: Upload) -> tuple[BundleState, Upload, str | None]:
+    def process_batch(self, upload_ids: Sequence[str]) -> dict[str, BundleState]:
+        """Take several uploads as far as they can go, sharing transactions between them.
+
+        The outcome is the same as processing them one by one in order (a bundle id repeated
+        within the batch is a replay), but the database sees three transactions per batch
+        instead of three per upload: one read, one that checks the senders against the
+        registry and accepts (with the replay guard), and one that records the final states.
+        Acceptance commits before any receipt is written, and the final state only after it,
+        so a crash anywhere leaves each upload resumable from its recorded state.
+        Raises LookupError for an unknown upload id.
+        """
+        with self.node.session(write=False) as s:
+            rows = s.exec(select(Upload).where(col(Upload.id).in_(list(upload_ids)))).all()
+            snaps = {r.id: r.model_copy() for r in rows}
+        missing = [u for u in upload_ids if u not in snaps]
+        if missing:
+            raise LookupError(missing[0])
+        results: dict[str, BundleState] = {u: BundleState(snaps[u].state) for u in upload_ids}
         now = self.clock()
-        path = self.spool.incoming_path(up.id)
-        dept_code = up.dept_code
-        try:
-            vb = verify(path, self.node.trust(), now=now)
-        except BundleError as e:
-            return self._reject(up.id, dept_code, e.code, e.message, e.detail, path), up, None
-        sender = vb.sender
-        bundle_id, kind, sha256 = str(vb.header.bundle_id), vb.header.kind.value, vb.sha256
-        if up.source == "drop":
-            dept_code = sender.code  # no login to compare with: the signer is the sender
-        node_chain, _ = self._node_identity()
-        # Checks against the registry and acceptance share one transaction, so a department
-        # disabled or re-addressed meanwhile is seen, and the seen_bundle primary key makes a
-        # second acceptance of the same bundle id impossible, across node processes too.
-        try:
-            with self.node.session() as s:
-                dept = s.get(Department, sender.code)
-                nets = s.exec(
-                    select(DepartmentNetwork.cidr).where(DepartmentNetwork.dept_code == sender.code)
-                ).all()
-                if sender.code != dept_code:
-                    raise _Reject(
-                        "E_SIGNER",
-                        "bundle signed by another department",
-                        f"signer {sender.code} != uploader {dept_code}",
-                    )
-                if dept is None or dept.state != DeptState.ACTIVE.value:
-                    raise _Reject(
-                        "E_SENDER",
-                        "sender is not an active registered department",
-                        f"department {sender.code} unknown or disabled",
-                    )
-                if up.remote_addr is not None and not _in_networks(up.remote_addr, nets):
-                    raise _Reject(
-                        "E_ADDRESS",
-                        "upload came from an address not registered for the sender",
-                        f"{up.remote_addr} not in {list(nets)}",
-                    )
-                if vb.header.recipient(fingerprint(node_chain[0])) is None:
-                    raise _Reject(
-                        "E_RECIPIENT",
-                        "bundle is not addressed to this node",
-                        "node certificate not among recipients",
-                    )
-                cert_pem = dept.cert_pem
-                row = s.get(Upload, up.id)
-                assert row is not None
-                s.add(SeenBundle(bundle_id=bundle_id, upload_id=up.id, at=now))
+        trust = self.node.trust()
+        verified: list[tuple[Upload, VerifiedBundle, str]] = []
+        for upload_id in upload_ids:
+            up = snaps[upload_id]
+            if results[upload_id] not in (BundleState.RECEIVED, BundleState.VERIFIED):
+                continue
+            path = self.spool.incoming_path(up.id)
+            try:
+                vb = verify(path, trust, now=now)
+            except BundleError as e:
+                results[up.id] = self._reject(
+                    up.id, up.dept_code, e.code, e.message, e.detail, path
+                )
+                continue
+            # From the drop folder there is no login to compare with: the signer is the sender.
+            verified.append((up, vb, vb.sender.code if up.source == "drop" else up.dept_code))
+        to_finish: list[tuple[Upload, str | None]] = [
+            (snaps[u], None) for u in upload_ids if results[u] is BundleState.ACCEPTED
+        ]
+        if verified:
+            try:
+                accepted, refused = self._accept(verified, now)
+            except IntegrityError:
+                # Another node process accepted one of these bundle ids meanwhile: redo them
+                # one by one, where the replay guard names the loser.
+                if len(verified) == 1:
+                    raise
+                for up, _, _ in verified:
+                    results[up.id] = self.process(up.id)
+                accepted, refused = [], []
+            for up, dept_code, err, bundle_id, sha256 in refused:
+                path = self.spool.incoming_path(up.id)
+                results[up.id] = self._reject(
+                    up.id,
+                    dept_code,
+                    err.code,
+                    err.reason,
+                    err.detail,
+                    path,
+                    bundle_id=bundle_id,
+                    sha256=sha256,
+                )
+            to_finish += accepted
+        for up_id, state in self._receipts_and_routes(to_finish, now).items():
+            results[up_id] = state
+        return results
+
+    def _accept(
+        self, verified: list[tuple[Upload, VerifiedBundle, str]], now: dt.datetime
+    ) -> tuple[list[tuple[Upload, str | None]], list[tuple[Upload, str, _Reject, str, str]]]:
+        """Check verified bundles against the registry and accept them in one transaction.
+
+        Checks and acceptance share the transaction, so a department disabled or re-addressed
+        meanwhile is seen, and the seen_bundle primary key makes a second acceptance of one
+        bundle id impossible, across node processes too.
+        """
+        node_fp = fingerprint(self._node_identity()[0][0])
+        accepted: list[tuple[Upload, str | None]] = []
+        refused: list[tuple[Upload, str, _Reject, str, str]] = []
+        with self.node.session() as s:
+            codes = sorted({vb.sender.code for _, vb, _ in verified})
+            depts = {
+                d.code: d for d in s.exec(select(Department).where(col(Department.code).in_(codes)))
+            }
+            nets: dict[str, list[str]] = {c: [] for c in codes}
+            for code, cidr in s.exec(
+                select(DepartmentNetwork.dept_code, DepartmentNetwork.cidr).where(
+                    col(DepartmentNetwork.dept_code).in_(codes)
+                )
+            ):
+                nets[code].append(cidr)
+            bundle_ids = [str(vb.header.bundle_id) for _, vb, _ in verified]
+            seen = {
+                b.bundle_id: b.upload_id
+                for b in s.exec(select(SeenBundle).where(col(SeenBundle.bundle_id).in_(bundle_ids)))
+            }
+            rows = {
+                r.id: r
+                for r in s.exec(
+                    select(Upload).where(col(Upload.id).in_([u.id for u, _, _ in verified]))
+                )
+            }
+            events: list[EventSpec] = []
+            kept: list[tuple[Upload, str | None]] = []
+            for up, vb, dept_code in verified:
+                bundle_id = str(vb.header.bundle_id)
+                dept = depts.get(vb.sender.code)
+                try:
+                    _check_sender(up, vb, dept_code, dept, nets[vb.sender.code], node_fp)
+                    first = seen.get(bundle_id)
+                    if first is not None and first != up.id:
+                        raise _Reject(
+                            "E_REPLAY",
+                            "bundle was already received",
+                            f"bundle {bundle_id} first seen in upload {first}",
+                        )
+                except _Reject as e:
+                    refused.append((up, dept_code, e, bundle_id, vb.sha256))
+                    continue
+                assert dept is not None
+                row = rows[up.id]
+                if first is None:
+                    s.add(SeenBundle(bundle_id=bundle_id, upload_id=up.id, at=now))
+                    seen[bundle_id] = up.id
                 row.state = BundleState.ACCEPTED.value
                 row.dept_code = dept_code
-                row.bundle_id, row.kind, row.sha256, row.updated_at = bundle_id, kind, sha256, now
+                row.bundle_id, row.kind = bundle_id, vb.header.kind.value
+                row.sha256, row.updated_at = vb.sha256, now
                 s.add(row)
-                append_event(
-                    s,
-                    actor=dept_code,
-                    action="bundle.accepted",
-                    subject=bundle_id,
-                    now=now,
-                    detail={"upload": up.id, "kind": kind, "sha256": sha256},
+                events.append(
+                    EventSpec(
+                        dept_code,
+                        "bundle.accepted",
+                        bundle_id,
+                        {"upload": up.id, "kind": row.kind, "sha256": vb.sha256},
+                    )
                 )
-                s.flush()
-                accepted = row.model_copy()
-        except _Reject as e:
-            state = self._reject(
-                up.id,
-                dept_code,
-                e.code,
-                e.reason,
-                e.detail,
-                path,
-                bundle_id=bundle_id,
-                sha256=sha256,
-            )
-            return state, up, None
-        except IntegrityError:
-            with self.node.session(write=False) as s:
-                seen = s.get(SeenBundle, bundle_id)
-                row = s.get(Upload, up.id)
-                assert row is not None
-                snap = row.model_copy()
-            if seen is not None and seen.upload_id == up.id:
-                return BundleState.ACCEPTED, snap, None  # accepted before a crash
-            state = self._reject(
-                up.id,
-                dept_code,
-                "E_REPLAY",
-                "bundle was already received",
-                f"bundle {bundle_id} first seen in upload {seen.upload_id if seen else '?'}",
-                path,
-                bundle_id=bundle_id,
-                sha256=sha256,
-            )
-            return state, snap, None
-        return BundleState.ACCEPTED, accepted, cert_pem
+                kept.append((row, dept.cert_pem))
+            append_events(s, events, now=now)
+            s.flush()
+            accepted = [(row.model_copy(), pem) for row, pem in kept]
+        return accepted, refused
 
     def _store_path(self, bundle_id: str) -> Path:
         return self.spool.store / f"{bundle_id}.bundle"
 
-    def _receipt_and_route(self, up: Upload, cert_pem: str | None) -> BundleState:
-        now = self.clock()
-        assert up.bundle_id is not None
-        incoming = self.spool.incoming_path(up.id)
-        stored = self._store_path(up.bundle_id)
-        if incoming.exists():
-            incoming.replace(stored)
-            fsync_dir(stored.parent)
-        name = self._send_receipt(up, "accepted", None, None, now, cert_pem)
-        outcome = self.router.route(
-            AcceptedBundle(
-                upload_id=up.id,
-                bundle_id=up.bundle_id,
-                kind=up.kind or "",
-                sender=up.dept_code,
-                path=stored,
+    def _receipts_and_routes(
+        self, items: list[tuple[Upload, str | None]], now: dt.datetime
+    ) -> dict[str, BundleState]:
+        """Store, receipt and route accepted uploads, then record their states together."""
+        finals: list[tuple[Upload, str | None, RouteOutcome]] = []
+        for up, cert_pem in items:
+            assert up.bundle_id is not None
+            incoming = self.spool.incoming_path(up.id)
+            stored = self._store_path(up.bundle_id)
+            if incoming.exists():
+                incoming.replace(stored)
+                fsync_dir(stored.parent)
+            name = self._send_receipt(up, "accepted", None, None, now, cert_pem)
+            outcome = self.router.route(
+                AcceptedBundle(
+                    upload_id=up.id,
+                    bundle_id=up.bundle_id,
+                    kind=up.kind or "",
+                    sender=up.dept_code,
+                    path=stored,
+                )
             )
-        )
+            finals.append((up, name, outcome))
+        if not finals:
+            return {}
         with self.node.session() as s:
-            row = s.get(Upload, up.id)
-            assert row is not None
-            row.state = outcome.state.value
-            row.receipt_name = name
-            row.updated_at = now
-            s.add(row)
-            append_event(
-                s,
-                actor="node",
-                action=f"bundle.{outcome.value}",
-                subject=up.bundle_id,
-                now=now,
-                detail={"upload": up.id},
-            )
-        return outcome.state
+            rows = {
+                r.id: r
+                for r in s.exec(
+                    select(Upload).where(col(Upload.id).in_([u.id for u, _, _ in finals]))
+                )
+            }
+            events = []
+            for up, name, outcome in finals:
+                row = rows[up.id]
+                row.state = outcome.state.value
+                row.receipt_name = name
+                row.updated_at = now
+                s.add(row)
+                events.append(
+                    EventSpec("node", f"bundle.{outcome.value}", up.bundle_id, {"upload": up.id})
+                )
+            append_events(s, events, now=now)
+        return {up.id: outcome.state for up, _, outcome in finals}
 
     def _send_receipt(
         self,
@@ -462,6 +526,42 @@ class Ingest:
                 detail={"upload": upload_id, "code": code},
             )
         return BundleState.REJECTED
+
+
+def _check_sender(
+    up: Upload,
+    vb: VerifiedBundle,
+    dept_code: str,
+    dept: Department | None,
+    nets: Sequence[str],
+    node_fingerprint: str,
+) -> None:
+    """The node-level checks of a verified bundle; raises :class:`_Reject`."""
+    sender = vb.sender
+    if sender.code != dept_code:
+        raise _Reject(
+            "E_SIGNER",
+            "bundle signed by another department",
+            f"signer {sender.code} != uploader {dept_code}",
+        )
+    if dept is None or dept.state != DeptState.ACTIVE.value:
+        raise _Reject(
+            "E_SENDER",
+            "sender is not an active registered department",
+            f"department {sender.code} unknown or disabled",
+        )
+    if up.remote_addr is not None and not _in_networks(up.remote_addr, nets):
+        raise _Reject(
+            "E_ADDRESS",
+            "upload came from an address not registered for the sender",
+            f"{up.remote_addr} not in {list(nets)}",
+        )
+    if vb.header.recipient(node_fingerprint) is None:
+        raise _Reject(
+            "E_RECIPIENT",
+            "bundle is not addressed to this node",
+            "node certificate not among recipients",
+        )
 
 
 class _Reject(ExchangeError):

@@ -104,6 +104,10 @@ class VKind(Enum):
     NOWHERE = "nowhere"
 
 
+#: How long a department's spool usage is reused for quota checks.
+USAGE_CACHE_SECONDS = 2.0
+
+
 @dataclass(frozen=True)
 class VPath:
     """A client path, normalised (``path``) and classified (``kind``, ``name``)."""
@@ -271,8 +275,15 @@ class SFTPServices:
         """The node's spool (the one the ingest pipeline reads)."""
         return self.ingest.spool
 
+    _usage_cache: dict[str, tuple[float, tuple[int, int]]] = field(default_factory=dict)
+
     def usage(self, dept: str) -> tuple[int, int]:
         """``(outstanding bytes, quota)`` of a department; blocking (run it in the executor).
+
+        The answer is cached for :data:`USAGE_CACHE_SECONDS` per department: scanning an outbox
+        that holds thousands of receipts at every upload would make each upload slower than
+        the last. Within that window a department can exceed its quota by what it uploads
+        meanwhile (each upload is still bounded by ``max_upload_bytes``).
 
         Outstanding = the regular files in its outbox (not yet removed by the node) + its
         uploads committed but still waiting in ``incoming/`` (state ``received``). Uploads in
@@ -280,6 +291,10 @@ class SFTPServices:
         ``store/`` do not count: returned data is kept for ever and must not lock a department
         out.
         """
+        now = time.monotonic()
+        cached = self._usage_cache.get(dept)
+        if cached is not None and now - cached[0] < USAGE_CACHE_SECONDS:
+            return cached[1]
         outbox = 0
         with contextlib.suppress(OSError), os.scandir(self.spool.outbox(dept)) as entries:
             for entry in entries:
@@ -294,7 +309,9 @@ class SFTPServices:
             ).one()
             row = s.get(Department, dept)
             quota = row.quota_bytes if row is not None else 0
-        return outbox + int(waiting), quota
+        result = (outbox + int(waiting), quota)
+        self._usage_cache[dept] = (now, result)
+        return result
 
 
 def remove_orphan_partials(spool: Spool) -> list[Path]:

@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from exchange_server.audit import verify_chain
 from exchange_server.receipts import receipt_name
+from exchange_server.router import AcceptedBundle, RouteOutcome, StoreRouter
 from exchange_server.store.models import Upload
 from pki.bundle import open_bundle, verify
 from tests.conftest import CAFixture
@@ -135,17 +136,60 @@ def test_replayed_bundle_is_rejected(world: World) -> None:
     assert len(list(world.ingest.spool.store.iterdir())) == 1
 
 
+class _CrashingRouter:
+    """Dies like a killed node: after the receipt was written, before the state is recorded."""
+
+    def route(self, bundle: AcceptedBundle) -> RouteOutcome:
+        raise SystemExit("simulated crash")
+
+
 def test_crash_after_receipt_before_state_sends_no_second_receipt(world: World) -> None:
     upload_id = world.upload("MZ330100", world.seal("MZ330100"))
-    world.ingest._verify_and_accept(_upload(world, upload_id))  # node dies after acceptance ...
-    up = _upload(world, upload_id)
-    world.ingest._send_receipt(
-        up, "accepted", None, None, dt.datetime.now(dt.UTC)
-    )  # ... and after the receipt
+    world.ingest.router = _CrashingRouter()
+    with pytest.raises(SystemExit):
+        world.ingest.process(upload_id)
     assert _upload(world, upload_id).state == "accepted"
-    assert world.ingest.pending() == [upload_id]
-    assert world.ingest.process(upload_id).value == "done"  # restart resumes
     assert _outbox_receipts(world, "MZ330100") == [receipt_name(upload_id)]
+    assert world.ingest.pending() == [upload_id]
+    world.ingest.router = StoreRouter()  # restart resumes from the recorded state
+    assert world.ingest.process(upload_id).value == "done"
+    assert _outbox_receipts(world, "MZ330100") == [receipt_name(upload_id)]
+
+
+def test_batch_matches_one_by_one_and_catches_replay_inside_the_batch(world: World) -> None:
+    first = world.seal("MZ330100")
+    ids = [
+        world.upload("MZ330100", first),
+        world.upload("RS330100", world.seal("RS330100")),
+        world.upload("MZ330100", first),  # the same bundle again, in the same batch
+        world.upload("MZ330100", b"garbage"),
+        world.upload("MZ330100", world.seal("RS330100")),  # signed by someone else
+        world.upload("MZ330100", world.seal("MZ330100", kind="query")),
+    ]
+    states = world.ingest.process_batch(ids)
+    assert [states[i].value for i in ids] == [
+        "done",
+        "done",
+        "rejected",
+        "rejected",
+        "rejected",
+        "routed",
+    ]
+    assert [_upload(world, i).reason_code for i in ids] == [
+        None,
+        None,
+        "E_REPLAY",
+        _upload(world, ids[3]).reason_code,
+        "E_SIGNER",
+        None,
+    ]
+    assert _upload(world, ids[3]).reason_code in {"E_FORMAT", "E_TRUNCATED"}
+    for i in ids:
+        dept = _upload(world, i).dept_code
+        assert receipt_name(i) in _outbox_receipts(world, dept)
+    with world.node.session() as s:
+        assert verify_chain(s) > 0
+    assert world.ingest.pending() == []
 
 
 def test_recovery_quarantines_unacknowledged_files_and_drops_partials(world: World) -> None:
