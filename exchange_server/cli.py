@@ -154,6 +154,27 @@ def serve(
     run(_node(home), host=host, port=port)
 
 
+@app.command(hidden=True)
+@fail_on_error
+def pipeline(
+    home: HomeOpt,
+    parent: Annotated[int | None, typer.Option("--parent", help="Exit when this pid dies.")] = None,
+) -> None:
+    """Run only the ingest pipeline (``serve`` starts and supervises it for you).
+
+    Reads wake-up bytes on stdin and stops at end of input, SIGTERM or its parent's death.
+
+    **Example**
+
+        exchange-server pipeline --home /srv/node < /dev/null
+    """
+    from exchange_server.pipeline_proc import run_child
+    from exchange_server.server import setup_logging
+
+    setup_logging()
+    run_child(_node(home), parent)
+
+
 def _node(home: Path) -> Node:
     return Node.open(home)
 

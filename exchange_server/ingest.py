@@ -74,6 +74,8 @@ class Ingest:
         self.workers = workers
         self.batch_size = batch_size
         self._wakeup = asyncio.Event()
+        #: Set by the server when the pipeline runs in a child process.
+        self.notify: Callable[[], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._identity: tuple[list[x509.Certificate], PrivateKey] | None = None
 
@@ -126,7 +128,13 @@ class Ingest:
         partial.unlink(missing_ok=True)
 
     def wake(self) -> None:
-        """Tell the pipeline there is work (callable from any thread)."""
+        """Tell the pipeline there is work (callable from any thread).
+
+        When the pipeline runs in another process, ``notify`` carries the message there.
+        """
+        if self.notify is not None:
+            self.notify()
+            return
         loop = self._loop
         if loop is not None and loop.is_running():
             loop.call_soon_threadsafe(self._wakeup.set)
@@ -387,14 +395,17 @@ class Ingest:
     ) -> dict[str, BundleState]:
         """Store, receipt and route accepted uploads, then record their states together."""
         finals: list[tuple[Upload, str | None, RouteOutcome]] = []
+        touched: set[Path] = set()
         for up, cert_pem in items:
             assert up.bundle_id is not None
             incoming = self.spool.incoming_path(up.id)
             stored = self._store_path(up.bundle_id)
             if incoming.exists():
                 incoming.replace(stored)
-                fsync_dir(stored.parent)
-            name = self._send_receipt(up, "accepted", None, None, now, cert_pem)
+                touched.add(stored.parent)
+            name = self._send_receipt(up, "accepted", None, None, now, cert_pem, sync_dir=False)
+            if name is not None:
+                touched.add(self.spool.outbox(up.dept_code))
             outcome = self.router.route(
                 AcceptedBundle(
                     upload_id=up.id,
@@ -407,6 +418,9 @@ class Ingest:
             finals.append((up, name, outcome))
         if not finals:
             return {}
+        # One directory fsync per folder for the whole batch, before any state says "sent".
+        for folder in touched:
+            fsync_dir(folder)
         with self.node.session() as s:
             rows = {
                 r.id: r
@@ -435,6 +449,8 @@ class Ingest:
         reason: str | None,
         now: dt.datetime,
         cert_pem: str | None = None,
+        *,
+        sync_dir: bool = True,
     ) -> str | None:
         if cert_pem is None and up.dept_code:
             with self.node.session(write=False) as s:
@@ -466,6 +482,7 @@ class Ingest:
             node_chain=node_chain,
             node_key=node_key,
             now=now,
+            sync_dir=sync_dir,
         )
         return name
 

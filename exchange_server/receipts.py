@@ -28,6 +28,7 @@ import datetime as dt
 import io
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from pathlib import Path
 from cryptography import x509
 
 from pki._fs import fsync_dir
-from pki.bundle import Member, seal_to_file
+from pki.bundle import Member, seal
 from pki.keys import PrivateKey
 
 __all__ = ["Receipt", "receipt_name", "write_receipt"]
@@ -75,35 +76,51 @@ def write_receipt(
     node_chain: Sequence[x509.Certificate],
     node_key: PrivateKey,
     now: dt.datetime,
+    sync_dir: bool = True,
 ) -> tuple[str, bool]:
     """Seal ``receipt`` for ``recipient`` into ``outbox``; return (name, newly written).
 
     Idempotent: if the receipt file already exists (a crash after writing it, before the state
     was recorded), it is kept and nothing new is written, so a department never gets two
-    receipts for one upload. The file appears atomically and complete.
+    receipts for one upload. The file appears atomically and complete (written and fsynced
+    under a temporary name, then hard-linked exclusively). With ``sync_dir=False`` the caller
+    promises to fsync ``outbox`` before it records the receipt as sent (batches do it once).
     """
     name = receipt_name(receipt.upload_id)
     final = outbox / name
     if final.exists():
         return name, False
     body = json.dumps(receipt.to_json(), ensure_ascii=False, sort_keys=True, indent=2).encode()
-    tmp = outbox / f".{name}.tmp"
-    seal_to_file(
-        [Member("receipt.json", io.BytesIO(body), size=len(body), media_type="application/json")],
-        tmp,
-        overwrite=True,
-        signer_key=node_key,
-        signer_chain=list(node_chain),
-        recipients=[recipient],
-        kind="receipt",
-        fields=receipt.to_json(),
-        now=now,
-    )
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=outbox)
+    tmp = Path(tmp_name)
     try:
-        os.link(tmp, final)  # exclusive: never replaces a receipt that appeared meanwhile
-    except FileExistsError:
-        return name, False
+        with os.fdopen(fd, "wb") as fh:
+            seal(
+                [
+                    Member(
+                        "receipt.json",
+                        io.BytesIO(body),
+                        size=len(body),
+                        media_type="application/json",
+                    )
+                ],
+                fh,
+                signer_key=node_key,
+                signer_chain=list(node_chain),
+                recipients=[recipient],
+                kind="receipt",
+                fields=receipt.to_json(),
+                now=now,
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.chmod(0o644)
+        try:
+            os.link(tmp, final)  # exclusive: never replaces a receipt that appeared meanwhile
+        except FileExistsError:
+            return name, False
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(outbox)
+    if sync_dir:
+        fsync_dir(outbox)
     return name, True

@@ -29,14 +29,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import errno
-import inspect
 import logging
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +56,7 @@ from exchange_server.gate import (
 )
 from exchange_server.ingest import Ingest
 from exchange_server.node import Node, utcnow
+from exchange_server.pipeline_proc import PipelineProcess
 from exchange_server.sftp import (
     DepartmentSFTPServer,
     SessionInfo,
@@ -582,7 +582,8 @@ class SFTPFront:
 # --- the process ------------------------------------------------------------------------------
 
 
-def _setup_logging() -> None:
+def setup_logging() -> None:
+    """Log to stderr at INFO, one line per event (the node's and the pipeline's format)."""
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
@@ -591,25 +592,6 @@ def _setup_logging() -> None:
     root.setLevel(logging.INFO)
     # asyncssh logs every packet exchange at INFO; its warnings are what an operator needs.
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
-
-
-def _start_pipeline(ingest: Ingest) -> asyncio.Task[Any] | None:
-    run_pipeline = getattr(ingest, "run", None)
-    if run_pipeline is None or not inspect.iscoroutinefunction(run_pipeline):
-        srv_log.info("ingest pipeline not available in this build: uploads wait in the spool")
-        return None
-    kwargs: dict[str, Any] = {}
-    if "recover" in inspect.signature(run_pipeline).parameters:
-        kwargs["recover"] = False  # _serve recovered before the listener started
-    coro: Coroutine[Any, Any, Any] = run_pipeline(**kwargs)
-    task = asyncio.create_task(coro, name="ingest-pipeline")
-
-    def done(t: asyncio.Task[Any]) -> None:
-        if not t.cancelled() and t.exception() is not None:
-            srv_log.error("ingest pipeline stopped: %r", t.exception())
-
-    task.add_done_callback(done)
-    return task
 
 
 def _recover(ingest: Ingest) -> None:
@@ -633,7 +615,11 @@ async def _serve(node: Node, host: str, port: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     bound_host, bound_port = await front.start(host, port)
-    pipeline = _start_pipeline(ingest)
+    # The pipeline runs in its own process so that it and the SFTP front each get a core.
+    pipeline = PipelineProcess(node.config.home)
+    pipeline.start()
+    ingest.notify = pipeline.wake
+    supervisor = asyncio.create_task(pipeline.supervise(), name="pipeline-supervisor")
     drop = DropFolder(ingest, node.config.path(node.config.drop))
     await asyncio.to_thread(drop.start)
     srv_log.info("node %s serving SFTP on %s:%d", node.config.code, bound_host, bound_port)
@@ -644,10 +630,10 @@ async def _serve(node: Node, host: str, port: int) -> None:
         srv_log.info("shutting down")
         await asyncio.to_thread(drop.stop)
         await front.close()
-        if pipeline is not None:
-            pipeline.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pipeline
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        await asyncio.to_thread(pipeline.stop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     srv_log.info("stopped")
@@ -661,7 +647,7 @@ def run(node: Node, *, host: str | None = None, port: int | None = None) -> None
     :class:`~pki.errors.ExchangeError` for a start-up problem (no host key, no trust root,
     address in use).
     """
-    _setup_logging()
+    setup_logging()
     cfg = node.config
     try:
         asyncio.run(

@@ -297,12 +297,18 @@ def _require_aware(now: dt.datetime) -> dt.datetime:
 
 
 @contextlib.contextmanager
-def _hash_threads() -> Iterator[tuple[ThreadPoolExecutor, ThreadPoolExecutor]]:
+def _hash_threads(
+    threaded: bool = True,
+) -> Iterator[tuple[ThreadPoolExecutor | None, ThreadPoolExecutor | None]]:
     """Two single-thread executors: plaintext digests and the signed-region digest.
 
     One thread per hash object keeps each object's updates in order; two of them let the two
-    SHA-256 passes run on two cores.
+    SHA-256 passes run on two cores. For small inputs (receipts, queries) starting threads
+    costs more than it saves: ``threaded=False`` yields no executors and hashing stays inline.
     """
+    if not threaded:
+        yield None, None
+        return
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-sha-plain") as pt_pool,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-sha-signed") as ct_pool,
@@ -603,10 +609,13 @@ def _seal(
     w.write(MAGIC + _U32.pack(len(header_bytes)) + header_bytes)
     enc = Cobblestone128Encryptor(content_key, _content_context(header_bytes))
     block = limits.io_block_size
+    total = sum(p.size for p in prepared)
+    # Small bundles need neither a full block of buffer nor hashing threads.
+    block = max(4096, min(block, total))
     pt_buf = bytearray(block)
     ct_buf = bytearray(block + block // 1024 + 64 * 1024)
     digests: list[str] = []
-    with _hash_threads() as (pt_pool, ct_pool):
+    with _hash_threads(total >= 4 * limits.io_block_size) as (pt_pool, ct_pool):
         w.write(enc.update(INNER_MAGIC + _U32.pack(len(prepared))))
         for p in prepared:
             w.write(enc.update(_U64.pack(p.size)))
@@ -626,10 +635,15 @@ def _seal(
                     # The two SHA-256 passes (plaintext for the manifest, ciphertext for
                     # the signature) run in their own threads (hashlib releases the GIL)
                     # while this thread reads, encrypts and writes.
-                    hashed: Future[None] = pt_pool.submit(digest.update, chunk)
+                    hashed: Future[None] | None = None
+                    if pt_pool is not None:
+                        hashed = pt_pool.submit(digest.update, chunk)
+                    else:
+                        digest.update(chunk)
                     k = enc.update_into(chunk, ct_buf)
                     w.write(memoryview(ct_buf)[:k], ct_pool)
-                    hashed.result()
+                    if hashed is not None:
+                        hashed.result()
                     w.wait()
                     remaining -= n
                     if progress is not None:
@@ -1047,6 +1061,7 @@ def _decrypt_pass(
     pt_buf = bytearray(block + 2 * _CHUNK + 64)
     remaining = verified.signed_length - start
     with _hash_threads() as (pt_pool, ct_pool):
+        assert pt_pool is not None and ct_pool is not None  # threaded=True yields both
         parser = _InnerParser(folder, limits, pt_pool)
         try:
             while remaining:
