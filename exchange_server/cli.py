@@ -175,6 +175,39 @@ def pipeline(
     run_child(_node(home), parent)
 
 
+@app.command()
+@fail_on_error
+def csr(
+    code: Annotated[str, typer.Option("--code", help="The node's code, e.g. NODE01.")],
+    key: Annotated[Path, typer.Option("--key", help="Where to write the new private key.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the CSR (PEM).")],
+    name: Annotated[str | None, typer.Option("--name", help="The node's name.")] = None,
+) -> None:
+    """Make the node's key pair and a certificate signing request for the ministry.
+
+    The key never leaves the node: send the CSR to the ministry operator, who issues with
+    `exchange-pki issue --node --csr`, then run `exchange-server init` with the certificate.
+    The key is encrypted with `EXCHANGE_KEY_PASSPHRASE` when that is set.
+
+    **Examples**
+
+        exchange-server csr --code NODE01 --name 杭州核对节点 --key node.key --out node.csr
+
+        exchange-pki issue --ca-dir /srv/ca --dept NODE01 --name 杭州核对节点 --node --csr node.csr --out certs/
+    """
+    import os
+
+    from pki.csr import write_key_and_csr
+    from pki.identity import parse_dept_code
+    from pki.keys import KEY_PASSPHRASE_ENV
+
+    env = os.environ.get(KEY_PASSPHRASE_ENV)
+    write_key_and_csr(
+        key, out, parse_dept_code(code), name, passphrase=env.encode() if env else None
+    )
+    console.print(f"wrote {key} (keep it here) and {out} (send it to the ministry)", markup=False)
+
+
 def _node(home: Path) -> Node:
     return Node.open(home)
 
