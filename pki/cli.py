@@ -427,6 +427,10 @@ def verify(
                 f"certificate {identity.serial} chains to this CA but is not in its database",
                 code="E_CA_DB",
             )
+    except CertificateError as e:
+        if json_out:  # scripts get a verdict on stdout too, not only the error line
+            emit_json({"valid": False, "code": e.code, "reason": e.message})
+        raise
     finally:
         ca.close()
     if json_out:

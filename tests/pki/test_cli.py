@@ -301,6 +301,8 @@ def test_verify_revoked_in_crl(inter_ca: CAFixture, tmp_path: Path) -> None:
     line = assert_one_line_error(result, 1, "E_REVOKED")
     assert "recorded in the CA database" not in line  # this one came from the CRL
     assert serial in result.stderr  # the operator is told which serial (cause line)
+    verdict = json.loads(result.stdout)  # --json: scripts get the verdict on stdout as well
+    assert verdict["valid"] is False and verdict["code"] == "E_REVOKED"
 
 
 def test_verify_revoked_in_database_before_new_crl(inter_ca: CAFixture, tmp_path: Path) -> None:
