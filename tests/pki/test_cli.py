@@ -67,8 +67,12 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return out
 
 
-def assert_one_line_error(result: Result, exit_code: int, code: str) -> str:
-    """The command failed cleanly: exit code, one ``error:`` line (plus cause), no traceback."""
+def assert_one_line_error(
+    result: Result, exit_code: int, code: str, *, json_verdict: bool = False
+) -> str:
+    """The command failed cleanly: exit code, one ``error:`` line (plus cause), no traceback.
+
+    Nothing on stdout, unless ``json_verdict`` (``--json`` prints a verdict object there)."""
     assert result.exit_code == exit_code, (result.exit_code, result.output, result.exception)
     # An uncaught exception would be a bug with a traceback; typer.Exit is a SystemExit.
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
@@ -79,7 +83,10 @@ def assert_one_line_error(result: Result, exit_code: int, code: str) -> str:
     if len(lines) == 2:
         assert lines[1].startswith("  cause: "), lines[1]
     assert "Traceback" not in result.output
-    assert result.stdout == ""
+    if json_verdict:
+        assert json.loads(result.stdout)["valid"] is False
+    else:
+        assert result.stdout == ""
     return lines[0]
 
 
@@ -298,7 +305,7 @@ def test_verify_revoked_in_crl(inter_ca: CAFixture, tmp_path: Path) -> None:
     assert run_cli("revoke", "--ca-dir", inter_ca.dir, "--serial", serial).exit_code == 0
     assert run_cli("crl", "--ca-dir", inter_ca.dir, "--out", tmp_path / "crl.pem").exit_code == 0
     result = run_cli("verify", "--ca-dir", inter_ca.dir, pem, "--json")
-    line = assert_one_line_error(result, 1, "E_REVOKED")
+    line = assert_one_line_error(result, 1, "E_REVOKED", json_verdict=True)
     assert "recorded in the CA database" not in line  # this one came from the CRL
     assert serial in result.stderr  # the operator is told which serial (cause line)
     verdict = json.loads(result.stdout)  # --json: scripts get the verdict on stdout as well
