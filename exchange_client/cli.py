@@ -1,16 +1,575 @@
-"""``exchange-client``: the department operator's tool. Commands arrive with issue 5."""
+"""``exchange-client``: the department operator's tool (issue 5, first slice).
+
+A thin adapter: it parses options, shows progress and prints results; the work lives in
+:mod:`exchange_client.push`, :mod:`~exchange_client.pull`, :mod:`~exchange_client.enroll`.
+Every deliberate failure is one ``error: ... (CODE)`` line and an exit code
+(:func:`pki._cli_common.fail_on_error`). No command prints member file names (they may carry
+personal names): only counts, sizes, ids and codes.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from exchange_client.config import load_config
+from exchange_client.credentials import load_credentials, trust_store
+from exchange_client.enroll import import_certificate, init_directory
+from exchange_client.pull import PullOutcome, pull
+from exchange_client.push import (
+    PUSH_KINDS,
+    parse_fields,
+    seal_files,
+    upload_bundle,
+    wait_for_receipt,
+)
+from exchange_client.state import read_state
+from pki._cli_common import EXIT_CODES_HELP, console, emit_json, err_console, fail_on_error
+from pki.bundle import BundleKind, open_bundle, verify
+from pki.errors import InputError
+from pki.identity import parse_dept_code
+from pki.keys import load_certificates, load_private_key
 
 app = typer.Typer(
     name="exchange-client",
-    help="Department client for the social-assistance data exchange (not built yet: push, pull, "
-    "respond, status, verify and offline export/import arrive with the client issue).",
+    help=(
+        "Department client for the social-assistance data exchange: push sealed bundles to "
+        "the node, pull receipts and results, check bundles offline.\n\n"
+        f"{EXIT_CODES_HELP} push --wait: 0 accepted, 1 rejected, 5 network trouble or timeout."
+    ),
     no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+DirOpt = Annotated[Path, typer.Option("--dir", help="The client directory (made by `init`).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+RetriesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--retries", min=0, help="Attempts after a transient network failure (default: config, 4)."
+    ),
+]
+
+#: Show a progress bar for inputs at least this large (and only on a terminal).
+_PROGRESS_MIN = 8 * 1024 * 1024
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@contextlib.contextmanager
+def _bar(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr advancing by byte counts; None off a terminal or for small input."""
+    if total < _PROGRESS_MIN or not err_console.is_terminal:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _say_retry(json_out: bool) -> Callable[[BaseException, float], None]:
+    def say(e: BaseException, delay: float) -> None:
+        err_console.print(f"warning: {e}; retrying in {delay:.1f} s", markup=False)
+
+    return say
+
+
+@app.callback()
+def _root() -> None:
+    """Department client for the social-assistance data exchange."""
+
+
+@app.command()
+@fail_on_error
+def init(
+    directory: DirOpt,
+    dept: Annotated[
+        str | None, typer.Option("--dept", help="Department code, e.g. MZ330100.")
+    ] = None,
+    node_host: Annotated[
+        str | None, typer.Option("--node-host", help="The node's host name or address.")
+    ] = None,
+    node_port: Annotated[int, typer.Option("--node-port", help="The node's SFTP port.")] = 22,
+    trust: Annotated[
+        Path | None, typer.Option("--trust", help="The ministry root certificate(s), PEM.")
+    ] = None,
+    cert: Annotated[
+        Path | None, typer.Option("--cert", help="This department's certificate chain, PEM.")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="This department's private key, PEM.")
+    ] = None,
+    crl: Annotated[
+        Path | None, typer.Option("--crl", help="CRL file (default: crl.pem beside --trust).")
+    ] = None,
+    node_cert: Annotated[
+        Path | None,
+        typer.Option("--node-cert", help="The node's certificate (copied; its SHA-256 is pinned)."),
+    ] = None,
+    ssh_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--ssh-key", help="Log in with this OpenSSH key instead of the X.509 certificate."
+        ),
+    ] = None,
+    new_key: Annotated[
+        bool,
+        typer.Option(
+            "--new-key", help="Generate a key and a CSR for the ministry (no certificate yet)."
+        ),
+    ] = False,
+    import_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--import-cert",
+            help="Second step after --new-key: store the certificate the ministry issued.",
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a client directory for one department at one node.
+
+    Checks every certificate now (trust root + CRL), copies the node certificate into the
+    directory and pins its SHA-256, and writes `DIR/client.toml`. The node's SSH host key is
+    pinned at the first successful connection (`DIR/known_hosts`). With `--new-key` it writes
+    `DIR/CODE.key` (0600) and `DIR/CODE.csr`; send the CSR to the ministry, then run
+    `init --dir DIR --import-cert CODE.pem`.
+
+    **Examples**
+
+        exchange-client init --dir ~/mz --dept MZ330100 --node-host node.example.gov.cn --node-port 2222 --trust root.pem --crl crl.pem --cert MZ330100.pem --key MZ330100.key --node-cert NODE01.pem
+
+        exchange-client init --dir ~/mz --dept MZ330100 --node-host node.example.gov.cn --node-port 2222 --trust root.pem --node-cert NODE01.pem --new-key
+
+        exchange-client init --dir ~/mz --import-cert MZ330100.pem
+    """
+    now = _now()
+    if import_cert is not None:
+        cfg = import_certificate(directory, import_cert, now=now)
+        if json_out:
+            emit_json({"dir": str(cfg.dir), "dept": cfg.dept, "certificate": str(cfg.cert)})
+        else:
+            console.print(f"certificate stored as {cfg.cert}; ready to push", markup=False)
+        return
+    missing = [
+        name
+        for name, value in (
+            ("--dept", dept),
+            ("--node-host", node_host),
+            ("--trust", trust),
+            ("--node-cert", node_cert),
+        )
+        if value is None
+    ]
+    if missing:
+        raise InputError(f"init needs {', '.join(missing)}", code="E_USAGE")
+    assert (
+        dept is not None and node_host is not None and trust is not None and node_cert is not None
+    )
+    cfg, csr = init_directory(
+        directory,
+        dept=parse_dept_code(dept),
+        node_host=node_host,
+        node_port=node_port,
+        trust=trust,
+        node_cert=node_cert,
+        cert=cert,
+        key=key,
+        crl=crl,
+        ssh_key=ssh_key,
+        new_key=new_key,
+        now=now,
+    )
+    if json_out:
+        emit_json(
+            {
+                "dir": str(cfg.dir),
+                "dept": cfg.dept,
+                "node": f"{cfg.node_host}:{cfg.node_port}",
+                "node_fingerprint": cfg.node_fingerprint,
+                "login": cfg.login,
+                "csr": str(csr) if csr else None,
+            }
+        )
+        return
+    console.print(f"client directory ready: {cfg.dir}", markup=False)
+    console.print(
+        f"node {cfg.node_host}:{cfg.node_port}, certificate SHA-256 {cfg.node_fingerprint}",
+        markup=False,
+    )
+    if csr is not None:
+        console.print(
+            f"send {csr} to the ministry; then: exchange-client init --dir {cfg.dir} --import-cert {cfg.dept}.pem",
+            markup=False,
+        )
+
+
+def _push_json(rec: Any, path: Path) -> dict[str, Any]:
+    return {
+        "bundle_id": rec.bundle_id,
+        "kind": rec.kind,
+        "members": rec.members,
+        "size": rec.size,
+        "sha256": rec.sha256,
+        "file": str(path),
+        "uploaded_at": rec.uploaded_at,
+        "verdict": rec.verdict,
+        "reason_code": rec.reason_code,
+    }
+
+
+@app.command()
+@fail_on_error
+def push(
+    directory: DirOpt,
+    kind: Annotated[
+        str, typer.Option("--kind", help="data, query, response, revocation or recheck.")
+    ],
+    files: Annotated[list[Path], typer.Argument(help="Files to seal into one bundle.")],
+    field: Annotated[
+        list[str] | None, typer.Option("--field", help="Manifest field KEY=VALUE (repeatable).")
+    ] = None,
+    fields_json: Annotated[
+        Path | None, typer.Option("--fields-json", help="Manifest fields from a JSON object file.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the node's signed receipt.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for the receipt.")
+    ] = 120.0,
+    retries: RetriesOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Seal files for the node, upload the bundle into /inbox, optionally wait for the receipt.
+
+    Checks your own certificate first (an expired or revoked one stops here, nothing is
+    uploaded). The bundle is kept as `DIR/sent/<BUNDLE_ID>.bundle`. Transient network failures
+    are retried with backoff. With `--wait`: exit 0 when the node accepted the bundle, 1 when
+    it rejected it (the reason code is printed), 5 on network trouble or timeout.
+
+    **Examples**
+
+        exchange-client push --dir ~/mz --kind data --wait households-2026-11.csv
+
+        exchange-client push --dir ~/mz --kind query --field purpose=低保审核 --fields-json application.json persons.csv
+
+        exchange-client push --dir ~/mz --kind data --json --wait a.csv b.csv
+    """
+    try:
+        bundle_kind = BundleKind(kind)
+    except ValueError as e:
+        raise InputError(
+            f"unknown kind {kind!r}: choose one of {', '.join(k.value for k in PUSH_KINDS)}"
+        ) from e
+    fields = parse_fields(field or [], fields_json)
+    cfg = load_config(directory)
+    creds = load_credentials(cfg)
+    total = 0
+    for f in files:
+        with contextlib.suppress(OSError):
+            total += f.stat().st_size
+    with _bar(total, "sealing") as progress:
+        sealed = seal_files(cfg, creds, files, bundle_kind, fields, now=_now(), progress=progress)
+    with _bar(sealed.record.size, "uploading") as advance:
+        state = {"done": 0}
+
+        def moved(done: int, _total: int) -> None:
+            if advance is not None:
+                advance(done - state["done"])
+            state["done"] = done
+
+        upload_bundle(cfg, sealed, retries=retries, progress=moved, on_retry=_say_retry(json_out))
+    rec = sealed.record
+    if not wait:
+        rec = read_state(cfg.state_path).pushed[rec.bundle_id]
+        if json_out:
+            emit_json(_push_json(rec, sealed.path))
+        else:
+            console.print(
+                f"uploaded bundle {rec.bundle_id} ({rec.kind}, {rec.members} file(s), {rec.size} bytes)",
+                markup=False,
+            )
+        return
+    rec, _ = wait_for_receipt(
+        cfg, creds, rec.bundle_id, cfg.dir / "received", timeout=timeout, retries=retries
+    )
+    _report_verdict(rec, sealed.path, json_out)
+
+
+@app.command("wait")
+@fail_on_error
+def wait_cmd(
+    directory: DirOpt,
+    bundle_id: Annotated[str, typer.Argument(help="The id of a bundle pushed from DIR.")],
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for the receipt.")
+    ] = 120.0,
+    retries: RetriesOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Wait for the node's receipt for a bundle pushed earlier (after `push` without `--wait`).
+
+    Exit 0 accepted, 1 rejected (the reason code is printed), 5 network trouble or timeout.
+
+    **Examples**
+
+        exchange-client wait --dir ~/mz 3f2c8a6e-5d1b-4c1e-9a57-0c2d5e7f9b10 --timeout 600
+    """
+    cfg = load_config(directory)
+    if bundle_id not in read_state(cfg.state_path).pushed:
+        raise InputError(f"no bundle {bundle_id} was pushed from {cfg.dir}", code="E_NOT_FOUND")
+    creds = load_credentials(cfg)
+    rec, _ = wait_for_receipt(
+        cfg, creds, bundle_id, cfg.dir / "received", timeout=timeout, retries=retries
+    )
+    _report_verdict(rec, cfg.dir / "sent" / f"{bundle_id}.bundle", json_out)
+
+
+def _report_verdict(rec: Any, path: Path, json_out: bool) -> None:
+    if json_out:
+        emit_json(_push_json(rec, path))
+    elif rec.verdict == "accepted":
+        console.print(
+            f"bundle {rec.bundle_id} accepted by the node (signed receipt verified)", markup=False
+        )
+    else:
+        console.print(
+            f"bundle {rec.bundle_id} REJECTED by the node: {rec.reason_code}", markup=False
+        )
+    if rec.verdict != "accepted":
+        raise typer.Exit(1)
+
+
+def _outcome_line(o: PullOutcome) -> str:
+    if o.status == "rejected":
+        return f"{o.name}: REJECTED, not opened ({o.reason_code}); kept in rejected/"
+    if o.status == "duplicate":
+        return f"{o.name}: same content as a file pulled before; skipped"
+    if o.kind == "receipt":
+        extra = f" ({o.reason_code})" if o.reason_code else ""
+        return f"{o.name}: receipt for {o.receipt_for}: {o.verdict}{extra}"
+    return f"{o.name}: {o.kind} {o.bundle_id} opened into {o.opened_to}"
+
+
+@app.command("pull")
+@fail_on_error
+def pull_cmd(
+    directory: DirOpt,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where opened bundles go (default DIR/received).")
+    ] = None,
+    retries: RetriesOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Download every new file from /outbox, verify it, open it into OUT/<kind>/<BUNDLE_ID>/.
+
+    Only bundles signed by the pinned node certificate (chain and CRL checked) are opened;
+    anything else is kept in `DIR/rejected/` with the reason and reported. Receipts record the
+    verdict of the bundle they answer. Nothing is downloaded or processed twice. Exit code 1
+    when a file was rejected.
+
+    **Examples**
+
+        exchange-client pull --dir ~/mz
+
+        exchange-client pull --dir ~/mz --out /data/incoming --json
+    """
+    cfg = load_config(directory)
+    creds = load_credentials(cfg)
+    out_dir = (out or cfg.dir / "received").absolute()
+    outcomes, skipped = pull(cfg, creds, out_dir, retries=retries, on_retry=_say_retry(json_out))
+    if json_out:
+        emit_json({"pulled": [o.to_json() for o in outcomes], "skipped_names": len(skipped)})
+    else:
+        for o in outcomes:
+            console.print(_outcome_line(o), markup=False)
+        if skipped:
+            err_console.print(
+                f"warning: {len(skipped)} outbox name(s) refused as unsafe", markup=False
+            )
+        if not outcomes:
+            console.print("nothing new in the outbox", markup=False)
+    if any(o.status == "rejected" for o in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command()
+@fail_on_error
+def status(directory: DirOpt, json_out: JsonOpt = False) -> None:
+    """Show the bundles pushed (with the node's verdict) and the files pulled.
+
+    Shows ids, kinds, times, counts, sizes and reason codes only: never member file names.
+
+    **Examples**
+
+        exchange-client status --dir ~/mz
+
+        exchange-client status --dir ~/mz --json
+    """
+    cfg = load_config(directory)
+    state = read_state(cfg.state_path)
+    pushed = sorted(state.pushed.values(), key=lambda r: r.created_at)
+    pulled = sorted(state.pulled.values(), key=lambda p: p.pulled_at)
+    if json_out:
+        emit_json(
+            {
+                "dept": cfg.dept,
+                "node": f"{cfg.node_host}:{cfg.node_port}",
+                "pushed": [
+                    {
+                        "bundle_id": r.bundle_id,
+                        "kind": r.kind,
+                        "created_at": r.created_at,
+                        "uploaded_at": r.uploaded_at,
+                        "members": r.members,
+                        "size": r.size,
+                        "verdict": r.verdict,
+                        "reason_code": r.reason_code,
+                    }
+                    for r in pushed
+                ],
+                "pulled": [
+                    {
+                        "name": p.name,
+                        "kind": p.kind,
+                        "bundle_id": p.bundle_id,
+                        "pulled_at": p.pulled_at,
+                        "size": p.size,
+                        "status": p.status,
+                        "reason_code": p.reason_code,
+                        "receipt_for": p.receipt_for,
+                        "verdict": p.verdict,
+                    }
+                    for p in pulled
+                ],
+            }
+        )
+        return
+    t = Table(title=f"pushed by {cfg.dept}")
+    for col in ("bundle id", "kind", "created", "files", "bytes", "receipt"):
+        t.add_column(col)
+    for r in pushed:
+        verdict = r.verdict if r.uploaded_at or r.verdict != "waiting" else "not uploaded"
+        if r.reason_code:
+            verdict += f" ({r.reason_code})"
+        t.add_row(r.bundle_id, r.kind, r.created_at, str(r.members), str(r.size), verdict)
+    console.print(t)
+    t2 = Table(title="pulled from the node")
+    for col in ("name", "kind", "pulled", "bytes", "status"):
+        t2.add_column(col)
+    for p in pulled:
+        st = p.status + (f" ({p.reason_code})" if p.reason_code else "")
+        t2.add_row(p.name, p.kind or "-", p.pulled_at, str(p.size), st)
+    console.print(t2)
+
+
+@app.command("verify")
+@fail_on_error
+def verify_cmd(
+    directory: DirOpt,
+    bundle: Annotated[Path, typer.Argument(help="The bundle file to check.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a bundle offline: signature, sender chain and CRL, times (no private key needed).
+
+    Says whether the signer is the pinned node. Exit code 1 when the bundle is refused.
+
+    **Examples**
+
+        exchange-client verify --dir ~/mz ~/mz/pulled/receipt-….bundle
+    """
+    cfg = load_config(directory)
+    vb = verify(bundle, trust_store(cfg), now=_now())
+    data = {
+        "valid": True,
+        "bundle_id": str(vb.bundle_id),
+        "kind": vb.header.kind.value,
+        "sender": vb.sender.code,
+        "sender_is_pinned_node": vb.sender.fingerprint == cfg.node_fingerprint,
+        "created_at": vb.header.created_at.isoformat(),
+        "expires_at": vb.header.expires_at.isoformat(),
+        "sha256": vb.sha256,
+    }
+    if json_out:
+        emit_json(data)
+    else:
+        node = " (the pinned node)" if data["sender_is_pinned_node"] else ""
+        console.print(
+            f"valid {data['kind']} bundle {data['bundle_id']} from {vb.sender.code}{node}",
+            markup=False,
+        )
+
+
+@app.command("open")
+@fail_on_error
+def open_cmd(
+    directory: DirOpt,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the members (must not hold them).")
+    ],
+    bundle: Annotated[Path, typer.Argument(help="The bundle file to open.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Verify and decrypt a bundle addressed to this department into OUT (offline).
+
+    **Examples**
+
+        exchange-client open --dir ~/mz --out /tmp/result ~/mz/pulled/result-….bundle
+    """
+    cfg = load_config(directory)
+    if cfg.cert is None:
+        raise InputError("no department certificate yet (init --import-cert)", code="E_NO_CERT")
+    ob = open_bundle(
+        bundle,
+        out,
+        recipient_key=load_private_key(cfg.key),
+        recipient_cert=load_certificates(cfg.cert)[0],
+        trust=trust_store(cfg),
+        now=_now(),
+    )
+    size = sum(m.size for m in ob.manifest.members)
+    if json_out:
+        emit_json(
+            {
+                "bundle_id": str(ob.header.bundle_id),
+                "kind": ob.header.kind.value,
+                "sender": ob.sender.code,
+                "members": len(ob.paths),
+                "bytes": size,
+                "out": str(out),
+            }
+        )
+    else:
+        console.print(
+            f"opened {ob.header.kind.value} bundle {ob.header.bundle_id} from {ob.sender.code}: {len(ob.paths)} file(s), {size} bytes into {out}",
+            markup=False,
+        )
 
 
 @app.command()

@@ -1,0 +1,197 @@
+"""Seal files for the node, upload them into ``/inbox``, and (optionally) wait for the receipt.
+
+Sealing happens before any connection: the bundle lands in ``DIR/sent/<BUNDLE_ID>.bundle``
+and is recorded in the state as soon as it exists, so an upload that fails can be repeated
+with the very same bundle (``exchange-client push --resend BUNDLE_ID`` is a later slice; the
+file is there). Own certificate and node certificate are checked first: an expired or revoked
+certificate stops the push before anything is written or uploaded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exchange_client.config import ClientConfig
+from exchange_client.credentials import (
+    Credentials,
+    check_node_certificate,
+    check_own_certificate,
+)
+from exchange_client.pull import PullOutcome, pull
+from exchange_client.state import WAITING, PushedBundle, locked_state, read_state
+from exchange_client.transport import Session, TransferProgress, run_with_node
+from pki.bundle import BundleKind, Member, seal_to_file
+from pki.errors import InputError, TransportError
+
+__all__ = [
+    "PUSH_KINDS",
+    "SealedBundle",
+    "parse_fields",
+    "seal_files",
+    "upload_bundle",
+    "wait_for_receipt",
+]
+
+#: What a department may push (receipts, results and relays come only from the node).
+PUSH_KINDS = (
+    BundleKind.DATA,
+    BundleKind.QUERY,
+    BundleKind.RESPONSE,
+    BundleKind.REVOCATION,
+    BundleKind.RECHECK,
+)
+
+
+@dataclass(frozen=True)
+class SealedBundle:
+    """A bundle sealed for the node and recorded in the state."""
+
+    path: Path
+    record: PushedBundle
+
+
+def _stamp(now: dt.datetime) -> str:
+    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _no_float(text: str) -> Any:
+    raise InputError(f"fields may not hold decimal numbers ({text}): write them as strings")
+
+
+def parse_fields(pairs: Sequence[str], json_file: Path | None) -> dict[str, Any]:
+    """Manifest fields from ``--fields-json FILE`` then ``--field KEY=VALUE`` (strings win)."""
+    fields: dict[str, Any] = {}
+    if json_file is not None:
+        try:
+            data = json.loads(json_file.read_text(encoding="utf-8"), parse_float=_no_float)
+        except FileNotFoundError as e:
+            raise InputError(f"fields file not found: {json_file}", code="E_NOT_FOUND") from e
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{json_file} is not a JSON file: {e}") from e
+        if not isinstance(data, dict):
+            raise InputError(f"{json_file} must hold a JSON object")
+        fields.update(data)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--field needs KEY=VALUE, not {pair!r}")
+        fields[key.strip()] = value
+    return fields
+
+
+def seal_files(
+    cfg: ClientConfig,
+    creds: Credentials,
+    files: Sequence[Path],
+    kind: BundleKind,
+    fields: Mapping[str, Any],
+    *,
+    now: dt.datetime,
+    progress: Callable[[int], None] | None = None,
+) -> SealedBundle:
+    """Check both certificates, seal ``files`` for the pinned node, record the bundle.
+
+    Raises :class:`~pki.errors.CertificateError` (own or node certificate unusable) and
+    :class:`InputError` (missing file, duplicate member name, bad fields).
+    """
+    if kind not in PUSH_KINDS:
+        raise InputError(f"a department cannot push bundles of kind {kind.value}")
+    if not files:
+        raise InputError("nothing to push: name at least one file")
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):
+        raise InputError("two files share a name: a bundle's member names must be unique")
+    check_own_certificate(creds, cfg, now)
+    check_node_certificate(creds, now)
+    bundle_id = uuid.uuid4()
+    path = cfg.folder("sent") / f"{bundle_id}.bundle"
+    result = seal_to_file(
+        [Member(f.name, f) for f in files],
+        path,
+        signer_key=creds.key,
+        signer_chain=list(creds.chain),
+        recipients=[creds.node_cert],
+        kind=kind,
+        fields=dict(fields),
+        now=now,
+        bundle_id=bundle_id,
+        progress=progress,
+    )
+    record = PushedBundle(
+        bundle_id=str(result.bundle_id),
+        kind=kind.value,
+        created_at=_stamp(now),
+        members=len(files),
+        size=result.length,
+        sha256=result.sha256,
+    )
+    with locked_state(cfg.state_path) as state:
+        state.pushed[record.bundle_id] = record
+    return SealedBundle(path, record)
+
+
+def upload_bundle(
+    cfg: ClientConfig,
+    sealed: SealedBundle,
+    *,
+    retries: int | None = None,
+    progress: TransferProgress | None = None,
+    on_retry: Callable[[BaseException, float], None] | None = None,
+) -> None:
+    """Upload the sealed bundle as ``/inbox/<BUNDLE_ID>.bundle`` and record the time.
+
+    A retried upload starts over; if an earlier attempt did arrive, the node answers the
+    second copy with an ``E_REPLAY`` receipt, which never overrides an ``accepted`` one.
+    """
+
+    async def put(session: Session) -> None:
+        await session.upload(sealed.path, sealed.path.name, progress)
+
+    run_with_node(cfg, put, retries=retries, on_retry=on_retry)
+    with locked_state(cfg.state_path) as state:
+        rec = state.pushed.get(sealed.record.bundle_id)
+        if rec is not None:
+            rec.uploaded_at = _stamp(dt.datetime.now(dt.UTC))
+
+
+def wait_for_receipt(
+    cfg: ClientConfig,
+    creds: Credentials,
+    bundle_id: str,
+    out_dir: Path,
+    *,
+    timeout: float,
+    interval: float = 1.0,
+    retries: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[PushedBundle, list[PullOutcome]]:
+    """Pull receipts until one answers ``bundle_id`` or ``timeout`` seconds pass.
+
+    Returns the pushed record (verdict ``accepted`` or ``rejected``) and what was pulled.
+    Raises :class:`TransportError` ``E_TIMEOUT`` when no receipt came in time.
+    """
+    deadline = clock() + timeout
+    pulled: list[PullOutcome] = []
+    while True:
+        outcomes, _ = pull(
+            cfg, creds, out_dir, only=lambda n: n.startswith("receipt-"), retries=retries
+        )
+        pulled.extend(outcomes)
+        rec = read_state(cfg.state_path).pushed.get(bundle_id)
+        if rec is not None and rec.verdict != WAITING:
+            return rec, pulled
+        if clock() + interval > deadline:
+            raise TransportError(
+                f"no receipt for bundle {bundle_id} within {timeout:g} s: the node may be busy; "
+                "run `exchange-client pull` later to fetch it",
+                code="E_TIMEOUT",
+            )
+        sleep(interval)

@@ -1,0 +1,208 @@
+"""SFTP to the node over asyncssh: log in, pin the host key, upload, list, download.
+
+The only module that talks to the network. Every asyncssh or socket failure is converted into
+a :class:`~pki.errors.TransportError` at this boundary, with a code that tells the retry
+logic (:mod:`exchange_client.retry`) whether another attempt can help:
+
+=====================  =========================================================  =========
+``E_UNREACHABLE``      connection refused/reset, no route, name not resolved      retried
+``E_TIMEOUT``          the node did not answer in time                            retried
+``E_CONNECTION_LOST``  the connection dropped (before the banner or mid-transfer)  retried
+``E_HOST_KEY``         the node's SSH host key differs from the pinned one        never
+``E_LOGIN``            the node refused the login                                 never
+``E_SFTP``             the node refused an SFTP request (quota, name, ...)        never
+=====================  =========================================================  =========
+
+A login refusal is not retried: every failed login counts toward the node's ban of the
+address, and the node refuses for reasons (revoked, wrong address) that do not pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncssh
+
+from exchange_client.config import ClientConfig
+from exchange_client.hostkeys import (
+    HostKeyDecision,
+    add_pin,
+    decide,
+    host_key_changed,
+    pinned_keys,
+)
+from exchange_client.retry import backoff_delays, retry_async
+from pki._fs import atomic_write
+from pki.errors import TransportError
+from pki.keys import KEY_PASSPHRASE_ENV
+
+__all__ = ["OutboxEntry", "Session", "run_with_node"]
+
+T = TypeVar("T")
+TransferProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A file the node offers in ``/outbox``."""
+
+    name: str
+    size: int
+
+
+class _PinningClient(asyncssh.SSHClient):
+    """Checks the node's host key against DIR/known_hosts (see :mod:`hostkeys`)."""
+
+    def __init__(self, pinned: list[str]):
+        self.pinned = pinned
+        self.presented: str | None = None
+        self.decision: HostKeyDecision | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
+        self.presented = key.export_public_key().decode().strip()
+        self.decision = decide(self.pinned, self.presented)
+        return self.decision is not HostKeyDecision.CHANGED
+
+
+class Session:
+    """An open SFTP session as the department. Obtain one through :func:`run_with_node`."""
+
+    def __init__(self, sftp: Any):
+        self._sftp = sftp
+
+    async def upload(self, local: Path, name: str, progress: TransferProgress | None) -> None:
+        """Upload ``local`` as ``/inbox/<name>``; the node commits it when the file is closed."""
+
+        def handler(_src: bytes, _dst: bytes, done: int, total: int) -> None:
+            if progress is not None:
+                progress(done, total)
+
+        await self._sftp.put(str(local), f"/inbox/{name}", progress_handler=handler)
+
+    async def outbox(self) -> list[OutboxEntry]:
+        """The regular files in ``/outbox``."""
+        entries = await self._sftp.readdir("/outbox")
+        out: list[OutboxEntry] = []
+        for e in entries:
+            name = e.filename if isinstance(e.filename, str) else e.filename.decode()
+            if name in (".", ".."):
+                continue
+            out.append(OutboxEntry(name, int(e.attrs.size or 0)))
+        return sorted(out, key=lambda x: x.name)
+
+    async def download(self, name: str, local: Path) -> None:
+        """Download ``/outbox/<name>`` into ``local`` (which must not exist)."""
+        await self._sftp.get(f"/outbox/{name}", str(local))
+
+
+def _client_keys(cfg: ClientConfig) -> list[Any]:
+    if cfg.login == "ssh-key":
+        assert cfg.ssh_key is not None
+        return [str(cfg.ssh_key)]
+    if cfg.cert is None:
+        raise TransportError(
+            "no department certificate yet: import it with `exchange-client init --import-cert`",
+            code="E_LOGIN",
+        )
+    return [(str(cfg.key), str(cfg.cert))]
+
+
+def _convert(e: BaseException, cfg: ClientConfig, client: _PinningClient | None) -> TransportError:
+    where = f"{cfg.node_host}:{cfg.node_port}"
+    if (
+        client is not None
+        and client.decision is HostKeyDecision.CHANGED
+        and client.presented is not None
+    ):
+        return host_key_changed(
+            cfg.node_host, cfg.node_port, client.presented, str(cfg.known_hosts)
+        )
+    if isinstance(e, asyncssh.PermissionDenied):
+        return TransportError(
+            f"the node at {where} refused the login of {cfg.dept} (permission denied); the node "
+            "administrator sees the reason in the node's log",
+            code="E_LOGIN",
+        )
+    if isinstance(e, asyncssh.HostKeyNotVerifiable):
+        return TransportError(f"the node's host key could not be verified: {e}", code="E_HOST_KEY")
+    if isinstance(e, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
+        return TransportError(f"connection to the node at {where} lost", code="E_CONNECTION_LOST")
+    if isinstance(e, asyncssh.SFTPError):
+        return TransportError(f"the node refused the request: {e.reason}", code="E_SFTP")
+    if isinstance(e, asyncssh.ConnectionLost | asyncssh.DisconnectError):
+        return TransportError(
+            f"the node at {where} closed the connection ({e.reason})", code="E_CONNECTION_LOST"
+        )
+    if isinstance(e, TimeoutError | asyncio.TimeoutError):
+        return TransportError(f"the node at {where} did not answer in time", code="E_TIMEOUT")
+    if isinstance(e, OSError):
+        why = e.strerror or str(e) or type(e).__name__
+        return TransportError(f"cannot reach the node at {where}: {why}", code="E_UNREACHABLE")
+    return TransportError(f"SSH failure talking to the node at {where}: {e}", code="E_TRANSPORT")
+
+
+_NETWORK_ERRORS = (OSError, asyncssh.Error, asyncssh.SFTPError, TimeoutError, asyncio.TimeoutError)
+
+
+async def _attempt(cfg: ClientConfig, op: Callable[[Session], Awaitable[T]]) -> T:
+    try:
+        known = cfg.known_hosts.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        known = ""
+    client = _PinningClient(pinned_keys(known, cfg.node_host, cfg.node_port))
+    passphrase = os.environ.get(KEY_PASSPHRASE_ENV) or None
+    try:
+        conn, _ = await asyncssh.create_connection(
+            lambda: client,
+            cfg.node_host,
+            cfg.node_port,
+            username=cfg.dept,
+            client_keys=_client_keys(cfg),
+            passphrase=passphrase,
+            # An empty known-hosts list makes asyncssh ask _PinningClient about every key.
+            known_hosts=asyncssh.import_known_hosts(""),
+            agent_path=None,
+            config=None,
+            preferred_auth="publickey",
+            connect_timeout=cfg.connect_timeout,
+            login_timeout=cfg.connect_timeout,
+            keepalive_interval=30,
+        )
+    except _NETWORK_ERRORS as e:
+        raise _convert(e, cfg, client) from e
+    try:
+        if client.decision is HostKeyDecision.NEW and client.presented is not None:
+            # Trust on first use, recorded only after the login succeeded.
+            atomic_write(
+                cfg.known_hosts,
+                add_pin(known, cfg.node_host, cfg.node_port, client.presented).encode(),
+                0o644,
+            )
+        async with conn.start_sftp_client() as sftp:
+            return await op(Session(sftp))
+    except _NETWORK_ERRORS as e:
+        raise _convert(e, cfg, None) from e
+    finally:
+        conn.close()
+        await conn.wait_closed()
+
+
+def run_with_node(
+    cfg: ClientConfig,
+    op: Callable[[Session], Awaitable[T]],
+    *,
+    retries: int | None = None,
+    on_retry: Callable[[BaseException, float], None] | None = None,
+) -> T:
+    """Connect, run ``op`` in an SFTP session, disconnect; retry transient failures.
+
+    The whole attempt (connect + ``op``) is repeated, so ``op`` must be safe to run again.
+    Raises :class:`TransportError` (exit code 5).
+    """
+    delays = backoff_delays(cfg.retries if retries is None else retries)
+    return asyncio.run(retry_async(lambda: _attempt(cfg, op), delays, on_retry=on_retry))
