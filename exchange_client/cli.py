@@ -11,19 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from exchange_client.config import load_config
@@ -38,7 +30,14 @@ from exchange_client.push import (
     wait_for_receipt,
 )
 from exchange_client.state import read_state
-from pki._cli_common import EXIT_CODES_HELP, console, emit_json, err_console, fail_on_error
+from pki._cli_common import (
+    EXIT_CODES_HELP,
+    byte_progress,
+    console,
+    emit_json,
+    err_console,
+    fail_on_error,
+)
 from pki.bundle import BundleKind, open_bundle, verify
 from pki.errors import InputError
 from pki.identity import parse_dept_code
@@ -67,29 +66,10 @@ RetriesOpt = Annotated[
 ]
 
 #: Show a progress bar for inputs at least this large (and only on a terminal).
-_PROGRESS_MIN = 8 * 1024 * 1024
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@contextlib.contextmanager
-def _bar(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar on stderr advancing by byte counts; None off a terminal or for small input."""
-    if total < _PROGRESS_MIN or not err_console.is_terminal:
-        yield None
-        return
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 def _say_retry(json_out: bool) -> Callable[[BaseException, float], None]:
@@ -294,9 +274,9 @@ def push(
     for f in files:
         with contextlib.suppress(OSError):
             total += f.stat().st_size
-    with _bar(total, "sealing") as progress:
+    with byte_progress(total, "sealing") as progress:
         sealed = seal_files(cfg, creds, files, bundle_kind, fields, now=_now(), progress=progress)
-    with _bar(sealed.record.size, "uploading") as advance:
+    with byte_progress(sealed.record.size, "uploading") as advance:
         state = {"done": 0}
 
         def moved(done: int, _total: int) -> None:

@@ -6,21 +6,32 @@ library code never does.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from pki.errors import ExchangeError, InputError
 
 __all__ = [
     "EXIT_CODES_HELP",
+    "PROGRESS_MIN_BYTES",
+    "byte_progress",
     "console",
     "emit_json",
     "err_console",
@@ -57,6 +68,32 @@ def fail_on_error(func: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(e.exit_code) from None
 
     return wrapper
+
+
+#: Below this many bytes an operation is quick enough to need no progress bar.
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def byte_progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr advanced by byte counts (sealing, uploads, opening).
+
+    Yields ``None`` when stderr is not a terminal or ``total`` is small, so scripts and logs
+    never see bar output; the bar disappears when done.
+    """
+    if total < PROGRESS_MIN_BYTES or not err_console.is_terminal:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def emit_json(data: Any) -> None:

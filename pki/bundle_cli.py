@@ -11,24 +11,22 @@ import contextlib
 import datetime as dt
 import json
 import shlex
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from pki._bundle_format import SIG_RSA_PSS
-from pki._cli_common import EXIT_CODES_HELP, console, emit_json, err_console, fail_on_error
+from pki._cli_common import (
+    EXIT_CODES_HELP,
+    byte_progress,
+    console,
+    emit_json,
+    err_console,
+    fail_on_error,
+)
 from pki._fs import atomic_write
 from pki.bundle import (
     DEFAULT_TTL,
@@ -68,7 +66,6 @@ CrlOpt = Annotated[
 ]
 
 #: Show a progress bar for inputs at least this large (and only on a terminal).
-_PROGRESS_MIN = 32 * 1024 * 1024
 
 
 def _now(text: str | None) -> dt.datetime:
@@ -94,23 +91,6 @@ def _trust(trust: Path, crl: Path | None) -> TrustStore:
             markup=False,
         )
     return TrustStore.from_files(trust, crl)
-
-
-@contextlib.contextmanager
-def _progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
-    if total < _PROGRESS_MIN or not err_console.is_terminal:
-        yield None
-        return
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 def _verified_json(vb: VerifiedBundle) -> dict[str, Any]:
@@ -218,7 +198,7 @@ def seal(
     for p in files:
         with contextlib.suppress(OSError):
             total += p.stat().st_size
-    with _progress(total, "sealing") as progress:
+    with byte_progress(total, "sealing") as progress:
         result = seal_to_file(
             members,
             out,
@@ -278,7 +258,7 @@ def verify_cmd(
     now = _now(at)
     store = _trust(trust, crl)
     size = bundle.stat().st_size if bundle.is_file() else 0
-    with _progress(size, "verifying") as progress:
+    with byte_progress(size, "verifying") as progress:
         vb = verify(bundle, store, now=now, progress=progress)
     if json_out:
         emit_json(_verified_json(vb))
@@ -317,7 +297,7 @@ def open_cmd(
     recipient_cert = load_certificates(cert)[0]
     recipient_key = load_private_key(key)
     size = bundle.stat().st_size if bundle.is_file() else 0
-    with _progress(2 * size, "opening") as progress:
+    with byte_progress(2 * size, "opening") as progress:
         opened = open_bundle(
             bundle,
             out,
