@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
+import io
 import os
 import queue
 import shutil
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,10 +59,11 @@ from exchange_server.registry import add_department, set_state
 from exchange_server.spool import Spool
 from exchange_server.store.models import AuditEvent, DeptState, Upload
 from pki._fs import atomic_write
+from pki.bundle import Member, seal_to_file
 from pki.ca import CertificateAuthority
 from pki.errors import StoreError
 from pki.identity import DeptCode, Role, parse_networks
-from pki.keys import certificate_pem, private_key_pem
+from pki.keys import certificate_pem, load_certificates, load_private_key, private_key_pem
 
 __all__ = [
     "DeptCredentials",
@@ -487,6 +491,30 @@ class NodeHarness:
             options["local_addr"] = (bind, 0)
         options.update(kw)
         return asyncssh.connect(self.host, self.port, **options)
+
+    def seal(
+        self,
+        code: str,
+        body: bytes,
+        out: Path,
+        *,
+        kind: str = "data",
+        member: str = "data.csv",
+        bundle_id: uuid.UUID | None = None,
+    ) -> Path:
+        """Seal ``body`` as one member, signed by department ``code``, for the node."""
+        cred = self.depts[code]
+        seal_to_file(
+            [Member(member, io.BytesIO(body), size=len(body))],
+            out,
+            signer_key=load_private_key(cred.key_path),
+            signer_chain=load_certificates(cred.cert_path),
+            recipients=[load_certificates(self.root / "creds" / "NODE01.pem")[0]],
+            kind=kind,
+            now=dt.datetime.now(dt.UTC),
+            bundle_id=bundle_id,
+        )
+        return out
 
     def paramiko_sftp(self, code: str, *, bind: str | None = None) -> Any:
         """A connected paramiko ``SFTPClient`` logged in as ``code`` with its SSH key.

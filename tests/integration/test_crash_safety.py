@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import io
 import random
 import threading
 import time
@@ -24,8 +23,7 @@ from sqlmodel import select
 
 from exchange_server.audit import verify_chain
 from exchange_server.store.models import SeenBundle
-from pki.bundle import Member, seal_to_file, verify
-from pki.keys import load_certificates, load_private_key
+from pki.bundle import verify
 from tests.integration.node_harness import DeptSpec, NodeHarness, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,27 +33,11 @@ FINAL = {"done", "rejected", "routed"}
 
 
 def _seal_all(h: NodeHarness, code: str, out: Path) -> list[tuple[uuid.UUID, Path]]:
-    cred = h.depts[code]
-    chain = load_certificates(cred.cert_path)
-    key = load_private_key(cred.key_path)
-    node_cert = load_certificates(h.root / "creds" / "NODE01.pem")[0]
-    now = dt.datetime.now(dt.UTC)
     bundles = []
     for i in range(BUNDLES):
         bid = uuid.uuid4()
         body = f"id,value\n{i},{random.random()}\n".encode() * 20
-        path = out / f"{i:03d}.bundle"
-        seal_to_file(
-            [Member("data.csv", io.BytesIO(body), size=len(body))],
-            path,
-            signer_key=key,
-            signer_chain=chain,
-            recipients=[node_cert],
-            kind="data",
-            now=now,
-            bundle_id=bid,
-        )
-        bundles.append((bid, path))
+        bundles.append((bid, h.seal(code, body, out / f"{i:03d}.bundle", bundle_id=bid)))
     return bundles
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import io
 import os
 import signal
 import time
@@ -11,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from pki.bundle import Member, seal_to_file
-from pki.keys import load_certificates, load_private_key
 from tests.integration.node_harness import DeptSpec, NodeHarness, wait_until
 
 pytestmark = pytest.mark.integration
@@ -32,19 +28,7 @@ def _alive(pid: int) -> bool:
 
 
 def _drop_bundle(h: NodeHarness, name: str) -> None:
-    cred = h.depts["MZ330100"]
-    body = b"id\n1\n"
-    out = h.root / f"{name}.tmp"
-    seal_to_file(
-        [Member("d.csv", io.BytesIO(body), size=len(body))],
-        out,
-        signer_key=load_private_key(cred.key_path),
-        signer_chain=load_certificates(cred.cert_path),
-        recipients=[load_certificates(h.root / "creds" / "NODE01.pem")[0]],
-        kind="data",
-        now=dt.datetime.now(dt.UTC),
-    )
-    out.rename(h.home / "drop" / name)
+    h.seal("MZ330100", b"id\n1\n", h.root / f"{name}.tmp").rename(h.home / "drop" / name)
 
 
 def test_killed_pipeline_is_restarted_and_keeps_processing(tmp_path: Path) -> None:
