@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from exchange_server.cli import app
 from exchange_server.config import load_config
@@ -12,6 +12,13 @@ from pki.ca import parse_csr
 from pki.identity import DeptCode, Role
 from pki.keys import certificate_pem
 from tests.conftest import CAFixture
+
+
+def _init(ca: CAFixture, home: Path, cert: Path, key: Path) -> Result:
+    return CliRunner().invoke(app, [
+        "init", "--home", str(home), "--trust", str(ca.dir / "root.pem"), "--cert", str(cert),
+        "--key", str(key), "--crl", str(ca.dir / "crl.pem"),
+    ])  # fmt: skip
 
 
 def test_node_csr_issue_and_init(tmp_path: Path, test_ca: CAFixture) -> None:
@@ -29,22 +36,7 @@ def test_node_csr_issue_and_init(tmp_path: Path, test_ca: CAFixture) -> None:
     cert = tmp_path / "node.pem"
     cert.write_bytes(certificate_pem(issued.chain))
     test_ca.ca.crl()
-    res = runner.invoke(
-        app,
-        [
-            "init",
-            "--home",
-            str(tmp_path / "home"),
-            "--trust",
-            str(test_ca.dir / "root.pem"),
-            "--cert",
-            str(cert),
-            "--key",
-            str(key),
-            "--crl",
-            str(test_ca.dir / "crl.pem"),
-        ],
-    )
+    res = _init(test_ca, tmp_path / "home", cert, key)
     assert res.exit_code == 0, res.output
     assert load_config(tmp_path / "home").code == "NODE01"
     # a second csr into the same files is refused and changes nothing
@@ -66,22 +58,7 @@ def test_init_refuses_a_key_that_is_not_the_certificates(
     cert = tmp_path / "node.pem"
     cert.write_bytes(certificate_pem(a.chain))
     test_ca.ca.crl()
-    res = runner.invoke(
-        app,
-        [
-            "init",
-            "--home",
-            str(tmp_path / "home"),
-            "--trust",
-            str(test_ca.dir / "root.pem"),
-            "--cert",
-            str(cert),
-            "--key",
-            str(other),
-            "--crl",
-            str(test_ca.dir / "crl.pem"),
-        ],
-    )
+    res = _init(test_ca, tmp_path / "home", cert, other)
     assert res.exit_code == 3 and "E_KEY_MISMATCH" in res.output
     assert not (tmp_path / "home").exists()
 
@@ -96,21 +73,6 @@ def test_init_refuses_a_department_certificate(tmp_path: Path, test_ca: CAFixtur
     cert.write_bytes(certificate_pem(d.chain))
     atomic_write(key, private_key_pem(d.key, None), 0o600)
     test_ca.ca.crl()
-    res = CliRunner().invoke(
-        app,
-        [
-            "init",
-            "--home",
-            str(tmp_path / "home"),
-            "--trust",
-            str(test_ca.dir / "root.pem"),
-            "--cert",
-            str(cert),
-            "--key",
-            str(key),
-            "--crl",
-            str(test_ca.dir / "crl.pem"),
-        ],
-    )
+    res = _init(test_ca, tmp_path / "home", cert, key)
     assert res.exit_code == 1 and "E_KEY_USAGE" in res.output
     assert not (tmp_path / "home").exists()
