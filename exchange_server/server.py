@@ -302,6 +302,8 @@ class SFTPFront:
             agent_forwarding=False,
             x11_forwarding=False,
             allow_pty=False,
+            # [sftp] encryption_algs: AES-GCM only by default (see SFTPConfig for why).
+            encryption_algs=list(cfg.sftp.encryption_algs),
         )
 
     async def start(self, host: str, port: int) -> tuple[str, int]:

@@ -1,0 +1,67 @@
+"""node.toml: defaults, round trip, and refusal of unknown or mistyped settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from exchange_server.config import CONFIG_NAME, NodeConfig, SFTPConfig, load_config, render_config
+from pki.errors import InputError
+
+
+def _write(home: Path, text: str) -> Path:
+    home.mkdir(exist_ok=True)
+    (home / CONFIG_NAME).write_text(text, encoding="utf-8")
+    return home
+
+
+def test_render_and_load_round_trip(tmp_path: Path) -> None:
+    cfg = NodeConfig(
+        home=tmp_path,
+        code="NODE01",
+        name='杭州"核对"节点',
+        sftp=SFTPConfig(port=2022, encryption_algs=("aes256-ctr",)),
+    )
+    _write(tmp_path, render_config(cfg))
+    assert load_config(tmp_path) == cfg
+    assert load_config(tmp_path).database_url.startswith("sqlite:///")
+
+
+def test_defaults_fill_everything_but_identity(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, '[node]\ncode = "N1"\nname = "节点"\n'))
+    assert cfg.sftp.port == 2222
+    assert cfg.sftp.encryption_algs == ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+    assert cfg.path(cfg.crl) == tmp_path / "trust" / "crl.pem"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[node]\ncode = "N1"\nname = "x"\n[sftp]\nprot = 22\n', "unknown setting(s) prot"),
+        ('[node]\ncode = "N1"\nname = "x"\n[sftp]\nport = "22"\n', "sftp.port: expected int"),
+        ('[node]\ncode = "N1"\nname = "x"\n[secrity]\n', "unknown section(s) secrity"),
+        ('[node]\nname = "x"\n', "code is required"),
+        ('[node]\ncode = "N1"\nname = "x"\n[sftp]\nencryption_algs = []\n', "list of strings"),
+        ('[node]\ncode = "N1"\nname = "x"\n[sftp]\nencryption_algs = [1]\n', "list of strings"),
+        ("[node\n", "node.toml"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(InputError) as ei:
+        load_config(_write(tmp_path, text))
+    assert ei.value.code == "E_CONFIG"
+    assert needle in ei.value.message
+
+
+def test_missing_home_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as ei:
+        load_config(tmp_path / "nowhere")
+    assert "exchange-server init" in ei.value.message
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    cfg = NodeConfig(home=tmp_path, code="N", name="n")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.code = "X"  # type: ignore[misc]
