@@ -304,6 +304,10 @@ class SFTPFront:
             allow_pty=False,
             # [sftp] encryption_algs: AES-GCM only by default (see SFTPConfig for why).
             encryption_algs=list(cfg.sftp.encryption_algs),
+            # Bigger SSH packets and a wider window: fewer, larger writes per byte uploaded,
+            # which is what a Python SSH stack pays for.
+            window=8 * 1024 * 1024,
+            max_pktsize=128 * 1024,
         )
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
