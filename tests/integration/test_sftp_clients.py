@@ -256,3 +256,81 @@ def test_node_keeps_serving_and_logs_no_payload(node: NodeHarness) -> None:
     log = node.log_text()
     assert "login ok: address=127.0.0.1 user=MZ330100" in log
     assert "Traceback" not in log
+
+
+# --- every client: a real bundle in, its signed receipt out ------------------------------------
+
+
+def _client_round_trip(node: NodeHarness, client: str, local: Path, name: str, out: Path) -> None:
+    """Upload ``local`` as /inbox/``name`` with ``client``, then download its receipt to ``out``."""
+    if client == "openssh":
+        _sftp_batch(node, out.parent, f"put {local} /inbox/{name}\n")
+    elif client == "paramiko":
+        sftp = node.paramiko_sftp(MZ)
+        try:
+            sftp.put(str(local), f"/inbox/{name}")
+        finally:
+            sftp.get_channel().get_transport().close()
+    else:
+        method = client.removeprefix("asyncssh-")
+
+        async def put() -> None:
+            async with (
+                node.asyncssh_connect(MZ, method=method) as conn,
+                conn.start_sftp_client() as sftp,
+            ):
+                await sftp.put(str(local), f"/inbox/{name}")
+
+        _run(put())
+    [up] = [u for u in node.uploads(MZ) if u.file_name == name]
+    receipt = _receipt_of(node, up.id)
+    if client == "openssh":
+        _sftp_batch(node, out.parent, f"get /outbox/{receipt} {out}\n")
+    elif client == "paramiko":
+        sftp = node.paramiko_sftp(MZ)
+        try:
+            sftp.get(f"/outbox/{receipt}", str(out))
+        finally:
+            sftp.get_channel().get_transport().close()
+    else:
+
+        async def get() -> None:
+            async with (
+                node.asyncssh_connect(MZ, method=method) as conn,
+                conn.start_sftp_client() as sftp,
+            ):
+                await sftp.get(f"/outbox/{receipt}", str(out))
+
+        _run(get())
+
+
+@pytest.mark.parametrize("client", ["openssh", "paramiko", "asyncssh-ssh-key", "asyncssh-x509"])
+def test_client_uploads_a_bundle_and_downloads_its_signed_receipt(
+    node: NodeHarness, tmp_path: Path, client: str
+) -> None:
+    import datetime as dt
+    import json
+
+    from pki.bundle import open_bundle, verify
+    from pki.keys import load_certificates, load_private_key
+
+    bundle = node.seal(MZ, "户籍编号,类型\n1,低保\n".encode(), tmp_path / "b.bundle")
+    out = tmp_path / "receipt.bundle"
+    _client_round_trip(node, client, bundle, f"e2e-{client}.bundle", out)
+    with node.node() as n:
+        trust = n.trust()
+    now = dt.datetime.now(dt.UTC)
+    assert verify(out, trust, now=now).sender.code == "NODE01"  # signed by the node
+    cred = node.depts[MZ]
+    opened = open_bundle(
+        out,
+        tmp_path / "r",
+        recipient_key=load_private_key(cred.key_path),
+        recipient_cert=load_certificates(cred.cert_path)[0],
+        trust=trust,
+        now=now,
+    )
+    body = json.loads((tmp_path / "r" / "receipt.json").read_text(encoding="utf-8"))
+    assert body == opened.manifest.fields
+    assert body["verdict"] == "accepted", body
+    assert body["file_sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
