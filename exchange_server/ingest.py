@@ -152,9 +152,7 @@ class Ingest:
         """
         # Partials an upload still writes are skipped: the SFTP front holds an flock on each
         # partial it writes, and another node process sharing the spool may be serving.
-        from exchange_server.sftp import remove_orphan_partials
-
-        remove_orphan_partials(self.spool)
+        self.spool.remove_orphan_partials()
         with self.node.session(write=False) as s:
             known = set(s.exec(select(Upload.id)).all())
         for f in self.spool.incoming.iterdir():

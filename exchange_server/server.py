@@ -62,7 +62,6 @@ from exchange_server.sftp import (
     SessionInfo,
     SFTPServices,
     commit_on_close_supported,
-    remove_orphan_partials,
 )
 from exchange_server.store.models import (
     Department,
@@ -600,21 +599,10 @@ def setup_logging() -> None:
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 
-def _recover(ingest: Ingest) -> None:
-    """Crash recovery before anything listens: leftover partials go, orphans are quarantined."""
-    recover = getattr(ingest, "recover", None)
-    if callable(recover):
-        recover()
-        return
-    removed = remove_orphan_partials(ingest.spool)
-    if removed:
-        srv_log.info("removed %d unfinished upload(s) left by an earlier run", len(removed))
-
-
 async def _serve(node: Node, host: str, port: int) -> None:
     ingest = Ingest(node)
     # Recovery runs to completion before the listener opens, so it never races a live upload.
-    await asyncio.to_thread(_recover, ingest)
+    await asyncio.to_thread(ingest.recover)
     front = SFTPFront(node, ingest)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

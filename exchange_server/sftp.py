@@ -25,7 +25,7 @@ client is told it succeeded. When the session ends with the file still open (con
 client killed, channel closed), asyncssh calls the same :meth:`SFTPServer.close` from its
 session clean-up; we tell the two apart by the caller (see :func:`_called_by_client_close`) and
 discard the partial. A partial left by a crash is removed at the next start
-(:func:`remove_orphan_partials`); an upload's writer holds an ``flock`` on its partial so that a
+(:meth:`Spool.remove_orphan_partials`); an upload's writer holds an ``flock`` on its partial so that a
 second node process sharing the spool never deletes an upload in progress.
 """
 
@@ -72,7 +72,6 @@ __all__ = [
     "commit_on_close_supported",
     "name_problem",
     "normalise",
-    "remove_orphan_partials",
     "resolve",
 ]
 
@@ -316,34 +315,6 @@ class SFTPServices:
         result = (outbox + int(waiting), quota)
         self._usage_cache[dept] = (now, result)
         return result
-
-
-def remove_orphan_partials(spool: Spool) -> list[Path]:
-    """Delete partial uploads no live upload holds (left by a crash); return what was removed.
-
-    A writer holds an exclusive ``flock`` on its partial for the whole upload, so a partial we
-    can lock is nobody's: nothing of it was acknowledged, and the sender will retry.
-    """
-    removed: list[Path] = []
-    with os.scandir(spool.partial) as entries:
-        names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
-    for name in names:
-        path = spool.partial / name
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
-        try:
-            path.unlink(missing_ok=True)
-            removed.append(path)
-        finally:
-            os.close(fd)
-    return removed
 
 
 # --- the asyncssh adapter ----------------------------------------------------------------------

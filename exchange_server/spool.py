@@ -15,6 +15,8 @@ own UUIDs and bundles by their verified UUID.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import uuid
 from pathlib import Path
 
@@ -67,3 +69,30 @@ class Spool:
     def incoming_path(self, upload_id: str) -> Path:
         """Where a committed upload waits."""
         return self.incoming / str(uuid.UUID(upload_id))
+
+    def remove_orphan_partials(self) -> list[Path]:
+        """Delete partial uploads no live upload holds (left by a crash); return what was removed.
+
+        A writer holds an exclusive ``flock`` on its partial for the whole upload, so a partial we
+        can lock is nobody's: nothing of it was acknowledged, and the sender will retry.
+        """
+        removed: list[Path] = []
+        with os.scandir(self.partial) as entries:
+            names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+        for name in names:
+            path = self.partial / name
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            try:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+            finally:
+                os.close(fd)
+        return removed

@@ -31,7 +31,6 @@ from exchange_server.sftp import (
     VKind,
     name_problem,
     normalise,
-    remove_orphan_partials,
     resolve,
 )
 from exchange_server.spool import Spool
@@ -460,7 +459,7 @@ def test_orphan_partials_are_removed_but_live_ones_kept(tmp_path: Path) -> None:
     fd = os.open(live, os.O_WRONLY | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        assert remove_orphan_partials(spool) == [orphan]
+        assert spool.remove_orphan_partials() == [orphan]
         assert live.exists() and not orphan.exists()
     finally:
         os.close(fd)
