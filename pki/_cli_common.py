@@ -7,6 +7,7 @@ library code never does.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import getpass
 import json
@@ -36,6 +37,7 @@ __all__ = [
     "emit_json",
     "err_console",
     "fail_on_error",
+    "parse_time",
     "prompt_passphrase",
 ]
 
@@ -94,6 +96,19 @@ def byte_progress(total: int, label: str) -> Iterator[Callable[[int], None] | No
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def parse_time(text: str | None) -> dt.datetime:
+    """The ``--at`` option: an ISO 8601 time (naive means UTC), or now when not given."""
+    if text is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as e:
+        raise InputError(
+            f"invalid time {text!r}: use ISO 8601, e.g. 2026-11-22T08:00:00+08:00"
+        ) from e
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def emit_json(data: Any) -> None:

@@ -26,6 +26,7 @@ from pki._cli_common import (
     emit_json,
     err_console,
     fail_on_error,
+    parse_time,
 )
 from pki._fs import atomic_write
 from pki.bundle import (
@@ -66,18 +67,6 @@ CrlOpt = Annotated[
 ]
 
 #: Show a progress bar for inputs at least this large (and only on a terminal).
-
-
-def _now(text: str | None) -> dt.datetime:
-    if text is None:
-        return dt.datetime.now(dt.UTC)
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError as e:
-        raise InputError(
-            f"invalid time {text!r}: use ISO 8601, e.g. 2026-11-22T08:00:00+08:00"
-        ) from e
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _trust(trust: Path, crl: Path | None) -> TrustStore:
@@ -255,7 +244,7 @@ def verify_cmd(
 
         exchange-pki bundle verify --trust root.pem --crl crl.pem --at 2026-12-01T09:00:00+08:00 --json push.bundle
     """
-    now = _now(at)
+    now = parse_time(at)
     store = _trust(trust, crl)
     size = bundle.stat().st_size if bundle.is_file() else 0
     with byte_progress(size, "verifying") as progress:
@@ -292,7 +281,7 @@ def open_cmd(
 
         EXCHANGE_KEY_PASSPHRASE=... exchange-pki bundle open --cert RS330100.pem --key RS330100.key --trust root.pem --out q/ --json q.bundle
     """
-    now = _now(at)
+    now = parse_time(at)
     store = _trust(trust, crl)
     recipient_cert = load_certificates(cert)[0]
     recipient_key = load_private_key(key)

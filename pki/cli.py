@@ -17,6 +17,7 @@ from pki._cli_common import (
     emit_json,
     err_console,
     fail_on_error,
+    parse_time,
     prompt_passphrase,
 )
 from pki._fs import atomic_write
@@ -57,18 +58,6 @@ app = typer.Typer(
 
 CaDir = Annotated[Path, typer.Option("--ca-dir", help="CA directory.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-
-
-def _parse_time(text: str | None) -> dt.datetime:
-    if text is None:
-        return utcnow()
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError as e:
-        raise InputError(
-            f"invalid time {text!r}: use ISO 8601, e.g. 2026-11-22T08:00:00+08:00"
-        ) from e
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _prepare_dir(path: Path) -> None:
@@ -408,7 +397,7 @@ def verify(
 
         exchange-pki verify --ca-dir /srv/ca --crl crl.pem --at 2027-06-01T00:00:00+08:00 MZ330100.pem
     """
-    now = _parse_time(at)
+    now = parse_time(at)
     ca = _open(ca_dir)
     try:
         certs = load_certificates(cert)
