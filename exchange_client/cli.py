@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,15 +22,18 @@ from rich.table import Table
 from exchange_client.config import load_config
 from exchange_client.credentials import load_credentials, trust_store
 from exchange_client.enroll import import_certificate, init_directory
-from exchange_client.pull import PullOutcome, pull
+from exchange_client.pull import PullOutcome, convert_opened, pull
 from exchange_client.push import (
     PUSH_KINDS,
+    RowsRejected,
     parse_fields,
+    prepare_inputs,
     seal_files,
     upload_bundle,
     wait_for_receipt,
 )
 from exchange_client.state import read_state
+from exchange_client.tables import OUTPUT_FORMATS, ValidationReport
 from pki._cli_common import (
     EXIT_CODES_HELP,
     byte_progress,
@@ -209,6 +213,26 @@ def init(
         )
 
 
+#: At most this many invalid rows are listed per file (all are counted).
+REPORT_LINES = 50
+
+
+def _print_reports(reports: list[tuple[int, ValidationReport]], *, sent: bool = False) -> None:
+    """Invalid rows on stderr: line, reason code, masked ID number only (never names)."""
+    for position, r in reports:
+        if not r.invalid:
+            continue
+        fate = "dropped (--valid-only)" if sent else "invalid"
+        err_console.print(
+            f"file {position}: {r.rows} row(s), {r.valid} valid, {r.invalid} {fate}",
+            markup=False,
+        )
+        for p in r.problems[:REPORT_LINES]:
+            err_console.print(f"  {p}", markup=False)
+        if r.invalid > REPORT_LINES:
+            err_console.print(f"  … and {r.invalid - REPORT_LINES} more", markup=False)
+
+
 def _push_json(rec: Any, path: Path) -> dict[str, Any]:
     return {
         "bundle_id": rec.bundle_id,
@@ -244,9 +268,24 @@ def push(
         float, typer.Option("--timeout", min=1, help="Seconds to wait for the receipt.")
     ] = 120.0,
     retries: RetriesOpt = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding", help="CSV encoding (default: UTF-8 if it decodes, else GB18030)."
+        ),
+    ] = None,
+    valid_only: Annotated[
+        bool,
+        typer.Option("--valid-only", help="Send only the valid rows of a table (drops reported)."),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Seal files for the node, upload the bundle into /inbox, optionally wait for the receipt.
+
+    For `query` and `data`, tables (.csv .xlsx .parquet) are validated first (columns 身份证号 /
+    id_number and, for queries, 姓名 / name; GB 11643 ID numbers) and sealed as UTF-8 CSV.
+    Invalid rows are listed by line with masked ID numbers and nothing is sent (exit 3,
+    E_ROWS) unless `--valid-only` is given.
 
     Checks your own certificate first (an expired or revoked one stops here, nothing is
     uploaded). The bundle is kept as `DIR/sent/<BUNDLE_ID>.bundle`. Transient network failures
@@ -260,6 +299,8 @@ def push(
         exchange-client push --dir ~/mz --kind query --field purpose=低保审核 --fields-json application.json persons.csv
 
         exchange-client push --dir ~/mz --kind data --json --wait a.csv b.csv
+
+        exchange-client push --dir ~/mz --kind query --encoding gbk --valid-only persons.xlsx
     """
     try:
         bundle_kind = BundleKind(kind)
@@ -270,12 +311,23 @@ def push(
     fields = parse_fields(field or [], fields_json)
     cfg = load_config(directory)
     creds = load_credentials(cfg)
-    total = 0
-    for f in files:
-        with contextlib.suppress(OSError):
-            total += f.stat().st_size
-    with byte_progress(total, "sealing") as progress:
-        sealed = seal_files(cfg, creds, files, bundle_kind, fields, now=_now(), progress=progress)
+    with tempfile.TemporaryDirectory(prefix=".validated-", dir=cfg.dir) as work:
+        try:
+            inputs, reports = prepare_inputs(
+                files, bundle_kind, Path(work), encoding=encoding, valid_only=valid_only
+            )
+        except RowsRejected as e:
+            _print_reports(e.reports)
+            raise
+        _print_reports(reports, sent=True)
+        total = 0
+        for f in inputs:
+            with contextlib.suppress(OSError):
+                total += f.stat().st_size
+        with byte_progress(total, "sealing") as progress:
+            sealed = seal_files(
+                cfg, creds, inputs, bundle_kind, fields, now=_now(), progress=progress
+            )
     with byte_progress(sealed.record.size, "uploading") as advance:
         state = {"done": 0}
 
@@ -365,6 +417,13 @@ def pull_cmd(
         Path | None, typer.Option("--out", help="Where opened bundles go (default DIR/received).")
     ] = None,
     retries: RetriesOpt = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="Convert CSV members of opened bundles: csv (UTF-8 with BOM, for Excel), csv-gb18030, xlsx or parquet.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Download every new file from /outbox, verify it, open it into OUT/<kind>/<BUNDLE_ID>/.
@@ -379,11 +438,20 @@ def pull_cmd(
         exchange-client pull --dir ~/mz
 
         exchange-client pull --dir ~/mz --out /data/incoming --json
+
+        exchange-client pull --dir ~/mz --format xlsx
     """
+    if fmt is not None and fmt not in OUTPUT_FORMATS:
+        raise InputError(
+            f"unknown --format {fmt!r}: choose one of {', '.join(OUTPUT_FORMATS)}", code="E_USAGE"
+        )
     cfg = load_config(directory)
     creds = load_credentials(cfg)
     out_dir = (out or cfg.dir / "received").absolute()
     outcomes, skipped = pull(cfg, creds, out_dir, retries=retries, on_retry=_say_retry(json_out))
+    if fmt is not None:
+        for problem in convert_opened(outcomes, fmt):
+            err_console.print(f"warning: {problem}", markup=False)
     if json_out:
         emit_json({"pulled": [o.to_json() for o in outcomes], "skipped_names": len(skipped)})
     else:

@@ -26,12 +26,13 @@ from typing import Any
 from exchange_client.config import ClientConfig
 from exchange_client.credentials import Credentials
 from exchange_client.state import PulledItem, State, locked_state, read_state
+from exchange_client.tables import convert_csv
 from exchange_client.transport import Session, run_with_node
 from pki._fs import atomic_write
 from pki.bundle import BundleError, open_bundle, verify
 from pki.errors import InputError, PeerError
 
-__all__ = ["PullOutcome", "process_download", "pull", "safe_outbox_name"]
+__all__ = ["PullOutcome", "convert_opened", "process_download", "pull", "safe_outbox_name"]
 
 
 @dataclass(frozen=True)
@@ -235,3 +236,23 @@ def pull(
         return outcomes, skipped
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def convert_opened(outcomes: list[PullOutcome], fmt: str) -> list[str]:
+    """Convert the CSV members of the opened (non-receipt) bundles to ``fmt``.
+
+    See :func:`exchange_client.tables.convert_csv`. A member that cannot be converted is left
+    as it is; the returned messages (bundle id and code, never member names) say which.
+    """
+    problems: list[str] = []
+    for o in outcomes:
+        if o.status != "opened" or o.kind == "receipt" or o.opened_to is None:
+            continue
+        for member in sorted(Path(o.opened_to).iterdir()):
+            if member.suffix.lower() != ".csv" or not member.is_file():
+                continue
+            try:
+                convert_csv(member, fmt)
+            except InputError as e:
+                problems.append(f"bundle {o.bundle_id}: a CSV member was not converted ({e.code})")
+    return problems

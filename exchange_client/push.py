@@ -26,14 +26,18 @@ from exchange_client.credentials import (
 )
 from exchange_client.pull import PullOutcome, pull
 from exchange_client.state import WAITING, PushedBundle, locked_state, read_state
+from exchange_client.tables import TABULAR_SUFFIXES, ValidationReport, validate_table
 from exchange_client.transport import Session, TransferProgress, run_with_node
 from pki.bundle import BundleKind, Member, seal_to_file
 from pki.errors import InputError, TransportError
 
 __all__ = [
     "PUSH_KINDS",
+    "VALIDATED_KINDS",
+    "RowsRejected",
     "SealedBundle",
     "parse_fields",
+    "prepare_inputs",
     "seal_files",
     "upload_bundle",
     "wait_for_receipt",
@@ -47,6 +51,67 @@ PUSH_KINDS = (
     BundleKind.REVOCATION,
     BundleKind.RECHECK,
 )
+
+
+#: Kinds whose tabular inputs (.csv .xlsx .parquet) are validated before sealing.
+VALIDATED_KINDS = (BundleKind.QUERY, BundleKind.DATA)
+
+
+class RowsRejected(InputError):
+    """Some rows of a table are invalid and ``--valid-only`` was not given: nothing is sealed.
+
+    ``reports`` pairs the 1-based position of each input file with its validation report.
+    """
+
+    def __init__(self, message: str, reports: list[tuple[int, ValidationReport]]) -> None:
+        super().__init__(message, code="E_ROWS")
+        self.reports = reports
+
+
+def prepare_inputs(
+    files: Sequence[Path],
+    kind: BundleKind,
+    workdir: Path,
+    *,
+    encoding: str | None = None,
+    valid_only: bool = False,
+    today: dt.date | None = None,
+) -> tuple[list[Path], list[tuple[int, ValidationReport]]]:
+    """Validate the tabular inputs of a ``query`` or ``data`` push; return what to seal.
+
+    Each table (by suffix) is read, validated and written as ``workdir/<stem>.csv`` (UTF-8);
+    other files and other kinds pass through unchanged. Raises :class:`RowsRejected`
+    (``E_ROWS``) when rows are invalid and ``valid_only`` is false, or when a table had rows
+    but none is valid; ``E_COLUMNS``, ``E_ENCODING``, ``E_FORMAT`` from :func:`validate_table`.
+    """
+    if kind not in VALIDATED_KINDS:
+        return list(files), []
+    out: list[Path] = []
+    reports: list[tuple[int, ValidationReport]] = []
+    for position, f in enumerate(files, start=1):
+        if f.suffix.lower() not in TABULAR_SUFFIXES:
+            out.append(f)
+            continue
+        target = workdir / f"{f.stem}.csv"
+        if target.exists():
+            raise InputError("two tables share a name stem: a bundle's member names must be unique")
+        try:
+            report = validate_table(f, kind.value, target, encoding=encoding, today=today)
+        except InputError as e:
+            e.message = f"file {position}: {e.message}"
+            raise
+        reports.append((position, report))
+        out.append(target)
+    bad = sum(r.invalid for _, r in reports)
+    if bad and not valid_only:
+        raise RowsRejected(
+            f"{bad} invalid row(s): nothing was sent (fix them, or push with --valid-only)",
+            reports,
+        )
+    empty = [p for p, r in reports if r.rows and not r.valid]
+    if empty:
+        raise RowsRejected(f"file {empty[0]}: no valid row to send", reports)
+    return out, reports
 
 
 @dataclass(frozen=True)
