@@ -8,16 +8,14 @@ Everything here is test material: keys are unencrypted and must never be used fo
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import io
+import json
 import os
 import random
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +27,10 @@ from exchange_server.home import create_home
 from exchange_server.node import Node
 from exchange_server.registry import add_department
 from pki._fs import atomic_write
-from pki.bundle import Member, open_bundle, seal_to_file
 from pki.ca import CertificateAuthority
 from pki.errors import TransportError
 from pki.identity import DeptCode, Role, parse_networks
-from pki.keys import certificate_pem, load_certificates, load_private_key, private_key_pem
+from pki.keys import certificate_pem, load_certificates, private_key_pem
 from pki.verify import TrustStore, load_crls, verify_certificate
 
 __all__ = ["DEMO_DEPARTMENTS", "DemoResult", "run_demo"]
@@ -112,7 +109,7 @@ def run_demo(root: Path, *, say: Callable[[str], None] = print, fresh: bool = Fa
     ca.close()
     _run_node_stage(root, ca_dir, certs, step)
     result.not_built = [
-        "the department client (issue 5): exchange-client push / pull instead of raw SFTP",
+        "relayed queries and results (issues 5 and 6): exchange-client respond, result bundles",
         "the comparison engine (issue 6): the 民政 query is answered from the 人社 dataset",
     ]
     return result
@@ -156,42 +153,17 @@ def _start_node(home: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
     return proc, int(line.rsplit(":", 1)[1])
 
 
-async def _exchange(
-    port: int, certs: Path, uploads: dict[str, Path], out: Path
-) -> dict[str, list[Path]]:
-    """Upload each department's bundle and download the receipts that come back."""
-    got: dict[str, list[Path]] = {}
-    for code, bundle in uploads.items():
-        if code == "MZ330100":  # 民政 logs in with its ministry certificate (RFC 6187)
-            keys: list[Any] = [(str(certs / f"{code}.key"), str(certs / f"{code}.pem"))]
-        else:  # 人社 with a registered OpenSSH key
-            keys = [str(certs / f"{code}_ssh")]
-        async with (
-            asyncssh.connect(
-                "127.0.0.1",
-                port,
-                username=code,
-                client_keys=keys,
-                known_hosts=None,
-                agent_path=None,
-                config=None,
-            ) as conn,
-            conn.start_sftp_client() as sftp,
-        ):
-            await sftp.put(str(bundle), f"/inbox/{bundle.name}")
-            deadline = time.monotonic() + 30
-            names: list[str] = []
-            while not names and time.monotonic() < deadline:
-                names = [n for n in await sftp.listdir("/outbox") if n.startswith("receipt-")]
-                await asyncio.sleep(0.1)
-            if not names:
-                raise TransportError(f"no receipt for {code} within 30 s", code="E_TIMEOUT")
-            folder = out / code / "receipts"
-            folder.mkdir(parents=True, exist_ok=True)
-            for name in names:
-                await sftp.get(f"/outbox/{name}", str(folder / name))
-            got[code] = [folder / n for n in names]
-    return got
+def _client(args: list[str], *, check_exit: tuple[int, ...] = (0,)) -> dict[str, Any]:
+    """Run ``exchange-client ARGS --json`` as a department operator would; return its JSON."""
+    cmd = [sys.executable, "-c", "from exchange_client.cli import main; main()", *args, "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+    if proc.returncode not in check_exit:
+        raise TransportError(
+            f"exchange-client {args[0]} failed ({proc.returncode}): {proc.stderr.strip()}",
+            code="E_DEMO",
+        )
+    result: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    return result
 
 
 def _run_node_stage(root: Path, ca_dir: Path, certs: Path, step: Callable[[str], None]) -> None:
@@ -225,7 +197,6 @@ def _run_node_stage(root: Path, ca_dir: Path, certs: Path, step: Callable[[str],
     node.engine.dispose()
     step(f"node home created and 民政, 人社 registered: {home}")
 
-    node_cert = load_certificates(certs / "NODE01.pem")[0]
     data = root / "data"
     data.mkdir()
     rs_csv = "参保地行政区划代码,参保单位名称,险种类型,参保人数\n330102,杭州示例科技有限公司,基本养老,12\n"
@@ -233,64 +204,88 @@ def _run_node_stage(root: Path, ca_dir: Path, certs: Path, step: Callable[[str],
     persons = "身份证号,姓名,家庭编号\n" + "".join(
         f"{_synthetic_id(rng)},测试{i},H{i // 2:03d}\n" for i in range(4)
     )
-    sealed: dict[str, Path] = {}
-    for code, kind, member, text, fields in (
-        (
-            "RS330100",
-            "data",
-            "rs_social_insurance.csv",
-            rs_csv,
-            {"resource": "RS-SI-001", "mode": "snapshot"},
-        ),
-        (
-            "MZ330100",
-            "query",
-            "persons.csv",
-            persons,
-            {
-                "business_type": "低保",
-                "persons": 4,
-                "resources": ["RS-SI-001"],
-                "time_range": "",
-                "purpose": "最低生活保障家庭经济状况核对",
-            },
-        ),
-    ):
-        body = text.encode("utf-8")
-        path = data / f"{code}-{kind}.bundle"
-        seal_to_file(
-            [Member(member, io.BytesIO(body), size=len(body))],
-            path,
-            signer_key=load_private_key(certs / f"{code}.key"),
-            signer_chain=load_certificates(certs / f"{code}.pem"),
-            recipients=[node_cert],
-            kind=kind,
-            fields=fields,
-            now=now,
-        )
-        sealed[code] = path
-        step(f"{code} sealed a {kind} bundle for the node: {path.name}")
+    (data / "rs_social_insurance.csv").write_text(rs_csv, encoding="utf-8")
+    (data / "persons.csv").write_text(persons, encoding="utf-8")
+    application = {
+        "business_type": "低保",
+        "persons": 4,
+        "resources": ["RS-SI-001"],
+        "time_range": "",
+        "purpose": "最低生活保障家庭经济状况核对",
+    }
+    (data / "application.json").write_text(
+        json.dumps(application, ensure_ascii=False), encoding="utf-8"
+    )
 
     proc, port = _start_node(home, root / "node.log")
     try:
         step(f"node serving SFTP on 127.0.0.1:{port} (log: {root / 'node.log'})")
-        receipts = asyncio.run(_exchange(port, certs, sealed, root))
+        clients = root / "clients"
+        for code in ("RS330100", "MZ330100"):
+            login = ["--ssh-key", str(certs / f"{code}_ssh")] if code == "RS330100" else []
+            _client(
+                [
+                    "init",
+                    "--dir",
+                    str(clients / code),
+                    "--dept",
+                    code,
+                    "--node-host",
+                    "127.0.0.1",
+                    "--node-port",
+                    str(port),
+                    "--trust",
+                    str(ca_dir / "root.pem"),
+                    "--crl",
+                    str(ca_dir / "crl.pem"),
+                    "--cert",
+                    str(certs / f"{code}.pem"),
+                    "--key",
+                    str(certs / f"{code}.key"),
+                    "--node-cert",
+                    str(certs / "NODE01.pem"),
+                    *login,
+                ]
+            )
+        step(f"exchange-client set up for 人社 (SSH-key login) and 民政 (X.509 login): {clients}")
+        for code, args in (
+            (
+                "RS330100",
+                [
+                    "--kind",
+                    "data",
+                    "--field",
+                    "resource=RS-SI-001",
+                    str(data / "rs_social_insurance.csv"),
+                ],
+            ),
+            (
+                "MZ330100",
+                [
+                    "--kind",
+                    "query",
+                    "--fields-json",
+                    str(data / "application.json"),
+                    str(data / "persons.csv"),
+                ],
+            ),
+        ):
+            pushed = _client(
+                ["push", "--dir", str(clients / code), "--wait", *args], check_exit=(0, 1)
+            )
+            step(
+                f"{code} pushed a {pushed['kind']} bundle with exchange-client: node receipt "
+                f"{pushed['verdict']} (bundle {pushed['bundle_id']})"
+            )
+        for code in ("RS330100", "MZ330100"):
+            _client(["pull", "--dir", str(clients / code)])  # anything else in the outbox
+            status = _client(["status", "--dir", str(clients / code)])
+            for rec in status.get("pulled", []):
+                step(
+                    f"{code} holds the node's signed receipt for bundle "
+                    f"{rec.get('receipt_for')}: {rec.get('verdict')} "
+                    f"(opened in {clients / code / 'received' / 'receipt'})"
+                )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    trust = TrustStore.from_files(ca_dir / "root.pem", ca_dir / "crl.pem")
-    for code, paths in receipts.items():
-        for path in paths:
-            opened = open_bundle(
-                path,
-                path.parent / path.stem,
-                recipient_key=load_private_key(certs / f"{code}.key"),
-                recipient_cert=load_certificates(certs / f"{code}.pem")[0],
-                trust=trust,
-                now=dt.datetime.now(dt.UTC),
-            )
-            f = opened.manifest.fields
-            step(
-                f"{code} pulled a receipt signed by {opened.sender.code}: {f['verdict']} "
-                f"bundle {f['bundle_id']} (sha256 {str(f['file_sha256'])[:12]}…)"
-            )

@@ -23,10 +23,12 @@ def test_demo_builds_a_verifiable_world(tmp_path: Path) -> None:
     assert any("stock OpenSSL" in s for s in result.steps)
     assert not any("disagrees" in s for s in result.steps)
     assert len(lines) == len(result.steps)
-    # the node stage ran: both departments got a signed "accepted" receipt back over SFTP
-    pulled = [s for s in result.steps if "pulled a receipt signed by NODE01: accepted" in s]
-    assert {s.split()[0] for s in pulled} == {"MZ330100", "RS330100"}
-    receipts = list((tmp_path / "demo").glob("*/receipts/receipt-*.bundle"))
+    # the node stage ran through the real client: both pushes accepted, receipts held
+    pushed = [s for s in result.steps if "with exchange-client: node receipt accepted" in s]
+    assert {s.split()[0] for s in pushed} == {"MZ330100", "RS330100"}
+    held = [s for s in result.steps if "holds the node's signed receipt" in s and "accepted" in s]
+    assert {s.split()[0] for s in held} == {"MZ330100", "RS330100"}
+    receipts = list((tmp_path / "demo" / "clients").glob("*/pulled/receipt-*.bundle"))
     assert len(receipts) == 2
 
 
