@@ -19,13 +19,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from exchange_client.config import load_config
-from exchange_client.credentials import load_credentials, trust_store
+from exchange_client.config import ClientConfig, load_config
+from exchange_client.credentials import Credentials, load_credentials, trust_store
 from exchange_client.enroll import import_certificate, init_directory
+from exchange_client.offline import export_bundle, import_folder
 from exchange_client.pull import PullOutcome, convert_opened, pull
 from exchange_client.push import (
     PUSH_KINDS,
     RowsRejected,
+    SealedBundle,
     parse_fields,
     prepare_inputs,
     seal_files,
@@ -247,6 +249,45 @@ def _push_json(rec: Any, path: Path) -> dict[str, Any]:
     }
 
 
+def _validate_and_seal(
+    directory: Path,
+    kind: str,
+    files: list[Path],
+    field: list[str] | None,
+    fields_json: Path | None,
+    encoding: str | None,
+    valid_only: bool,
+) -> tuple[ClientConfig, Credentials, SealedBundle]:
+    """What push and export share: validate tables, check certificates, seal for the node."""
+    try:
+        bundle_kind = BundleKind(kind)
+    except ValueError as e:
+        raise InputError(
+            f"unknown kind {kind!r}: choose one of {', '.join(k.value for k in PUSH_KINDS)}"
+        ) from e
+    fields = parse_fields(field or [], fields_json)
+    cfg = load_config(directory)
+    creds = load_credentials(cfg)
+    with tempfile.TemporaryDirectory(prefix=".validated-", dir=cfg.dir) as work:
+        try:
+            inputs, reports = prepare_inputs(
+                files, bundle_kind, Path(work), encoding=encoding, valid_only=valid_only
+            )
+        except RowsRejected as e:
+            _print_reports(e.reports)
+            raise
+        _print_reports(reports, sent=True)
+        total = 0
+        for f in inputs:
+            with contextlib.suppress(OSError):
+                total += f.stat().st_size
+        with byte_progress(total, "sealing") as progress:
+            sealed = seal_files(
+                cfg, creds, inputs, bundle_kind, fields, now=_now(), progress=progress
+            )
+    return cfg, creds, sealed
+
+
 @app.command()
 @fail_on_error
 def push(
@@ -302,32 +343,9 @@ def push(
 
         exchange-client push --dir ~/mz --kind query --encoding gbk --valid-only persons.xlsx
     """
-    try:
-        bundle_kind = BundleKind(kind)
-    except ValueError as e:
-        raise InputError(
-            f"unknown kind {kind!r}: choose one of {', '.join(k.value for k in PUSH_KINDS)}"
-        ) from e
-    fields = parse_fields(field or [], fields_json)
-    cfg = load_config(directory)
-    creds = load_credentials(cfg)
-    with tempfile.TemporaryDirectory(prefix=".validated-", dir=cfg.dir) as work:
-        try:
-            inputs, reports = prepare_inputs(
-                files, bundle_kind, Path(work), encoding=encoding, valid_only=valid_only
-            )
-        except RowsRejected as e:
-            _print_reports(e.reports)
-            raise
-        _print_reports(reports, sent=True)
-        total = 0
-        for f in inputs:
-            with contextlib.suppress(OSError):
-                total += f.stat().st_size
-        with byte_progress(total, "sealing") as progress:
-            sealed = seal_files(
-                cfg, creds, inputs, bundle_kind, fields, now=_now(), progress=progress
-            )
+    cfg, creds, sealed = _validate_and_seal(
+        directory, kind, files, field, fields_json, encoding, valid_only
+    )
     with byte_progress(sealed.record.size, "uploading") as advance:
         state = {"done": 0}
 
@@ -352,6 +370,97 @@ def push(
         cfg, creds, rec.bundle_id, cfg.dir / "received", timeout=timeout, retries=retries
     )
     _report_verdict(rec, sealed.path, json_out)
+
+
+@app.command("export")
+@fail_on_error
+def export_cmd(
+    directory: DirOpt,
+    kind: Annotated[
+        str, typer.Option("--kind", help="data, query, response, revocation or recheck.")
+    ],
+    to: Annotated[Path, typer.Option("--to", help="Folder on the removable medium.")],
+    files: Annotated[list[Path], typer.Argument(help="Files to seal into one bundle.")],
+    field: Annotated[
+        list[str] | None, typer.Option("--field", help="Manifest field KEY=VALUE (repeatable).")
+    ] = None,
+    fields_json: Annotated[
+        Path | None, typer.Option("--fields-json", help="Manifest fields from a JSON object file.")
+    ] = None,
+    encoding: Annotated[
+        str | None, typer.Option("--encoding", help="CSV encoding (default: detected).")
+    ] = None,
+    valid_only: Annotated[
+        bool, typer.Option("--valid-only", help="Seal only the valid rows of a table.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Seal files for the node onto removable media instead of uploading (办法 第十七条).
+
+    Exactly what `push` seals (same validation and certificate checks), written to
+    `FOLDER/<BUNDLE_ID>.bundle` atomically. The node's operator copies it into the node's drop
+    folder; the receipt comes back through `import` (or `pull`, once connected).
+
+    **Examples**
+
+        exchange-client export --dir ~/mz --kind query --to /media/usb/exchange persons.csv
+
+        exchange-client export --dir ~/rs --kind data --field resource=RS-SI-01 --to /media/usb rs.csv
+    """
+    if not to.is_dir():  # before sealing: a failed export must not leave a sealed bundle
+        raise InputError(f"export folder {to} does not exist", code="E_NOT_FOUND")
+    cfg, _, sealed = _validate_and_seal(
+        directory, kind, files, field, fields_json, encoding, valid_only
+    )
+    target = export_bundle(cfg, sealed, to)
+    rec = read_state(cfg.state_path).pushed[sealed.record.bundle_id]
+    if json_out:
+        emit_json({**_push_json(rec, sealed.path), "exported_to": str(target)})
+    else:
+        console.print(
+            f"sealed bundle {rec.bundle_id} ({rec.kind}) written to {target}", markup=False
+        )
+
+
+@app.command("import")
+@fail_on_error
+def import_cmd(
+    directory: DirOpt,
+    source: Annotated[Path, typer.Option("--from", help="Folder on the removable medium.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where opened bundles go (default DIR/received).")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Read receipts and results brought on removable media, with the checks `pull` applies.
+
+    Only bundles signed by the pinned node (chain and CRL checked) are opened; anything else is
+    kept in `DIR/rejected/` with the reason. The medium is only read. Files already imported or
+    pulled are skipped. Exit code 1 when a file was rejected.
+
+    **Examples**
+
+        exchange-client import --dir ~/mz --from /media/usb/exchange
+
+        exchange-client import --dir ~/mz --from /media/usb/exchange --out /data/incoming --json
+    """
+    cfg = load_config(directory)
+    creds = load_credentials(cfg)
+    out_dir = (out or cfg.dir / "received").absolute()
+    outcomes, skipped = import_folder(cfg, creds, source, out_dir, now=_now())
+    if json_out:
+        emit_json({"imported": [o.to_json() for o in outcomes], "skipped_names": len(skipped)})
+    else:
+        for o in outcomes:
+            console.print(_outcome_line(o), markup=False)
+        if skipped:
+            err_console.print(
+                f"warning: {len(skipped)} file name(s) refused as unsafe", markup=False
+            )
+        if not outcomes:
+            console.print("nothing new in the folder", markup=False)
+    if any(o.status == "rejected" for o in outcomes):
+        raise typer.Exit(1)
 
 
 @app.command("wait")

@@ -40,6 +40,8 @@ class PushedBundle:
     size: int
     sha256: str
     uploaded_at: str | None = None
+    #: Set when the bundle was written to removable media instead (办法 第十七条).
+    exported_to: str | None = None
     #: ``waiting`` until a receipt arrives, then ``accepted`` or ``rejected``.
     verdict: str = WAITING
     reason_code: str | None = None

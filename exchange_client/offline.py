@@ -1,0 +1,82 @@
+"""Removable-media exchange (办法 第十七条): the same sealed bundles, through a folder.
+
+Where no network link to the node exists, ``export`` writes the sealed bundle into a folder
+(an encrypted USB drive, say) instead of uploading it; the node's operator copies it into the
+node's drop folder. The node's receipts and results come back the same way, and ``import``
+reads them from a folder with exactly the checks ``pull`` applies to ``/outbox``: signed by the
+pinned node, chain and CRL, opened only then, never processed twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+from pathlib import Path
+
+from exchange_client.config import ClientConfig
+from exchange_client.credentials import Credentials
+from exchange_client.pull import PullOutcome, process_download, safe_outbox_name
+from exchange_client.push import SealedBundle
+from exchange_client.state import locked_state
+from pki._fs import atomic_output
+from pki.errors import InputError
+
+__all__ = ["export_bundle", "import_folder"]
+
+
+def export_bundle(cfg: ClientConfig, sealed: SealedBundle, folder: Path) -> Path:
+    """Copy the sealed bundle into ``folder`` as ``<BUNDLE_ID>.bundle``, atomically.
+
+    The file appears complete or not at all (a drive pulled out mid-copy leaves only a hidden
+    temporary file), and an existing file is never replaced. Records where it went.
+    """
+    if not folder.is_dir():
+        raise InputError(f"export folder {folder} does not exist", code="E_NOT_FOUND")
+    target = folder / sealed.path.name
+    try:
+        with atomic_output(target, 0o644, exclusive=True) as out, sealed.path.open("rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except FileExistsError as e:
+        raise InputError(f"{target} already exists", code="E_EXISTS") from e
+    except OSError as e:
+        raise InputError(f"cannot write to {folder}: {e.strerror}", code="E_IO") from e
+    with locked_state(cfg.state_path) as state:
+        rec = state.pushed.get(sealed.record.bundle_id)
+        if rec is not None:
+            rec.exported_to = str(target)
+    return target
+
+
+def import_folder(
+    cfg: ClientConfig, creds: Credentials, folder: Path, out_dir: Path, *, now: dt.datetime
+) -> tuple[list[PullOutcome], list[str]]:
+    """Verify and open every new bundle file in ``folder`` (as ``pull`` does for /outbox).
+
+    Files are copied to a private staging folder first, so the medium is only read. Returns the
+    outcomes and the names skipped as unsafe; files already imported (same bytes) come back as
+    ``duplicate``.
+    """
+    if not folder.is_dir():
+        raise InputError(f"import folder {folder} does not exist", code="E_NOT_FOUND")
+    staging = Path(tempfile.mkdtemp(prefix=".import-", dir=cfg.folder("pulled")))
+    outcomes: list[PullOutcome] = []
+    skipped: list[str] = []
+    try:
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.is_symlink())
+        with locked_state(cfg.state_path) as state:
+            for name in names:
+                if name.startswith("."):
+                    continue
+                if not safe_outbox_name(name):
+                    skipped.append(name)
+                    continue
+                if name in state.pulled:
+                    continue
+                local = staging / name
+                shutil.copyfile(folder / name, local)
+                outcomes.append(process_download(cfg, creds, state, name, local, out_dir, now))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return outcomes, skipped
