@@ -10,6 +10,7 @@ personal names): only counts, sizes, ids and codes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import tempfile
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from exchange_client.config import ClientConfig, load_config
+from exchange_client.config import ClientConfig, check_transport, load_config, save_config
 from exchange_client.credentials import Credentials, load_credentials, trust_store
 from exchange_client.enroll import import_certificate, init_directory
 from exchange_client.offline import export_bundle, import_folder
@@ -136,6 +137,13 @@ def init(
             help="Second step after --new-key: store the certificate the ministry issued.",
         ),
     ] = None,
+    transport: Annotated[
+        str,
+        typer.Option(
+            "--transport",
+            help="SSH library: asyncssh (default) or paramiko (SSH-key login only).",
+        ),
+    ] = "asyncssh",
     json_out: JsonOpt = False,
 ) -> None:
     """Create a client directory for one department at one node.
@@ -177,6 +185,7 @@ def init(
     assert (
         dept is not None and node_host is not None and trust is not None and node_cert is not None
     )
+    check_transport(transport, "ssh-key" if ssh_key is not None else "x509", "--transport")
     cfg, csr = init_directory(
         directory,
         dept=parse_dept_code(dept),
@@ -191,6 +200,9 @@ def init(
         new_key=new_key,
         now=now,
     )
+    if transport != cfg.transport:
+        cfg = dataclasses.replace(cfg, transport=transport)
+        save_config(cfg)
     if json_out:
         emit_json(
             {

@@ -30,7 +30,9 @@ from pki.identity import DeptCode, parse_dept_code
 __all__ = [
     "CONFIG_NAME",
     "LOGIN_METHODS",
+    "TRANSPORTS",
     "ClientConfig",
+    "check_transport",
     "load_config",
     "render_config",
     "save_config",
@@ -38,6 +40,8 @@ __all__ = [
 
 CONFIG_NAME = "client.toml"
 LOGIN_METHODS = ("x509", "ssh-key")
+#: SSH libraries the client can use; paramiko has no X.509 login, so it needs an SSH key.
+TRANSPORTS = ("asyncssh", "paramiko")
 _VERSION = 1
 
 
@@ -60,6 +64,7 @@ class ClientConfig:
     crl: Path | None = None
     login: str = "x509"
     ssh_key: Path | None = None
+    transport: str = "asyncssh"
     connect_timeout: float = 15.0
     retries: int = 4
 
@@ -129,9 +134,24 @@ def render_config(cfg: ClientConfig) -> str:
     if cfg.crl is not None:
         lines.append(f"crl = {_toml_str(_rel(cfg.crl, base))}")
     lines += ["", "[login]", f"method = {_toml_str(cfg.login)}"]
+    lines.append(f"transport = {_toml_str(cfg.transport)}")
     if cfg.ssh_key is not None:
         lines.append(f"ssh_key = {_toml_str(_rel(cfg.ssh_key, base))}")
     return "\n".join(lines) + "\n"
+
+
+def check_transport(transport: str, login: str, where: str = "client configuration") -> None:
+    """Refuse an unknown transport, and paramiko with X.509 login (paramiko has none)."""
+    if transport not in TRANSPORTS:
+        raise InputError(
+            f"{where}: transport must be one of {', '.join(TRANSPORTS)}", code="E_CONFIG"
+        )
+    if transport == "paramiko" and login != "ssh-key":
+        raise InputError(
+            f"{where}: the paramiko transport logs in with an SSH key only (give --ssh-key); "
+            "X.509 login needs asyncssh",
+            code="E_CONFIG",
+        )
 
 
 def save_config(cfg: ClientConfig) -> Path:
@@ -198,6 +218,8 @@ def load_config(directory: Path) -> ClientConfig:
     ssh_key = p(login, "ssh_key", optional=True)
     if method == "ssh-key" and ssh_key is None:
         raise InputError(f"{where}: login method ssh-key needs ssh_key", code="E_CONFIG")
+    transport = _get(login, "transport", str, where, optional=True) or "asyncssh"
+    check_transport(transport, method, where)
     retries = _get(node, "retries", int, where, optional=True)
     timeout = _get(node, "connect_timeout", float, where, optional=True)
     node_cert, key, trust = p(node, "certificate"), p(ident, "key"), p(ident, "trust")
@@ -215,6 +237,7 @@ def load_config(directory: Path) -> ClientConfig:
         crl=p(ident, "crl", optional=True),
         login=method,
         ssh_key=ssh_key,
+        transport=transport,
         connect_timeout=timeout if timeout is not None else 15.0,
         retries=max(0, retries) if retries is not None else 4,
     )

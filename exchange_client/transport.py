@@ -1,4 +1,4 @@
-"""SFTP to the node over asyncssh: log in, pin the host key, upload, list, download.
+"""SFTP to the node over asyncssh (or paramiko): log in, pin the host key, upload, list, download.
 
 The only module that talks to the network. Every asyncssh or socket failure is converted into
 a :class:`~pki.errors.TransportError` at this boundary, with a code that tells the retry
@@ -149,7 +149,118 @@ def _convert(e: BaseException, cfg: ClientConfig, client: _PinningClient | None)
 _NETWORK_ERRORS = (OSError, asyncssh.Error, asyncssh.SFTPError, TimeoutError, asyncio.TimeoutError)
 
 
+class _ParamikoSession(Session):
+    """The same session over paramiko (blocking calls run in a worker thread)."""
+
+    async def upload(self, local: Path, name: str, progress: TransferProgress | None) -> None:
+        """Upload ``local`` as ``/inbox/<name>``; the node commits it when the file is closed."""
+        # confirm=False: the node may already be processing the file when put() would stat it
+        await asyncio.to_thread(
+            self._sftp.put, str(local), f"/inbox/{name}", callback=progress, confirm=False
+        )
+
+    async def outbox(self) -> list[OutboxEntry]:
+        """The regular files in ``/outbox``."""
+        attrs = await asyncio.to_thread(self._sftp.listdir_attr, "/outbox")
+        out = [OutboxEntry(a.filename, int(a.st_size or 0)) for a in attrs]
+        return sorted((e for e in out if e.name not in (".", "..")), key=lambda x: x.name)
+
+    async def download(self, name: str, local: Path) -> None:
+        """Download ``/outbox/<name>`` into ``local``."""
+        await asyncio.to_thread(self._sftp.get, f"/outbox/{name}", str(local))
+
+
+async def _attempt_paramiko(cfg: ClientConfig, op: Callable[[Session], Awaitable[T]]) -> T:
+    import socket
+
+    import paramiko
+
+    try:
+        known = cfg.known_hosts.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        known = ""
+    pinned = pinned_keys(known, cfg.node_host, cfg.node_port)
+    presented: list[str] = []
+    where = f"{cfg.node_host}:{cfg.node_port}"
+
+    class Pinning(paramiko.MissingHostKeyPolicy):
+        # The client loads no host keys, so paramiko asks this policy about every key.
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            presented.append(f"{key.get_name()} {key.get_base64()}")
+            if decide(pinned, presented[-1]) is HostKeyDecision.CHANGED:
+                raise paramiko.SSHException("host key changed")
+
+    def connect() -> Any:
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(Pinning())
+        client.connect(
+            cfg.node_host,
+            cfg.node_port,
+            username=cfg.dept,
+            key_filename=str(cfg.ssh_key),
+            passphrase=os.environ.get(KEY_PASSPHRASE_ENV) or None,
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=cfg.connect_timeout,
+            banner_timeout=cfg.connect_timeout,
+            auth_timeout=cfg.connect_timeout,
+        )
+        return client
+
+    def convert(e: BaseException) -> TransportError:
+        if presented and decide(pinned, presented[-1]) is HostKeyDecision.CHANGED:
+            return host_key_changed(
+                cfg.node_host, cfg.node_port, presented[-1], str(cfg.known_hosts)
+            )
+        if isinstance(e, paramiko.AuthenticationException):
+            return TransportError(
+                f"the node at {where} refused the login of {cfg.dept} (permission denied); the "
+                "node administrator sees the reason in the node's log",
+                code="E_LOGIN",
+            )
+        if isinstance(e, TimeoutError | socket.timeout):
+            return TransportError(f"the node at {where} did not answer in time", code="E_TIMEOUT")
+        if isinstance(e, paramiko.SSHException | EOFError):
+            return TransportError(
+                f"the node at {where} closed the connection ({e})", code="E_CONNECTION_LOST"
+            )
+        if isinstance(e, OSError):
+            why = e.strerror or str(e) or type(e).__name__
+            return TransportError(f"cannot reach the node at {where}: {why}", code="E_UNREACHABLE")
+        return TransportError(
+            f"SSH failure talking to the node at {where}: {e}", code="E_TRANSPORT"
+        )
+
+    try:
+        client = await asyncio.to_thread(connect)
+    except (OSError, EOFError, paramiko.SSHException) as e:
+        raise convert(e) from e
+    try:
+        if presented and decide(pinned, presented[-1]) is HostKeyDecision.NEW:
+            # Trust on first use, recorded only after the login succeeded.
+            atomic_write(
+                cfg.known_hosts,
+                add_pin(known, cfg.node_host, cfg.node_port, presented[-1]).encode(),
+                0o644,
+            )
+        sftp = await asyncio.to_thread(client.open_sftp)
+        try:
+            return await op(_ParamikoSession(sftp))
+        finally:
+            sftp.close()
+    except OSError as e:  # paramiko reports SFTP refusals as IOError/OSError
+        if isinstance(e, PermissionError | FileNotFoundError) or e.errno is None:
+            raise TransportError(f"the node refused the request: {e}", code="E_SFTP") from e
+        raise convert(e) from e
+    except (EOFError, paramiko.SSHException) as e:
+        raise convert(e) from e
+    finally:
+        client.close()
+
+
 async def _attempt(cfg: ClientConfig, op: Callable[[Session], Awaitable[T]]) -> T:
+    if cfg.transport == "paramiko":
+        return await _attempt_paramiko(cfg, op)
     try:
         known = cfg.known_hosts.read_text(encoding="utf-8")
     except FileNotFoundError:
