@@ -269,15 +269,16 @@ def _validate_and_seal(
     fields_json: Path | None,
     encoding: str | None,
     valid_only: bool,
+    extra_fields: dict[str, Any] | None = None,
 ) -> tuple[ClientConfig, Credentials, SealedBundle]:
-    """What push and export share: validate tables, check certificates, seal for the node."""
+    """What push, respond and export share: validate tables, check certificates, seal."""
     try:
         bundle_kind = BundleKind(kind)
     except ValueError as e:
         raise InputError(
             f"unknown kind {kind!r}: choose one of {', '.join(k.value for k in PUSH_KINDS)}"
         ) from e
-    fields = parse_fields(field or [], fields_json)
+    fields = {**parse_fields(field or [], fields_json), **(extra_fields or {})}
     cfg = load_config(directory)
     creds = load_credentials(cfg)
     with tempfile.TemporaryDirectory(prefix=".validated-", dir=cfg.dir) as work:
@@ -298,6 +299,42 @@ def _validate_and_seal(
                 cfg, creds, inputs, bundle_kind, fields, now=_now(), progress=progress
             )
     return cfg, creds, sealed
+
+
+def _upload_and_report(
+    cfg: ClientConfig,
+    creds: Credentials,
+    sealed: SealedBundle,
+    wait: bool,
+    timeout: float,
+    retries: int | None,
+    json_out: bool,
+) -> None:
+    """Upload a sealed bundle, then report it (or wait for and report the node's verdict)."""
+    with byte_progress(sealed.record.size, "uploading") as advance:
+        state = {"done": 0}
+
+        def moved(done: int, _total: int) -> None:
+            if advance is not None:
+                advance(done - state["done"])
+            state["done"] = done
+
+        upload_bundle(cfg, sealed, retries=retries, progress=moved, on_retry=_say_retry(json_out))
+    rec = sealed.record
+    if not wait:
+        rec = read_state(cfg.state_path).pushed[rec.bundle_id]
+        if json_out:
+            emit_json(_push_json(rec, sealed.path))
+        else:
+            console.print(
+                f"uploaded bundle {rec.bundle_id} ({rec.kind}, {rec.members} file(s), {rec.size} bytes)",
+                markup=False,
+            )
+        return
+    rec, _ = wait_for_receipt(
+        cfg, creds, rec.bundle_id, cfg.dir / "received", timeout=timeout, retries=retries
+    )
+    _report_verdict(rec, sealed.path, json_out)
 
 
 @app.command()
@@ -358,30 +395,63 @@ def push(
     cfg, creds, sealed = _validate_and_seal(
         directory, kind, files, field, fields_json, encoding, valid_only
     )
-    with byte_progress(sealed.record.size, "uploading") as advance:
-        state = {"done": 0}
+    _upload_and_report(cfg, creds, sealed, wait, timeout, retries, json_out)
 
-        def moved(done: int, _total: int) -> None:
-            if advance is not None:
-                advance(done - state["done"])
-            state["done"] = done
 
-        upload_bundle(cfg, sealed, retries=retries, progress=moved, on_retry=_say_retry(json_out))
-    rec = sealed.record
-    if not wait:
-        rec = read_state(cfg.state_path).pushed[rec.bundle_id]
-        if json_out:
-            emit_json(_push_json(rec, sealed.path))
-        else:
-            console.print(
-                f"uploaded bundle {rec.bundle_id} ({rec.kind}, {rec.members} file(s), {rec.size} bytes)",
-                markup=False,
-            )
-        return
-    rec, _ = wait_for_receipt(
-        cfg, creds, rec.bundle_id, cfg.dir / "received", timeout=timeout, retries=retries
+@app.command()
+@fail_on_error
+def respond(
+    directory: DirOpt,
+    query: Annotated[
+        str, typer.Option("--to-query", help="Bundle id of the relayed query you answer.")
+    ],
+    files: Annotated[list[Path], typer.Argument(help="Files with your answer.")],
+    field: Annotated[
+        list[str] | None, typer.Option("--field", help="Manifest field KEY=VALUE (repeatable).")
+    ] = None,
+    fields_json: Annotated[
+        Path | None, typer.Option("--fields-json", help="Manifest fields from a JSON object file.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the node's signed receipt.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for the receipt.")
+    ] = 120.0,
+    retries: RetriesOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Answer a query the node relayed to your department (a data-source department's reply).
+
+    The query must have been pulled into this directory (`pull`); the answer is sealed as a
+    `response` bundle whose manifest names the query (`in_reply_to`), uploaded, and with
+    `--wait` its receipt is awaited as for `push` (exit 0 accepted, 1 rejected, 5 network).
+
+    **Examples**
+
+        exchange-client pull --dir ~/rs
+
+        exchange-client respond --dir ~/rs --to-query 3f2c8a6e-5d1b-4c1e-9a57-0c2d5e7f9b10 --wait answer.csv
+    """
+    cfg = load_config(directory)
+    pulled = read_state(cfg.state_path).pulled.values()
+    if not any(p.bundle_id == query and p.kind in ("relay", "query") for p in pulled):
+        raise InputError(
+            f"no relayed query {query} was pulled into {cfg.dir}: run `exchange-client pull` "
+            "first, and answer only queries the node relayed to you",
+            code="E_NOT_FOUND",
+        )
+    cfg, creds, sealed = _validate_and_seal(
+        directory,
+        "response",
+        files,
+        field,
+        fields_json,
+        None,
+        False,
+        extra_fields={"in_reply_to": query},
     )
-    _report_verdict(rec, sealed.path, json_out)
+    _upload_and_report(cfg, creds, sealed, wait, timeout, retries, json_out)
 
 
 @app.command("export")
