@@ -71,6 +71,27 @@ RetriesOpt = Annotated[
         "--retries", min=0, help="Attempts after a transient network failure (default: config, 4)."
     ),
 ]
+KindOpt = Annotated[
+    str, typer.Option("--kind", help="data, query, response, revocation or recheck.")
+]
+FieldOpt = Annotated[
+    list[str] | None, typer.Option("--field", help="Manifest field KEY=VALUE (repeatable).")
+]
+FieldsJsonOpt = Annotated[
+    Path | None, typer.Option("--fields-json", help="Manifest fields from a JSON object file.")
+]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the node's signed receipt.")]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", min=1, help="Seconds to wait for the receipt.")
+]
+EncodingOpt = Annotated[
+    str | None,
+    typer.Option("--encoding", help="CSV encoding (default: UTF-8 if it decodes, else GB18030)."),
+]
+ValidOnlyOpt = Annotated[
+    bool,
+    typer.Option("--valid-only", help="Seal only the valid rows of a table (drops reported)."),
+]
 
 #: Show a progress bar for inputs at least this large (and only on a terminal).
 
@@ -341,33 +362,15 @@ def _upload_and_report(
 @fail_on_error
 def push(
     directory: DirOpt,
-    kind: Annotated[
-        str, typer.Option("--kind", help="data, query, response, revocation or recheck.")
-    ],
+    kind: KindOpt,
     files: Annotated[list[Path], typer.Argument(help="Files to seal into one bundle.")],
-    field: Annotated[
-        list[str] | None, typer.Option("--field", help="Manifest field KEY=VALUE (repeatable).")
-    ] = None,
-    fields_json: Annotated[
-        Path | None, typer.Option("--fields-json", help="Manifest fields from a JSON object file.")
-    ] = None,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="Wait for the node's signed receipt.")
-    ] = False,
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Seconds to wait for the receipt.")
-    ] = 120.0,
+    field: FieldOpt = None,
+    fields_json: FieldsJsonOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 120.0,
     retries: RetriesOpt = None,
-    encoding: Annotated[
-        str | None,
-        typer.Option(
-            "--encoding", help="CSV encoding (default: UTF-8 if it decodes, else GB18030)."
-        ),
-    ] = None,
-    valid_only: Annotated[
-        bool,
-        typer.Option("--valid-only", help="Send only the valid rows of a table (drops reported)."),
-    ] = False,
+    encoding: EncodingOpt = None,
+    valid_only: ValidOnlyOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Seal files for the node, upload the bundle into /inbox, optionally wait for the receipt.
@@ -406,18 +409,10 @@ def respond(
         str, typer.Option("--to-query", help="Bundle id of the relayed query you answer.")
     ],
     files: Annotated[list[Path], typer.Argument(help="Files with your answer.")],
-    field: Annotated[
-        list[str] | None, typer.Option("--field", help="Manifest field KEY=VALUE (repeatable).")
-    ] = None,
-    fields_json: Annotated[
-        Path | None, typer.Option("--fields-json", help="Manifest fields from a JSON object file.")
-    ] = None,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="Wait for the node's signed receipt.")
-    ] = False,
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Seconds to wait for the receipt.")
-    ] = 120.0,
+    field: FieldOpt = None,
+    fields_json: FieldsJsonOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 120.0,
     retries: RetriesOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -458,23 +453,13 @@ def respond(
 @fail_on_error
 def export_cmd(
     directory: DirOpt,
-    kind: Annotated[
-        str, typer.Option("--kind", help="data, query, response, revocation or recheck.")
-    ],
+    kind: KindOpt,
     to: Annotated[Path, typer.Option("--to", help="Folder on the removable medium.")],
     files: Annotated[list[Path], typer.Argument(help="Files to seal into one bundle.")],
-    field: Annotated[
-        list[str] | None, typer.Option("--field", help="Manifest field KEY=VALUE (repeatable).")
-    ] = None,
-    fields_json: Annotated[
-        Path | None, typer.Option("--fields-json", help="Manifest fields from a JSON object file.")
-    ] = None,
-    encoding: Annotated[
-        str | None, typer.Option("--encoding", help="CSV encoding (default: detected).")
-    ] = None,
-    valid_only: Annotated[
-        bool, typer.Option("--valid-only", help="Seal only the valid rows of a table.")
-    ] = False,
+    field: FieldOpt = None,
+    fields_json: FieldsJsonOpt = None,
+    encoding: EncodingOpt = None,
+    valid_only: ValidOnlyOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Seal files for the node onto removable media instead of uploading (办法 第十七条).
@@ -550,9 +535,7 @@ def import_cmd(
 def wait_cmd(
     directory: DirOpt,
     bundle_id: Annotated[str, typer.Argument(help="The id of a bundle pushed from DIR.")],
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Seconds to wait for the receipt.")
-    ] = 120.0,
+    timeout: TimeoutOpt = 120.0,
     retries: RetriesOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
