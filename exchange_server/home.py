@@ -17,7 +17,6 @@ nothing behind.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import asyncssh
@@ -26,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from exchange_server.config import CONFIG_NAME, NodeConfig, SFTPConfig, render_config
 from exchange_server.node import utcnow
 from exchange_server.store.db import open_store
-from pki._fs import atomic_write, fsync_dir
+from pki._fs import atomic_write, new_directory, require_empty_dir
 from pki.errors import CertificateError, InputError
 from pki.identity import Role
 from pki.keys import certificate_pem, load_certificates, load_private_key
@@ -59,8 +58,7 @@ def create_home(
     and that ``key`` belongs to it. Raises InputError / CertificateError and leaves nothing.
     """
     home = Path(home)
-    if home.exists() and (not home.is_dir() or any(home.iterdir())):
-        raise InputError(f"{home} already exists and is not empty", code="E_EXISTS")
+    require_empty_dir(home)
     store = TrustStore.from_files(trust, crl)
     if not store.roots:
         raise InputError(f"{trust} holds no self-signed root certificate", code="E_TRUST")
@@ -80,10 +78,7 @@ def create_home(
         database=database or "",
         sftp=SFTPConfig(port=port),
     )
-    home.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{home.name}.", dir=home.parent))
-    try:
-        tmp.chmod(0o700)
+    with new_directory(home) as tmp:
         for sub in ("trust", "node", "drop"):
             (tmp / sub).mkdir()
         for sub in SPOOL_DIRS:
@@ -96,12 +91,5 @@ def create_home(
         host_key = asyncssh.generate_private_key("ssh-ed25519")
         atomic_write(tmp / cfg.sftp.host_key, host_key.export_private_key(), 0o600)
         atomic_write(tmp / CONFIG_NAME, render_config(cfg).encode())
-        if home.exists():
-            home.rmdir()
-        tmp.rename(home)
-        fsync_dir(home.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     open_store(cfg.database_url).dispose()
     return cfg

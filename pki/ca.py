@@ -19,8 +19,6 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pki._fs import atomic_write, fsync_dir
+from pki._fs import atomic_write, new_directory, require_empty_dir
 from pki.cadb import CADatabase, CertRecord
 from pki.errors import CAError, InputError
 from pki.identity import CertSerial, DeptCode, IPNetwork, Role, serial_hex
@@ -198,15 +196,8 @@ class CertificateAuthority:
             raise InputError("CA name must not be empty", code="E_INPUT")
         _check_name_length(f"{name} Issuing CA" if intermediate else name, "CA name")
         ca_dir = Path(ca_dir)
-        if ca_dir.exists() and (not ca_dir.is_dir() or any(ca_dir.iterdir())):
-            raise InputError(f"{ca_dir} already exists and is not empty", code="E_EXISTS")
-        try:
-            ca_dir.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{ca_dir.name}.", dir=ca_dir.parent))
-        except OSError as e:
-            raise InputError(f"cannot create {ca_dir}: {e.strerror or e}", code="E_IO") from e
-        try:
-            tmp.chmod(0o700)
+        require_empty_dir(ca_dir)
+        with new_directory(ca_dir) as tmp:
             (tmp / "certs").mkdir(mode=0o700)
             # Made now so that the first operation's lock does not add a file: a failed
             # operation must leave the directory byte-for-byte unchanged.
@@ -259,13 +250,6 @@ class CertificateAuthority:
             ca = cls(tmp, config, CADatabase(tmp / "ca.db"))
             ca._write_crl(ca._build_crls(now, DEFAULT_CRL_DAYS, passphrase))
             ca.db.close()
-            if ca_dir.exists():
-                ca_dir.rmdir()
-            tmp.rename(ca_dir)
-            fsync_dir(ca_dir.parent)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return cls.open(ca_dir)
 
     @classmethod
