@@ -501,16 +501,27 @@ class NodeHarness:
         kind: str = "data",
         member: str = "data.csv",
         bundle_id: uuid.UUID | None = None,
+        fields: dict[str, Any] | None = None,
+        from_node: bool = False,
     ) -> Path:
-        """Seal ``body`` as one member, signed by department ``code``, for the node."""
+        """Seal ``body`` as one member: signed by department ``code`` for the node or, with
+        ``from_node``, signed by the node for department ``code`` (what the node's workflow
+        puts into an outbox: relayed queries, results)."""
+        creds = self.root / "creds"
+        node_pem, node_key = creds / "NODE01.pem", creds / "NODE01.key"
         cred = self.depts[code]
+        signer_pem, signer_key = (
+            (node_pem, node_key) if from_node else (cred.cert_path, cred.key_path)
+        )
+        recipient = cred.cert_path if from_node else node_pem
         seal_to_file(
             [Member(member, io.BytesIO(body), size=len(body))],
             out,
-            signer_key=load_private_key(cred.key_path),
-            signer_chain=load_certificates(cred.cert_path),
-            recipients=[load_certificates(self.root / "creds" / "NODE01.pem")[0]],
+            signer_key=load_private_key(signer_key),
+            signer_chain=load_certificates(signer_pem),
+            recipients=[load_certificates(recipient)[0]],
             kind=kind,
+            fields=fields,
             now=dt.datetime.now(dt.UTC),
             bundle_id=bundle_id,
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from pki.bundle import Member, open_bundle, seal_to_file
+from pki.bundle import open_bundle
 from pki.keys import load_certificates, load_private_key
 from tests.integration.node_harness import DeptSpec, NodeHarness
 from tests.integration.test_client_node import MZ, cli, init_args
@@ -93,15 +92,14 @@ def test_pull_result_converted_keeps_chinese_text(
     body = "身份证号,姓名,险种类型\n" + "".join(f"{i},{n},基本养老\n" for i, n in ROWS)
     data = body.encode("utf-8")
     bundle_id = uuid.uuid4()
-    seal_to_file(
-        [Member("result.csv", io.BytesIO(data), size=len(data))],
+    node.seal(
+        MZ,
+        data,
         node.outbox(MZ) / f"result-{bundle_id}.bundle",
-        signer_key=load_private_key(node.root / "creds" / "NODE01.key"),
-        signer_chain=load_certificates(node.root / "creds" / "NODE01.pem"),
-        recipients=[load_certificates(node.depts[MZ].cert_path)[0]],
         kind="result",
-        now=dt.datetime.now(dt.UTC),
+        member="result.csv",
         bundle_id=bundle_id,
+        from_node=True,
     )
     out_dir = tmp_path / "out"
     r = cli("pull", "--dir", client, "--out", out_dir, "--format", fmt, "--json")

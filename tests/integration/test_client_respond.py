@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import io
 import json
 import uuid
 from collections.abc import Iterator
@@ -11,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from pki.bundle import Member, seal_to_file
-from pki.keys import load_certificates, load_private_key
 from tests.integration.node_harness import DeptSpec, NodeHarness
 from tests.integration.test_client_node import RS, cli, init_args
 
@@ -29,16 +25,15 @@ def _relay_to_rs(node: NodeHarness) -> str:
     """What the node's workflow will do: seal a relayed query (signed by the node) for 人社."""
     query_id = uuid.uuid4()
     body = "身份证号,姓名\n11010519491231002X,张三\n".encode()
-    seal_to_file(
-        [Member("persons.csv", io.BytesIO(body), size=len(body))],
+    node.seal(
+        RS,
+        body,
         node.outbox(RS) / f"relay-{query_id}.bundle",
-        signer_key=load_private_key(node.root / "creds" / "NODE01.key"),
-        signer_chain=load_certificates(node.root / "creds" / "NODE01.pem"),
-        recipients=[load_certificates(node.depts[RS].cert_path)[0]],
         kind="relay",
-        fields={"resources": ["RS-SI-01"], "deadline_days": 5},
-        now=dt.datetime.now(dt.UTC),
+        member="persons.csv",
         bundle_id=query_id,
+        fields={"resources": ["RS-SI-01"], "deadline_days": 5},
+        from_node=True,
     )
     return str(query_id)
 
