@@ -24,6 +24,8 @@ import unicodedata
 
 from stdnum.iso7064 import mod_11_2
 
+from pki.masking import mask_id, mask_name
+
 __all__ = [
     "ID_CODES",
     "PROVINCE_PREFIXES",
@@ -129,22 +131,3 @@ def is_valid_id(value: str, *, today: dt.date | None = None) -> bool:
     except IdNumberError:
         return False
     return True
-
-
-def mask_id(value: str) -> str:
-    """Hide the birth date and sequence: ``330102199001011234`` -> ``330102********1234``.
-
-    Values too short to keep 6 + 4 characters safely are masked completely.
-    """
-    text = value.strip()
-    if len(text) < 15:
-        return "*" * len(text)
-    return text[:6] + "*" * (len(text) - 10) + text[-4:]
-
-
-def mask_name(value: str) -> str:
-    """Keep the first character only: ``张三丰`` -> ``张**``; a one-character name -> ``*``."""
-    text = value.strip()
-    if len(text) <= 1:
-        return "*" * len(text)
-    return text[0] + "*" * (len(text) - 1)

@@ -95,6 +95,8 @@ class Item:
     sensitivity: Sensitivity = Sensitivity.GENERAL
     description: str = ""
     values: tuple[str, ...] = ()
+    #: A pushed row without a value here is rejected (the resource's key item always is).
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,7 @@ class _Fields:
 
 def _parse_item(table: Mapping[str, Any], where: str) -> Item:
     f = _Fields(table, where)
-    f.only("name", "type", "identifies_person", "sensitivity", "description", "values")
+    f.only("name", "type", "identifies_person", "sensitivity", "description", "values", "required")
     return Item(
         name=f.text("name"),
         type=f.enum("type", ItemType, ItemType.STRING),
@@ -249,6 +251,7 @@ def _parse_item(table: Mapping[str, Any], where: str) -> Item:
         sensitivity=f.enum("sensitivity", Sensitivity, Sensitivity.GENERAL),
         description=f.text("description", ""),
         values=f.texts("values"),
+        required=f.flag("required", False),
     )
 
 

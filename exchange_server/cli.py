@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from exchange_server.compare_cli import compare_app
 from exchange_server.node import Node, utcnow
 from exchange_server.registry import DepartmentView
 from pki._cli_common import EXIT_CODES_HELP, console, emit_json, err_console, fail_on_error
@@ -570,6 +571,9 @@ def catalog_diff(
     else:
         for line in lines or [f"v{old} and v{new} have the same content"]:
             console.print(line, markup=False)
+
+
+app.add_typer(compare_app, name="compare")
 
 
 def main() -> None:

@@ -6,26 +6,32 @@ it is built today. Each step prints one line; the folder is left for the user to
 Everything here is test material: keys are unencrypted and must never be used for real data.
 """
 
+# The demo's SQL is built from its own constants and quoted paths only.
+# ruff: noqa: S608
+
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncssh
+import duckdb
 
+from exchange_server.catalog import CatalogStore, load_catalog
 from exchange_server.home import create_home
 from exchange_server.node import Node
 from exchange_server.registry import add_department
+from exchange_server.synthetic import persons_sql, write_dataset
 from pki._fs import atomic_write
 from pki.ca import CertificateAuthority
 from pki.errors import TransportError
@@ -109,19 +115,95 @@ def run_demo(root: Path, *, say: Callable[[str], None] = print, fresh: bool = Fa
     ca.close()
     _run_node_stage(root, ca_dir, certs, step)
     result.not_built = [
-        "relayed queries and results (issues 5 and 6): exchange-client respond, result bundles",
-        "the comparison engine (issue 6): the 民政 query is answered from the 人社 dataset",
+        "relayed queries (resources held by a provider, not on the node): exchange-client respond",
     ]
     return result
 
 
-def _synthetic_id(rng: random.Random) -> str:
-    """A made-up citizen ID number with a valid GB 11643 check character (not a real person)."""
-    body = f"330102{rng.randint(1940, 2005)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
-    body += f"{rng.randint(0, 999):03d}"
-    weights = [2 ** (17 - i) % 11 for i in range(17)]
-    check = (12 - sum(int(c) * w for c, w in zip(body, weights, strict=True)) % 11) % 11
-    return body + ("X" if check == 10 else str(check))
+#: The demo's 人社 dataset covers persons 0 .. DEMO_POPULATION-1 of the synthetic population.
+DEMO_POPULATION = 400
+#: 民政's applicants: persons 0..5 (most have records) and four from outside the population.
+DEMO_PERSONS = 10
+
+
+def _write_demo_data(data: Path) -> Path:
+    """Synthetic 人社 records, 民政's persons list and query application under ``data``."""
+    data.mkdir()
+    catalog = load_catalog(Path(__file__).resolve().parents[1] / "config" / "catalog.example.toml")
+    resource = catalog.resource("RS-SI-01")
+    assert resource is not None
+    write_dataset(
+        data / "rs_social_insurance.csv",
+        resource,
+        DEMO_POPULATION * 3,
+        population=DEMO_POPULATION,
+        seed=7,
+    )
+    inside, outside = 6, DEMO_PERSONS - 6
+    listed = (
+        f"SELECT * FROM ({persons_sql(inside, seed=7)}) "
+        f"UNION ALL SELECT * FROM ({persons_sql(outside, seed=7, start=100_000)})"
+    )
+    con = duckdb.connect()
+    try:
+        target = str(data / "persons.csv").replace("'", "''")
+        con.execute(
+            "COPY (SELECT id_number AS 身份证号, name AS 姓名, household_id AS 户编号, "
+            "'SQ2026-' || lpad(CAST(row_number() OVER () AS VARCHAR), 4, '0') AS 授权编号 "
+            f"FROM ({listed})) TO '{target}' (FORMAT csv, HEADER)"
+        )
+    finally:
+        con.close()
+    application = {
+        "business_type": "低保",
+        "persons": DEMO_PERSONS,
+        "resources": [{"code": "RS-SI-01", "time_range": ""}],
+        "purpose": "最低生活保障家庭经济状况核对",
+    }
+    (data / "application.json").write_text(
+        json.dumps(application, ensure_ascii=False), encoding="utf-8"
+    )
+    return data
+
+
+def _wait_for_result(client_dir: Path, timeout: float = 120.0) -> Path:
+    """Pull until a result bundle arrives; return the folder it was opened into."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pulled = _client(["pull", "--dir", str(client_dir)])
+        for o in pulled.get("pulled", []):
+            if o.get("kind") == "result" and o.get("status") == "opened":
+                return Path(o["opened_to"])
+        if time.monotonic() > deadline:
+            raise TransportError("no result arrived from the demo node", code="E_DEMO")
+        time.sleep(0.5)
+
+
+def _describe_result(result_dir: Path) -> list[str]:
+    """Lines about the result: hits, misses and the household summary (no names, no IDs)."""
+    report = json.loads((result_dir / "report.json").read_text(encoding="utf-8"))
+    lines = []
+    for r in report["resources"]:
+        if r.get("status") != "answered":
+            lines.append(f"{r['resource']}: {r.get('status')} {r.get('message', '')}")
+            continue
+        lines.append(
+            f"{r['resource']} {r['name']}: {r['persons']} persons, {r['matched_persons']} with "
+            f"records ({r['records']} records, latest per person), {r['no_record']} with no "
+            f"record; items released: {', '.join(r['items'])}"
+        )
+        con = duckdb.connect()
+        try:
+            path = str(result_dir / f"{r['resource']}-households.csv").replace("'", "''")
+            rows = con.execute(
+                f"SELECT * FROM read_csv('{path}', header = true, all_varchar = true)"
+            ).fetchall()
+            names = [d[0] for d in con.description or []]
+        finally:
+            con.close()
+        lines.append("household summary (" + " | ".join(names) + "):")
+        lines.extend("    " + " | ".join("-" if v is None else str(v) for v in row) for row in rows)
+    return lines
 
 
 def _start_node(home: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
@@ -197,24 +279,14 @@ def _run_node_stage(root: Path, ca_dir: Path, certs: Path, step: Callable[[str],
     node.engine.dispose()
     step(f"node home created and 民政, 人社 registered: {home}")
 
-    data = root / "data"
-    data.mkdir()
-    rs_csv = "参保地行政区划代码,参保单位名称,险种类型,参保人数\n330102,杭州示例科技有限公司,基本养老,12\n"
-    rng = random.Random(11643)  # noqa: S311 - synthetic demo data, not cryptography
-    persons = "身份证号,姓名,家庭编号\n" + "".join(
-        f"{_synthetic_id(rng)},测试{i},H{i // 2:03d}\n" for i in range(4)
-    )
-    (data / "rs_social_insurance.csv").write_text(rs_csv, encoding="utf-8")
-    (data / "persons.csv").write_text(persons, encoding="utf-8")
-    application = {
-        "business_type": "低保",
-        "persons": 4,
-        "resources": ["RS-SI-001"],
-        "time_range": "",
-        "purpose": "最低生活保障家庭经济状况核对",
-    }
-    (data / "application.json").write_text(
-        json.dumps(application, ensure_ascii=False), encoding="utf-8"
+    catalog_file = Path(__file__).resolve().parents[1] / "config" / "catalog.example.toml"
+    version, _ = CatalogStore.for_home(home).publish(catalog_file)
+    step(f"resource catalog published as v{version.version} (config/catalog.example.toml)")
+    data = _write_demo_data(root / "data")
+    step(
+        f"synthetic data written to {data}: 人社 social insurance records (RS-SI-01) for "
+        f"{DEMO_POPULATION} persons, and 民政's list of {DEMO_PERSONS} applicants with their "
+        "authorization references"
     )
 
     proc, port = _start_node(home, root / "node.log")
@@ -255,7 +327,9 @@ def _run_node_stage(root: Path, ca_dir: Path, certs: Path, step: Callable[[str],
                     "--kind",
                     "data",
                     "--field",
-                    "resource=RS-SI-001",
+                    "resource=RS-SI-01",
+                    "--field",
+                    "mode=full",
                     str(data / "rs_social_insurance.csv"),
                 ],
             ),
@@ -277,10 +351,21 @@ def _run_node_stage(root: Path, ca_dir: Path, certs: Path, step: Callable[[str],
                 f"{code} pushed a {pushed['kind']} bundle with exchange-client: node receipt "
                 f"{pushed['verdict']} (bundle {pushed['bundle_id']})"
             )
+            if pushed["verdict"] != "accepted":
+                raise TransportError(
+                    f"the node refused the demo {pushed['kind']} bundle: "
+                    f"{pushed.get('reason_code')}",
+                    code="E_DEMO",
+                )
+        result_dir = _wait_for_result(clients / "MZ330100")
+        step(f"民政 pulled the node's signed result and opened it: {result_dir}")
+        for line in _describe_result(result_dir):
+            step(line)
         for code in ("RS330100", "MZ330100"):
-            _client(["pull", "--dir", str(clients / code)])  # anything else in the outbox
             status = _client(["status", "--dir", str(clients / code)])
             for rec in status.get("pulled", []):
+                if rec.get("kind") != "receipt":
+                    continue
                 step(
                     f"{code} holds the node's signed receipt for bundle "
                     f"{rec.get('receipt_for')}: {rec.get('verdict')} "

@@ -40,7 +40,10 @@ from typing import Any, Literal
 import duckdb
 
 from exchange_server.catalog import NUMERIC_TYPES, Resource
+from exchange_server.datasets import parquet_source
+from exchange_server.duck import KEY_NAME, connect
 from pki.errors import InputError
+from pki.masking import mask_text
 
 __all__ = ["PERSON_COLUMNS", "MatchResult", "TimeRange", "match", "parse_time_range"]
 
@@ -139,13 +142,20 @@ def _lit(text: str) -> str:
 
 
 def _reader(
-    path: Path, *, varchar: Sequence[str] = (), all_varchar: bool = False, row_numbers: bool = False
+    path: Path,
+    *,
+    varchar: Sequence[str] = (),
+    all_varchar: bool = False,
+    row_numbers: bool = False,
+    encrypted: bool = False,
 ) -> str:
     if not path.is_file():
         raise InputError(f"{path}: no such file", code="E_NOT_FOUND")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         extra = ", file_row_number = true" if row_numbers else ""
+        if encrypted:
+            extra += f", encryption_config = {{footer_key: {_lit(KEY_NAME)}}}"
         return f"read_parquet({_lit(str(path))}{extra})"
     if suffix in {".csv", ".txt"}:
         opts = "header = true"
@@ -179,7 +189,7 @@ def _date_sql(column: str, column_type: str) -> str:
 
 def match(
     persons: Path,
-    dataset: Path,
+    dataset: Path | Sequence[Path],
     resource: Resource,
     items: Sequence[str],
     out_dir: Path,
@@ -188,12 +198,17 @@ def match(
     fmt: OutputFormat = "parquet",
     threads: int | None = None,
     memory_limit: str | None = None,
+    data_key: str | None = None,
 ) -> MatchResult:
     """Match ``persons`` against ``dataset`` of ``resource`` and write the two result files.
 
     ``items`` are the visible items (from an allowed :func:`check_access` decision); the key
     item need not be among them. Raises InputError for a bad file, a missing column or a time
     range the resource cannot honour.
+
+    With ``data_key``, ``persons`` (if Parquet) and ``dataset`` are encrypted under the node data
+    key, and ``dataset`` may be several files (a stored version and its increments, from
+    :meth:`~exchange_server.datasets.DatasetStore.current_files`); only valid rows are read.
     """
     tr = time_range if isinstance(time_range, TimeRange) else parse_time_range(time_range)
     unknown = [i for i in items if resource.item(i) is None]
@@ -217,15 +232,10 @@ def match(
         timings[name] = round(now - clock, 4)
         clock = now
 
-    con = duckdb.connect()
+    con = connect(data_key, threads=threads, memory_limit=memory_limit)
     try:
-        con.execute("SET enable_progress_bar = false")
-        if threads:
-            con.execute(f"SET threads = {int(threads)}")
-        if memory_limit:
-            con.execute(f"SET memory_limit = {_lit(memory_limit)}")
         # 1. persons: normalised, numbered, first listing of each ID kept
-        p_src = _reader(persons, all_varchar=True, row_numbers=True)
+        p_src = _reader(persons, all_varchar=True, row_numbers=True, encrypted=data_key is not None)
         p_cols = _columns(con, p_src)
         missing = [c for c in PERSON_COLUMNS if c not in p_cols]
         if missing:
@@ -250,7 +260,15 @@ def match(
         stage("load_persons")
 
         # 2. records of those persons, filtered by time
-        d_src = _reader(dataset, varchar=[resource.key_item])
+        if data_key is not None:
+            files = [dataset] if isinstance(dataset, Path) else list(dataset)
+            if not files:
+                raise InputError(f"{resource.code}: no data has been pushed", code="E_NO_DATA")
+            d_src = parquet_source(files)
+        elif isinstance(dataset, Path):
+            d_src = _reader(dataset, varchar=[resource.key_item])
+        else:
+            raise InputError("several dataset files need the data key", code="E_FORMAT")
         d_cols = _columns(con, d_src)
         needed = [resource.key_item, *visible]
         if resource.time_item:
@@ -313,7 +331,7 @@ def match(
         stage("write_summary")
     except duckdb.Error as e:
         # DuckDB quotes offending values: mask anything that could be an ID number
-        detail = re.sub(r"\d{6,}[0-9Xx]*", "***", str(e).splitlines()[0])
+        detail = mask_text(str(e).splitlines()[0])
         raise InputError(
             f"comparison failed: {type(e).__name__}", code="E_ENGINE", detail=detail
         ) from None

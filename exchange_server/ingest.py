@@ -20,11 +20,13 @@ import ipaddress
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from sqlalchemy.exc import IntegrityError
@@ -33,7 +35,7 @@ from sqlmodel import col, select
 from exchange_server.audit import EventSpec, append_event, append_events
 from exchange_server.node import Node, utcnow
 from exchange_server.receipts import Receipt, write_receipt
-from exchange_server.router import AcceptedBundle, RouteOutcome, Router, StoreRouter
+from exchange_server.router import AcceptedBundle, Refusal, Router, StoreRouter
 from exchange_server.spool import Spool
 from exchange_server.store.models import (
     BundleState,
@@ -148,7 +150,9 @@ class Ingest:
         """Bring the spool back to a consistent state after a crash (idempotent).
 
         Partial uploads are deleted; complete files in ``incoming/`` that have no upload
-        record were never acknowledged, so they are quarantined, never processed.
+        record were never acknowledged, so they are quarantined, never processed. Work
+        folders (plaintext while a bundle is reviewed or answered) of uploads that are no
+        longer open are removed; those of open uploads are redone when they are processed.
         """
         # Partials an upload still writes are skipped: the SFTP front holds an flock on each
         # partial it writes, and another node process sharing the spool may be serving.
@@ -159,6 +163,12 @@ class Ingest:
             if f.is_file() and not f.name.startswith(".") and f.name not in known:
                 log.warning("unacknowledged upload %s quarantined at recovery", f.name)
                 f.replace(self.spool.quarantine / f"orphan-{f.name}")
+        work = self.spool.root / "work"
+        if work.is_dir():
+            still_open = set(self.pending())
+            for d in work.iterdir():
+                if d.name not in still_open:
+                    shutil.rmtree(d, ignore_errors=True)
 
     def pending(self) -> list[str]:
         """Upload ids not yet in a final state, oldest first."""
@@ -392,8 +402,14 @@ class Ingest:
     def _receipts_and_routes(
         self, items: list[tuple[Upload, str | None]], now: dt.datetime
     ) -> dict[str, BundleState]:
-        """Store, receipt and route accepted uploads, then record their states together."""
-        finals: list[tuple[Upload, str | None, RouteOutcome]] = []
+        """Store, review, receipt and route accepted uploads, then record their states together.
+
+        Review runs before the receipt, so a refusal is a signed rejection receipt. Every
+        receipt of the batch is written (and its folder fsynced) before any route runs, so a
+        long route (a query answer) does not hold back the other senders' receipts.
+        """
+        reviewed: list[tuple[Upload, str | None, AcceptedBundle]] = []
+        refused: list[tuple[Upload, Refusal, Path]] = []
         touched: set[Path] = set()
         for up, cert_pem in items:
             assert up.bundle_id is not None
@@ -402,24 +418,42 @@ class Ingest:
             if incoming.exists():
                 incoming.replace(stored)
                 touched.add(stored.parent)
-            name = self._send_receipt(up, "accepted", None, None, now, cert_pem, sync_dir=False)
+            bundle = AcceptedBundle(
+                upload_id=up.id,
+                bundle_id=up.bundle_id,
+                kind=up.kind or "",
+                sender=up.dept_code,
+                path=stored,
+            )
+            try:
+                details = self.router.review(bundle)
+            except Refusal as e:
+                refused.append((up, e, stored))
+                continue
+            name = self._send_receipt(
+                up, "accepted", None, None, now, cert_pem, sync_dir=False, details=details
+            )
             if name is not None:
                 touched.add(self.spool.outbox(up.dept_code))
-            outcome = self.router.route(
-                AcceptedBundle(
-                    upload_id=up.id,
-                    bundle_id=up.bundle_id,
-                    kind=up.kind or "",
-                    sender=up.dept_code,
-                    path=stored,
-                )
-            )
-            finals.append((up, name, outcome))
-        if not finals:
-            return {}
+            reviewed.append((up, name, bundle))
         # One directory fsync per folder for the whole batch, before any state says "sent".
         for folder in touched:
             fsync_dir(folder)
+        results: dict[str, BundleState] = {}
+        for up, refusal, stored in refused:
+            results[up.id] = self._reject(
+                up.id,
+                up.dept_code,
+                refusal.code,
+                refusal.message,
+                None,
+                stored,
+                bundle_id=up.bundle_id,
+                sha256=up.sha256,
+            )
+        finals = [(up, name, self.router.route(bundle)) for up, name, bundle in reviewed]
+        if not finals:
+            return results
         with self.node.session() as s:
             rows = {
                 r.id: r
@@ -438,7 +472,7 @@ class Ingest:
                     EventSpec("node", f"bundle.{outcome.value}", up.bundle_id, {"upload": up.id})
                 )
             append_events(s, events, now=now)
-        return {up.id: outcome.state for up, _, outcome in finals}
+        return results | {up.id: outcome.state for up, _, outcome in finals}
 
     def _send_receipt(
         self,
@@ -450,6 +484,7 @@ class Ingest:
         cert_pem: str | None = None,
         *,
         sync_dir: bool = True,
+        details: dict[str, Any] | None = None,
     ) -> str | None:
         if cert_pem is None and up.dept_code:
             with self.node.session(write=False) as s:
@@ -473,6 +508,7 @@ class Ingest:
             received_at=_rfc3339(as_utc(up.received_at)),
             decided_at=_rfc3339(now),
             node=self.node.config.code,
+            details=details or {},
         )
         name, _ = write_receipt(
             self.spool.outbox(up.dept_code),

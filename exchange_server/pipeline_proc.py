@@ -24,12 +24,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from exchange_server.ingest import Ingest
-from exchange_server.node import Node
+from exchange_server.compare import load_rules, rules_path, run_due
+from exchange_server.node import Node, utcnow
+from exchange_server.workflow import node_ingest
 
 __all__ = ["PipelineProcess", "run_child"]
 
 log = logging.getLogger("exchange_server.pipeline")
+
+#: Seconds between checks for due cross-comparison rules.
+COMPARE_INTERVAL = 60.0
 
 _PR_SET_PDEATHSIG = 1
 
@@ -110,7 +114,7 @@ def run_child(node: Node, parent: int | None) -> None:
 
 
 async def _child(node: Node, parent: int | None) -> None:
-    ingest = Ingest(node)
+    ingest = node_ingest(node)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -138,11 +142,23 @@ async def _child(node: Node, parent: int | None) -> None:
                 stop.set()
                 return
 
+    async def comparisons() -> None:
+        """Scheduled cross-comparison rules (HOME/rules.toml), checked once a minute."""
+        while True:
+            try:
+                rules = load_rules(rules_path(node.config.home), missing_ok=True)
+                if rules:
+                    await asyncio.to_thread(run_due, node, rules, now=utcnow())
+            except Exception:  # a bad rules file must not stop the pipeline
+                log.exception("scheduled comparisons failed")
+            await asyncio.sleep(COMPARE_INTERVAL)
+
     task = asyncio.create_task(ingest.run(recover=False), name="ingest-pipeline")
+    compare_task = asyncio.create_task(comparisons(), name="comparisons")
     watcher = asyncio.create_task(watch_parent())
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    for t in (task, watcher, stopped):
+    for t in (task, compare_task, watcher, stopped):
         t.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task

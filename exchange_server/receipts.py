@@ -30,8 +30,9 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -57,6 +58,8 @@ class Receipt:
     received_at: str
     decided_at: str
     node: str
+    #: What the node's review found, e.g. a dataset's row counts and rejects (no personal data).
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """Plain JSON object of the receipt."""

@@ -69,6 +69,7 @@ from exchange_server.store.models import (
     DepartmentSSHKey,
     DeptState,
 )
+from exchange_server.workflow import node_ingest
 from pki.errors import CertificateError, ExchangeError, InputError, TransportError
 from pki.identity import DeptCode, IPNetwork, Role, parse_dept_code
 from pki.keys import certificate_pem, load_certificates
@@ -600,7 +601,7 @@ def setup_logging() -> None:
 
 
 async def _serve(node: Node, host: str, port: int) -> None:
-    ingest = Ingest(node)
+    ingest = node_ingest(node)
     # Recovery runs to completion before the listener opens, so it never races a live upload.
     await asyncio.to_thread(ingest.recover)
     front = SFTPFront(node, ingest)

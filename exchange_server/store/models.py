@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "AuditEvent",
     "BundleState",
+    "DatasetVersion",
     "Department",
     "DepartmentNetwork",
     "DepartmentSSHKey",
@@ -138,3 +139,27 @@ class AuditEvent(SQLModel, table=True):
     detail: str
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+
+class DatasetVersion(SQLModel, table=True):
+    """One stored version of a catalog resource's dataset (归集): a full snapshot or an increment.
+
+    The file (encrypted Parquet, relative to ``HOME/datasets``) is named after the bundle that
+    brought it, so storing the same bundle twice is impossible (``bundle_id`` is unique).
+    """
+
+    __tablename__ = "dataset_version"
+    __table_args__ = (UniqueConstraint("resource", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    resource: str = Field(index=True, max_length=64)
+    version: int
+    bundle_id: str = Field(unique=True, max_length=36)
+    provider: str = Field(max_length=32)
+    mode: str = Field(max_length=16)
+    rows: int = Field(sa_type=BigInteger)
+    rejected: int = Field(sa_type=BigInteger)
+    file: str = Field(max_length=255)
+    sha256: str = Field(max_length=64)
+    catalog_version: int
+    created_at: dt.datetime = Field(sa_column=_utc_column())

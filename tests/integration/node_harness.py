@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import io
+import json
 import os
 import queue
 import shutil
@@ -53,6 +54,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from exchange_server.config import CONFIG_NAME, load_config, render_config
+from exchange_server.catalog import CatalogStore
 from exchange_server.home import create_home
 from exchange_server.node import Node, utcnow
 from exchange_server.registry import add_department, set_state
@@ -202,6 +204,7 @@ class NodeHarness:
             sftp=dataclasses.replace(cfg.sftp, **self.sftp_settings),
         )
         atomic_write(self.home / CONFIG_NAME, render_config(cfg).encode())
+        CatalogStore.for_home(self.home).publish(EXAMPLE_CATALOG)
         for spec in self.specs:
             self.add_department(spec)
         return self
@@ -498,7 +501,7 @@ class NodeHarness:
         body: bytes,
         out: Path,
         *,
-        kind: str = "data",
+        kind: str = "file",
         member: str = "data.csv",
         bundle_id: uuid.UUID | None = None,
         fields: dict[str, Any] | None = None,
@@ -566,3 +569,23 @@ def free_loopback_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+#: The example catalog every harness node publishes as v1.
+EXAMPLE_CATALOG = Path(__file__).resolve().parents[2] / "config" / "catalog.example.toml"
+
+
+def write_application(
+    path: Path, persons: int, resources: tuple[str, ...] = ("RS-SI-01",), **extra: Any
+) -> Path:
+    """A query application (查询申请) JSON for ``exchange-client push --fields-json``:
+    business type 低保, which the example catalog lets 民政 departments ask RS-SI-01 for."""
+    body = {
+        "business_type": "低保",
+        "purpose": "最低生活保障家庭经济状况核对",
+        "persons": persons,
+        "resources": list(resources),
+        **extra,
+    }
+    path.write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
+    return path

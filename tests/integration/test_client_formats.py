@@ -20,7 +20,7 @@ import pytest
 
 from pki.bundle import open_bundle
 from pki.keys import load_certificates, load_private_key
-from tests.integration.node_harness import DeptSpec, NodeHarness
+from tests.integration.node_harness import DeptSpec, NodeHarness, write_application
 from tests.integration.test_client_node import MZ, cli, init_args
 
 pytestmark = pytest.mark.integration
@@ -68,21 +68,30 @@ def test_push_chinese_table_and_node_stores_the_same_names(
         wb = openpyxl.Workbook()
         ws = wb.active
         assert ws is not None
-        ws.append(["身份证号", "姓名"])
-        for r in ROWS:
-            ws.append(r)
+        ws.append(["身份证号", "姓名", "授权编号"])
+        for n, r in enumerate(ROWS):
+            ws.append([*r, f"SQ-{n}"])
         wb.save(src)
     else:
         src = tmp_path / "persons.csv"
-        text = "身份证号,姓名\n" + "".join(f"{i},{n}\n" for i, n in ROWS)
+        text = "身份证号,姓名,授权编号\n" + "".join(
+            f"{i},{n},SQ-{k}\n" for k, (i, n) in enumerate(ROWS)
+        )
         src.write_bytes(text.encode("gb18030"))
-    r = cli("push", "--dir", client, "--kind", "query", "--wait", "--timeout", "30", "--json", src)
+    app = write_application(tmp_path / "app.json", len(ROWS))
+    r = cli(
+        "push", "--dir", client, "--kind", "query", "--fields-json", app,
+        "--wait", "--timeout", "30", "--json", src,
+    )  # fmt: skip
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["verdict"] == "accepted"
     stored = _stored_rows(node, out["bundle_id"], tmp_path)
     # the same people; the full-width space in a name is normalised (NFKC), nothing else changes
-    assert stored == [["11010519491231002X", "欧阳娜娜"], ["330102196503151233", "张 三"]]
+    assert [r[:2] for r in stored] == [
+        ["11010519491231002X", "欧阳娜娜"],
+        ["330102196503151233", "张 三"],
+    ]
 
 
 @pytest.mark.parametrize("fmt", ["xlsx", "csv-gb18030"])

@@ -74,10 +74,12 @@ def test_push_data_wait_accepted_and_host_key_pinned(
 ) -> None:
     data = tmp_path / "households-张三.csv"
     data.write_text("id,name\n1,张三\n", encoding="utf-8")
-    r = cli("push", "--dir", mz_dir, "--kind", "data", "--wait", "--timeout", "30", "--json", data)
+    r = cli(
+        "push", "--dir", mz_dir, "--kind", "recheck", "--wait", "--timeout", "30", "--json", data
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
-    assert out["verdict"] == "accepted" and out["kind"] == "data"
+    assert out["verdict"] == "accepted" and out["kind"] == "recheck"
     assert (mz_dir / "sent" / f"{out['bundle_id']}.bundle").is_file()
     # The receipt was downloaded, verified (signed by the pinned node) and opened.
     state = read_state(mz_dir / "state.json")
@@ -124,7 +126,7 @@ def test_status_json_has_no_member_names(mz_dir: Path) -> None:
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert data["dept"] == MZ
-    assert {p["kind"] for p in data["pushed"]} >= {"data", "query"}
+    assert {p["kind"] for p in data["pushed"]} >= {"recheck", "query"}
     assert all(p["verdict"] in ("accepted", "rejected", "waiting") for p in data["pushed"])
     assert "张三" not in r.stdout and "households" not in r.stdout and "persons" not in r.stdout
     table = cli("status", "--dir", mz_dir)
@@ -166,7 +168,7 @@ def test_replayed_upload_keeps_accepted_verdict(mz_dir: Path, tmp_path: Path) ->
     creds = load_credentials(cfg)
     src = tmp_path / "d.csv"
     src.write_text("a\n2\n")
-    sealed = seal_files(cfg, creds, [src], BundleKind.DATA, {}, now=dt.datetime.now(dt.UTC))
+    sealed = seal_files(cfg, creds, [src], BundleKind.RECHECK, {}, now=dt.datetime.now(dt.UTC))
     upload_bundle(cfg, sealed)
     upload_bundle(cfg, sealed)  # e.g. a retry after the first upload's acknowledgement was lost
     deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.node_harness import DeptSpec, NodeHarness, wait_until
+from tests.integration.node_harness import DeptSpec, NodeHarness, wait_until, write_application
 from tests.integration.test_client_node import MZ, RS, cli, init_args
 
 pytestmark = pytest.mark.integration
@@ -38,8 +38,12 @@ def test_export_drop_receipt_import_round_trip(node: NodeHarness, tmp_path: Path
     usb = tmp_path / "usb"
     usb.mkdir()
     persons = tmp_path / "persons.csv"
-    persons.write_text("身份证号,姓名\n11010519491231002X,张三\n", encoding="gb18030")
-    r = cli("export", "--dir", client, "--kind", "query", "--to", usb, "--json", persons)
+    persons.write_text("身份证号,姓名,授权编号\n11010519491231002X,张三,SQ-1\n", encoding="gb18030")
+    app = write_application(tmp_path / "app.json", 1)
+    r = cli(
+        "export", "--dir", client, "--kind", "query", "--fields-json", app, "--to", usb, "--json",
+        persons,
+    )  # fmt: skip
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     exported = usb / f"{out['bundle_id']}.bundle"

@@ -34,7 +34,9 @@ def test_paramiko_push_wait_pull_and_host_key_pinned(node: NodeHarness, tmp_path
     _init(node, client)
     data = tmp_path / "d.csv"
     data.write_text("id,name\n1,张三\n", encoding="utf-8")
-    r = cli("push", "--dir", client, "--kind", "data", "--wait", "--timeout", "30", "--json", data)
+    r = cli(
+        "push", "--dir", client, "--kind", "recheck", "--wait", "--timeout", "30", "--json", data
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["verdict"] == "accepted"
     host = asyncssh.read_private_key(str(node.home / "node" / "ssh_host_ed25519_key"))

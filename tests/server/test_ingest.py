@@ -136,7 +136,7 @@ def test_replayed_bundle_is_rejected(world: World) -> None:
     assert len(list(world.ingest.spool.store.iterdir())) == 1
 
 
-class _CrashingRouter:
+class _CrashingRouter(StoreRouter):
     """Dies like a killed node: after the receipt was written, before the state is recorded."""
 
     def route(self, bundle: AcceptedBundle) -> RouteOutcome:

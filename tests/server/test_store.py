@@ -39,11 +39,12 @@ def test_migration_creates_tables_and_is_idempotent(engine: Engine) -> None:
         "upload",
         "seen_bundle",
         "audit_event",
+        "dataset_version",
         "alembic_version",
     } <= names
     migrate(engine)  # second run changes nothing and does not fail
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
 
 
 def test_bad_url_is_a_store_error() -> None:

@@ -52,19 +52,21 @@ class World:
         to: list[x509.Certificate] | None = None,
         bundle_id: uuid.UUID | None = None,
         now: dt.datetime | None = None,
+        fields: dict[str, object] | None = None,
+        member: str = "data.csv",
     ) -> Path:
         """A bundle signed by ``sender`` for the node (or ``to``); returns its path."""
         issued = self.depts[sender]
         assert issued.key is not None
         path = self.tmp / f"b-{uuid.uuid4().hex}.bundle"
         seal_to_file(
-            [Member("data.csv", io.BytesIO(payload), size=len(payload))],
+            [Member(member, io.BytesIO(payload), size=len(payload))],
             path,
             signer_key=issued.key,
             signer_chain=list(issued.chain),
             recipients=to or [self.node_cert.certificate],
             kind=kind,
-            fields={"resource": "test"},
+            fields={"resource": "test"} if fields is None else fields,
             now=now or dt.datetime.now(dt.UTC),
             bundle_id=bundle_id,
         )

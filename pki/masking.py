@@ -1,0 +1,33 @@
+"""Masking of personal data for logs, reports and status output (shared by node and client)."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["mask_id", "mask_name", "mask_text"]
+
+_ID_RUN = re.compile(r"\d{6,}[0-9Xx]*")
+
+
+def mask_id(value: str) -> str:
+    """Hide the birth date and sequence: ``330102199001011234`` -> ``330102********1234``.
+
+    Values too short to keep 6 + 4 characters safely are masked completely.
+    """
+    text = value.strip()
+    if len(text) < 15:
+        return "*" * len(text)
+    return text[:6] + "*" * (len(text) - 10) + text[-4:]
+
+
+def mask_name(value: str) -> str:
+    """Keep the first character only: ``张三丰`` -> ``张**``; a one-character name -> ``*``."""
+    text = value.strip()
+    if len(text) <= 1:
+        return "*" * len(text)
+    return text[0] + "*" * (len(text) - 1)
+
+
+def mask_text(text: str) -> str:
+    """Replace every run of six or more digits (an ID number, a phone) in free text by ``***``."""
+    return _ID_RUN.sub("***", text)
