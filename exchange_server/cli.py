@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
+from exchange_server.audit import append_event
 from exchange_server.compare_cli import compare_app
+from exchange_server.config import CONFIG_NAME
 from exchange_server.node import Node, utcnow
 from exchange_server.registry import DepartmentView
 from pki._cli_common import EXIT_CODES_HELP, console, emit_json, err_console, fail_on_error
@@ -450,6 +452,17 @@ def catalog_publish(
     from exchange_server.catalog import CatalogStore
 
     version, created = CatalogStore.for_home(home).publish(source)
+    if created and (home / CONFIG_NAME).exists():  # a node home: the publication is audited
+        node = _node(home)
+        with node.session() as s:
+            append_event(
+                s,
+                actor="operator",
+                action="catalog.published",
+                subject=f"v{version.version}",
+                detail={"sha256": version.sha256, "resources": version.resources},
+                now=utcnow(),
+            )
     if json_out:
         emit_json({**version.as_json(), "created": created})
     elif created:

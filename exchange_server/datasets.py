@@ -101,11 +101,12 @@ def _id_check(text: str, body: str) -> str:
     """SQL that is true when ``text`` is a valid GB 11643 number, false when it is not, NULL
     when ``text`` is NULL.
 
-    ``body`` is ``TRY_CAST(left(text, 17) AS BIGINT)`` or a column holding it (what makes the
-    check cheap: one string-to-number cast, then integer arithmetic and table lookups). Its
-    value does not matter unless the GLOB has already established 17 ASCII digits, so a
-    permissive cast (``0x1F``, ``1e5``) cannot let anything through; every other term is
-    non-NULL whenever the GLOB holds, so the result is never NULL for a non-NULL ``text``.
+    ``body`` is ``TRY_CAST(left(text, 17) AS BIGINT)``: one string-to-number cast, then integer
+    arithmetic and table lookups. Its value does not matter unless the GLOB establishes 17
+    ASCII digits, so a permissive cast (``0x1F``, ``1e5``, ``1_0``) cannot let anything
+    through; when the GLOB holds every term is non-NULL, so the result is never NULL for a
+    non-NULL ``text``. The year test comes first on purpose: DuckDB computes a repeated
+    subexpression once only if it occurs in the first operand of an AND.
     """
     terms = []
     for a, z in _CHUNKS:
@@ -117,7 +118,7 @@ def _id_check(text: str, body: str) -> str:
     y, m, d = f"({ymd} // 10000)", f"(({ymd} // 100) % 100)", f"({ymd} % 100)"
     leap = f"({y} % 4 = 0 AND ({y} % 100 <> 0 OR {y} % 400 = 0))"
     return (
-        f"({text} GLOB '{_ID_GLOB}' AND {y} >= 1880 AND {m} BETWEEN 1 AND 12 AND {d} >= 1 "
+        f"({y} >= 1880 AND {text} GLOB '{_ID_GLOB}' AND {m} BETWEEN 1 AND 12 AND {d} >= 1 "
         f"AND ({d} <= {_MONTH_DAYS}[{m}] OR ({m} = 2 AND {d} = 29 AND {leap})) "
         f"AND suffix({text}, {_CHECK_CHARS}[({' + '.join(terms)}) % 11 + 1]))"
     )

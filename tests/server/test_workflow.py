@@ -266,3 +266,22 @@ def test_query_without_a_published_catalog_is_refused(
     w.ingest.router = Workflow(w.node, w.ingest.spool)
     up = _push_query(w)
     assert (up.state, up.reason_code) == ("rejected", "E_NO_CATALOG")
+
+
+def test_catalog_publish_on_a_node_home_is_audited(world: World, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from exchange_server.cli import app
+
+    changed = tmp_path / "c.toml"
+    changed.write_text(
+        CATALOG.read_text(encoding="utf-8").replace("feedback_days = 7", "feedback_days = 6"),
+        encoding="utf-8",
+    )
+    home = world.node.config.home
+    r = CliRunner().invoke(app, ["catalog", "publish", "--home", str(home), str(changed)])
+    assert r.exit_code == 0, r.output
+    with world.node.session(write=False) as s:
+        events = s.exec(select(AuditEvent).where(AuditEvent.action == "catalog.published")).all()
+        assert [e.subject for e in events] == ["v2"]
+        verify_chain(s)
