@@ -21,13 +21,19 @@ Ingest is idempotent per bundle: the file name and the unique ``bundle_id`` make
 ingest of the same bundle return the first one's report.
 """
 
-# SQL is assembled from quoted identifiers (_q) and literals (_lit) only. ruff: noqa: S608
+# SQL is assembled from quoted identifiers (_q) and literals (_lit) only; numbers pass through
+# int() or are constants of this module.
+# ruff: noqa: S608
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import hashlib
 import os
+import re
+import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +42,7 @@ from typing import Any
 import duckdb
 from sqlmodel import col, func, select
 
-from exchange_server.catalog import Item, ItemType, Resource
+from exchange_server.catalog import NUMERIC_TYPES, ItemType, Resource
 from exchange_server.duck import KEY_NAME, connect, load_data_key
 from exchange_server.node import Node
 from exchange_server.store.models import DatasetVersion
@@ -175,24 +181,15 @@ class IngestReport:
         return asdict(self)
 
 
-def _typed(item: Item, v: str) -> tuple[str, str | None]:
-    """(typed value expression over the trimmed text ``v``, failure condition over ``v`` and
-    the typed column ``t`` -- literal ``{v}``/``{t}`` placeholders the caller replaces -- or
-    None)."""
-    if item.type is ItemType.ID_NUMBER:
-        return f"upper({v})", "{t} IS NOT NULL AND NOT " + id_valid_sql("{t}")
-    if item.type is ItemType.INTEGER:
-        return f"TRY_CAST({v} AS BIGINT)", "{v} IS NOT NULL AND {t} IS NULL"
-    if item.type is ItemType.DECIMAL:
-        return f"TRY_CAST({v} AS DECIMAL(18,2))", "{v} IS NOT NULL AND {t} IS NULL"
-    if item.type is ItemType.DATE:
-        return date_sql(v), "{v} IS NOT NULL AND {t} IS NULL"
-    if item.type is ItemType.CODE and item.values:
-        allowed = ", ".join(_lit(x) for x in item.values)
-        return v, "{t} IS NOT NULL AND {t} NOT IN (" + allowed + ")"
-    return v, None
-
-
+#: SQL type of the stored column of each item type.
+_SQL_TYPES = {
+    ItemType.STRING: "VARCHAR",
+    ItemType.CODE: "VARCHAR",
+    ItemType.ID_NUMBER: "VARCHAR",
+    ItemType.INTEGER: "BIGINT",
+    ItemType.DECIMAL: "DECIMAL(18,2)",
+    ItemType.DATE: "DATE",
+}
 _REASON_NAMES = {
     ItemType.ID_NUMBER: "E_ID",
     ItemType.INTEGER: "E_INTEGER",
@@ -200,6 +197,96 @@ _REASON_NAMES = {
     ItemType.DATE: "E_DATE",
     ItemType.CODE: "E_CODE",
 }
+#: Parquet column types read as numbers as they are (exact; floats go through text).
+_EXACT_NUMBERS = re.compile(r"(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|DECIMAL\(\d+,\s*\d+\))")
+
+
+def _clean(raw: str) -> str:
+    """SQL: text ``raw`` without leading and trailing spaces, NULL when that leaves nothing.
+
+    ``trim`` copies every value; testing for a space at either end first is ten times cheaper.
+    """
+    return (
+        f"CASE WHEN prefix({raw}, ' ') OR suffix({raw}, ' ') THEN nullif(trim({raw}), '') "
+        f"ELSE nullif({raw}, '') END"
+    )
+
+
+@dataclass
+class _Plan:
+    """The ingest query in four layers over the source (each expression computed once):
+
+    1. ``v<n>``: the cleaned text of item n (or its value, for a Parquet column already of a
+       fitting type);
+    2. ``t<n>``: the typed value;
+    3. ``ok<n>``: for ID numbers, the GB 11643 check;
+    4. the typed columns under their item names and ``_reject``, the first failing check.
+    """
+
+    values: list[str] = field(default_factory=list)
+    typed: list[str] = field(default_factory=list)
+    oks: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    checks: list[tuple[str, str]] = field(default_factory=list)
+
+    def sql(self, source: str) -> str:
+        reason = (
+            "CASE " + " ".join(f"WHEN {c} THEN {_lit(r)}" for c, r in self.checks) + " END"
+            if self.checks
+            else "CAST(NULL AS VARCHAR)"
+        )
+        layer1 = f"SELECT {', '.join(self.values)} FROM {source}"
+        layer2 = f"SELECT *, {', '.join(self.typed)} FROM ({layer1})"
+        layer3 = f"SELECT *{''.join(', ' + o for o in self.oks)} FROM ({layer2})"
+        return f"SELECT {', '.join(self.outputs)}, {reason} AS _reject FROM ({layer3})"
+
+
+def _plan(resource: Resource, columns: dict[str, str]) -> _Plan:
+    """The ingest query for a source with ``columns`` (name -> DuckDB type)."""
+    plan = _Plan()
+    for n, item in enumerate(resource.items):
+        v, t, ok = f"v{n}", f"t{n}", f"ok{n}"
+        target = _SQL_TYPES[item.type]
+        plan.outputs.append(f"{t} AS {_q(item.name)}")
+        if item.name not in columns:  # optional item the table does not carry: stored empty
+            plan.values.append(f"CAST(NULL AS VARCHAR) AS {v}")
+            plan.typed.append(f"CAST(NULL AS {target}) AS {t}")
+            continue
+        raw, source_type = _q(item.name), columns[item.name]
+        bad: str | None = None
+        if item.type is ItemType.DATE and (
+            source_type == "DATE" or source_type.startswith("TIMESTAMP")
+        ):
+            plan.values.append(f"{raw} AS {v}")
+            plan.typed.append(f"CAST({v} AS DATE) AS {t}")
+        elif item.type in NUMERIC_TYPES and _EXACT_NUMBERS.fullmatch(source_type):
+            plan.values.append(f"{raw} AS {v}")
+            plan.typed.append(f"TRY_CAST({v} AS {target}) AS {t}")
+            bad = f"{v} IS NOT NULL AND {t} IS NULL"
+        else:
+            text = raw if source_type == "VARCHAR" else f"CAST({raw} AS VARCHAR)"
+            plan.values.append(f"{_clean(text)} AS {v}")
+            if item.type is ItemType.ID_NUMBER:
+                # stored upper-case; only a final x can make a valid number lower-case
+                plan.typed.append(f"CASE WHEN suffix({v}, 'x') THEN upper({v}) ELSE {v} END AS {t}")
+                plan.oks.append(f"{id_valid_sql(t)} AS {ok}")
+                bad = f"{t} IS NOT NULL AND NOT {ok}"
+            elif item.type is ItemType.DATE:
+                plan.typed.append(f"{date_sql(v)} AS {t}")
+                bad = f"{v} IS NOT NULL AND {t} IS NULL"
+            elif item.type in NUMERIC_TYPES:
+                plan.typed.append(f"TRY_CAST({v} AS {target}) AS {t}")
+                bad = f"{v} IS NOT NULL AND {t} IS NULL"
+            else:
+                plan.typed.append(f"{v} AS {t}")
+                if item.type is ItemType.CODE and item.values:
+                    allowed = ", ".join(_lit(x) for x in item.values)
+                    bad = f"{t} IS NOT NULL AND {t} NOT IN ({allowed})"
+        if item.required or item.name == resource.key_item:
+            plan.checks.append((f"{v} IS NULL", f"E_REQUIRED:{item.name}"))
+        if bad is not None:
+            plan.checks.append((bad, f"{_REASON_NAMES.get(item.type, 'E_VALUE')}:{item.name}"))
+    return plan
 
 
 @dataclass
@@ -268,113 +355,57 @@ class DatasetStore:
     ) -> IngestReport:
         """Validate ``table`` against ``resource`` and store its valid rows as a new version.
 
+        One pass reads the table, types and checks every row and writes the encrypted file;
+        a second reads back only its ``_reject`` column for the report.
+
         Raises InputError ``E_MODE`` (mode not full/increment), ``E_SCHEMA`` (unknown or
-        missing key column, unreadable table), ``E_ROWS`` (rows, but none valid). Nothing is
-        stored when it raises. Idempotent per ``bundle_id``.
+        missing key or required column, unreadable table), ``E_ENCODING`` (a CSV that is not
+        UTF-8), ``E_ROWS`` (rows, but none valid). Nothing is stored when it raises.
+        Idempotent per ``bundle_id``: a second ingest of a stored bundle returns its report.
         """
         if mode not in MODES:
             raise InputError(f"mode {mode!r}: expected one of {list(MODES)}", code="E_MODE")
+        started = time.perf_counter()
         done = self.by_bundle(bundle_id)
-        started = dt.datetime.now(dt.UTC)
         target_rel = f"{resource.code}/{bundle_id}.parquet"
         target = self.root / target_rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
+        tmp: Path | None = None
         con = self.connect(work)
         try:
-            src = _table_source(table)
-            try:
-                cols = [str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
-            except duckdb.Error as e:
-                raise InputError(
-                    f"{resource.code}: the data table cannot be read",
-                    code="E_SCHEMA",
-                    detail=str(e).splitlines()[0][:200],
-                ) from None
-            unknown = [c for c in cols if resource.item(c) is None]
-            if unknown:
-                raise InputError(
-                    f"{resource.code}: columns {unknown} are not items of the resource",
-                    code="E_SCHEMA",
-                )
-            if resource.key_item not in cols:
-                raise InputError(
-                    f"{resource.code}: the key column {resource.key_item!r} is missing",
-                    code="E_SCHEMA",
-                )
-            missing_required = [i.name for i in resource.items if i.required and i.name not in cols]
-            if missing_required:
-                raise InputError(
-                    f"{resource.code}: required columns {missing_required} are missing",
-                    code="E_SCHEMA",
-                )
-            # inner query: trimmed text (v_i) and typed value (t_i) of every item, computed once;
-            # outer query: the typed values and the first failing check as the reject reason.
-            inner, selects, checks = [], [], []
-            for n, item in enumerate(resource.items):
-                raw = _q(item.name) if item.name in cols else "CAST(NULL AS VARCHAR)"
-                v, t = f"v{n}", f"t{n}"
-                typed, bad = _typed(item, v)
-                inner.append(f"nullif(trim({raw}), '') AS {v}")
-                inner.append(f"{typed} AS {t}")
-                selects.append(f"{t} AS {_q(item.name)}")
-                if item.required or item.name == resource.key_item:
-                    checks.append((f"{v} IS NULL", "E_REQUIRED", item.name))
-                if bad is not None:
-                    code = _REASON_NAMES.get(item.type, "E_VALUE")
-                    checks.append((bad.replace("{v}", v).replace("{t}", t), code, item.name))
-            reason = (
-                "CASE "
-                + " ".join(f"WHEN {c} THEN {_lit(code + ':' + name)}" for c, code, name in checks)
-                + " END"
-                if checks
-                else "CAST(NULL AS VARCHAR)"
-            )
-            # DuckDB may inline the subquery; the lateral aliases keep each value computed once.
-            typed_rows = f"(SELECT {', '.join(inner)} FROM {src})"
-            # One pass over the table: every row, typed, with its reject reason (NULL = valid).
-            # Rejected rows stay in the file (encrypted) for the provider's corrections; readers
-            # see valid rows only (parquet_source).
-            if done is None:
-                con.execute("SET preserve_insertion_order = false")
-                con.execute(
-                    f"COPY (SELECT {', '.join(selects)}, {reason} AS _reject FROM {typed_rows}) "
-                    f"TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, "
-                    f"ENCRYPTION_CONFIG {{footer_key: {_lit(KEY_NAME)}}})"
-                )
-                stored = f"read_parquet({_lit(str(tmp))}, encryption_config = {{footer_key: {_lit(KEY_NAME)}}})"
-            else:
+            if done is not None:
                 stored = parquet_source([self.root / done.file], valid_only=False)
-            key = _q(resource.key_item)
-            total, rejected = con.execute(
-                f"SELECT count(*), count(_reject) FROM {stored}"
-            ).fetchone() or (0, 0)
-            if total and rejected == total:
+            else:
+                src = _table_source(table)
+                plan = _plan(resource, _columns(con, resource, table, src))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+                con.execute("SET preserve_insertion_order = false")
+                try:
+                    con.execute(
+                        f"COPY ({plan.sql(src)}) TO {_lit(str(tmp))} (FORMAT parquet, "
+                        f"COMPRESSION zstd, COMPRESSION_LEVEL 1, "
+                        f"ENCRYPTION_CONFIG {{footer_key: {_lit(KEY_NAME)}}})"
+                    )
+                except duckdb.Error as e:
+                    raise _unreadable(resource, table, e) from None
+                stored = (
+                    f"read_parquet({_lit(str(tmp))}, "
+                    f"encryption_config = {{footer_key: {_lit(KEY_NAME)}}})"
+                )
+            total, rejected, by_reason, samples = _report(con, stored, resource.key_item)
+            if total and rejected == total and done is None:
                 raise InputError(
                     f"{resource.code}: none of the {total} rows is valid", code="E_ROWS"
                 )
-            by_reason = dict(
-                con.execute(
-                    f"SELECT _reject, count(*) FROM {stored} WHERE _reject IS NOT NULL "
-                    "GROUP BY _reject ORDER BY 2 DESC, 1"
-                ).fetchall()
-            )
-            samples = [
-                {"reason": str(r), "key": mask_id(str(k) if k is not None else "")}
-                for r, k in con.execute(
-                    f"SELECT _reject, {key} FROM {stored} WHERE _reject IS NOT NULL "
-                    f"LIMIT {MAX_REJECT_SAMPLES}"
-                ).fetchall()
-            ]
         except duckdb.Error as e:
-            tmp.unlink(missing_ok=True)
             raise InputError(
                 f"{resource.code}: the data table could not be stored",
                 code="E_SCHEMA",
                 detail=mask_text(str(e).splitlines()[0])[:200],
             ) from None
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             raise
         finally:
             con.close()
@@ -382,26 +413,28 @@ class DatasetStore:
             resource=resource.code,
             version=0,
             mode=mode,
-            rows=int(total),
-            stored=int(total) - int(rejected),
-            rejected=int(rejected),
-            rejects_by_reason={str(k): int(v) for k, v in by_reason.items()},
+            rows=total,
+            stored=total - rejected,
+            rejected=rejected,
+            rejects_by_reason=by_reason,
             samples=samples,
             catalog_version=catalog_version,
         )
-        if done is not None:
-            report.version = done.version
+        if done is not None or tmp is None:
+            report.version = done.version if done is not None else 0
             return report
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        digest = _sha256(tmp)
-        tmp.replace(target)
-        fsync_dir(target.parent)
+        try:
+            digest = _sync_and_hash(tmp)
+            tmp.replace(target)
+            fsync_dir(target.parent)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         with self.node.session() as s:
             again = s.exec(
                 select(DatasetVersion).where(DatasetVersion.bundle_id == bundle_id)
             ).first()
-            if again is not None:  # another process stored it meanwhile
+            if again is not None:  # another process stored it meanwhile (same file name)
                 report.version = again.version
                 return report
             last = s.exec(
@@ -425,14 +458,15 @@ class DatasetStore:
                     created_at=now,
                 )
             )
-        report.seconds = round((dt.datetime.now(dt.UTC) - started).total_seconds(), 3)
+        report.seconds = round(time.perf_counter() - started, 3)
         return report
 
 
 def _table_source(path: Path) -> str:
+    """SQL relation over a pushed table: CSV as text, Parquet with its own column types."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return f"(SELECT COLUMNS(*)::VARCHAR FROM read_parquet({_lit(str(path))}))"
+        return f"read_parquet({_lit(str(path))})"
     if suffix in {".csv", ".txt"}:
         return (
             f"read_csv({_lit(str(path))}, header = true, all_varchar = true, "
@@ -441,9 +475,98 @@ def _table_source(path: Path) -> str:
     raise InputError(f"{path.name}: a data table must be .csv or .parquet", code="E_SCHEMA")
 
 
-def _sha256(path: Path) -> str:
+def _columns(
+    con: duckdb.DuckDBPyConnection, resource: Resource, table: Path, src: str
+) -> dict[str, str]:
+    """The table's columns (name -> DuckDB type), checked against the resource's items."""
+    try:
+        rows = con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
+    except duckdb.Error as e:
+        raise _unreadable(resource, table, e) from None
+    cols = {str(r[0]): str(r[1]) for r in rows}
+    unknown = [c for c in cols if resource.item(c) is None]
+    if unknown:
+        raise InputError(
+            f"{resource.code}: columns {unknown} are not items of the resource", code="E_SCHEMA"
+        )
+    if resource.key_item not in cols:
+        raise InputError(
+            f"{resource.code}: the key column {resource.key_item!r} is missing", code="E_SCHEMA"
+        )
+    missing = [i.name for i in resource.items if i.required and i.name not in cols]
+    if missing:
+        raise InputError(
+            f"{resource.code}: required columns {missing} are missing", code="E_SCHEMA"
+        )
+    return cols
+
+
+def _unreadable(resource: Resource, table: Path, error: duckdb.Error) -> InputError:
+    """The InputError for a table DuckDB could not read: ``E_ENCODING`` when a CSV is not
+    UTF-8 (checked here: DuckDB 1.5.5 reports bad bytes past its sniffing sample as an
+    internal error), else ``E_SCHEMA`` with DuckDB's first line, digit runs masked."""
+    if table.suffix.lower() != ".parquet":
+        line = _first_non_utf8_line(table)
+        if line is not None:
+            return InputError(
+                f"{resource.code}: the data table is not UTF-8 text (line {line}); "
+                "save it as UTF-8",
+                code="E_ENCODING",
+            )
+    return InputError(
+        f"{resource.code}: the data table cannot be read",
+        code="E_SCHEMA",
+        detail=mask_text(str(error).splitlines()[0])[:200],
+    )
+
+
+def _first_non_utf8_line(path: Path) -> int | None:
+    """The 1-based line of the first byte sequence that is not UTF-8, or None."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as e:
+                    return line + chunk[: max(e.start, 0)].count(b"\n")
+                line += chunk.count(b"\n")
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return line
+    except OSError:
+        return None
+    return None
+
+
+def _report(
+    con: duckdb.DuckDBPyConnection, stored: str, key_item: str
+) -> tuple[int, int, dict[str, int], list[dict[str, str]]]:
+    """(rows, rejected rows, rejected rows by reason, masked samples) of a stored file."""
+    counts = con.execute(
+        f"SELECT _reject, count(*) FROM {stored} GROUP BY _reject ORDER BY 2 DESC, 1"
+    ).fetchall()
+    total = sum(int(n) for _, n in counts)
+    by_reason = {str(r): int(n) for r, n in counts if r is not None}
+    rejected = sum(by_reason.values())
+    samples: list[dict[str, str]] = []
+    if rejected:
+        samples = [
+            {"reason": str(r), "key": mask_id(str(k) if k is not None else "")}
+            for r, k in con.execute(
+                f"SELECT _reject, {_q(key_item)} FROM {stored} WHERE _reject IS NOT NULL "
+                f"LIMIT {MAX_REJECT_SAMPLES}"
+            ).fetchall()
+        ]
+    return total, rejected, by_reason, samples
+
+
+def _sync_and_hash(path: Path) -> str:
+    """fsync ``path`` and return its SHA-256 (hex)."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with path.open("rb+") as fh:
+        os.fsync(fh.fileno())
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()

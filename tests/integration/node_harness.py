@@ -53,8 +53,8 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from exchange_server.config import CONFIG_NAME, load_config, render_config
 from exchange_server.catalog import CatalogStore
+from exchange_server.config import CONFIG_NAME, load_config, render_config
 from exchange_server.home import create_home
 from exchange_server.node import Node, utcnow
 from exchange_server.registry import add_department, set_state
