@@ -1,47 +1,86 @@
-"""Benchmark: the comparison engine against the same join as plain DuckDB SQL and as pandas.
+"""Benchmark: a sealed query answered by the node, against plain DuckDB SQL and pandas.
 
     .venv/bin/python bench/compare.py                                 # 1,000,000 x 20,000,000
     .venv/bin/python bench/compare.py --persons 100k --rows 2M        # quick
-    .venv/bin/python bench/compare.py --dir /var/tmp/bench --keep --threads 4
+    .venv/bin/python bench/compare.py --data-format parquet --skip-pandas --dir /var/tmp --keep
 
-Generates (exchange_server.synthetic) a persons list and a dataset of one catalog resource
-(default RS-SI-01, 人社 social insurance, 10 columns) over a population of ``--population``
-persons (default max(persons, rows / 4): the listed persons are the first of that population,
-so with the defaults about 98% have records, on average four, from 12 monthly snapshots), then runs in the same process, on the same files:
+One run, on one machine, with fresh synthetic data (``exchange_server.synthetic``): a persons
+list of ``--persons`` people and ``--rows`` records of one catalog resource (default RS-SI-01,
+人社 social insurance, 10 columns) over a population of ``--population`` (default
+max(persons, rows / 4): the listed persons are the first of it, so with the defaults about 98 %
+have records, on average four, from 12 monthly snapshots). A throw-away CA (made here, deleted
+with the work folder) issues a department and a node certificate.
 
-- ``engine``: :func:`exchange_server.engine.match`, latest records, every item visible: ID
-  normalisation, duplicate persons, explicit no-record rows, results and household summary
-  files (Parquet), timed by stage;
-- ``duckdb-sql``: the join a careful analyst writes by hand in DuckDB: persons LEFT JOIN the
-  records of those persons, latest per person, written to Parquet (no normalisation, no
-  summary);
-- ``pandas``: the same as ``read_parquet`` + ``merge`` + latest per person + ``to_parquet``
-  (skipped with a message when pandas is not installed).
+Each group below runs in its own process, so its peak RSS is its own (``os.wait4``):
 
-Result row counts are compared as a sanity check. Not a test: numbers depend on the machine.
+1. ``generate``: the provider's table (``--data-format`` CSV or Parquet), the same data as plain
+   Parquet for the baselines, and the department's persons list sealed to the node
+   (``seal_to_file``) as a query bundle.
+2. ``ingest``: :meth:`DatasetStore.ingest` stores the provider's table the node's way (checked
+   row by row, encrypted Parquet under the node data key, a ``dataset_version`` row in a real
+   SQLite state store); timed alone, reported in rows/s.
+3. ``pipeline``: the node answering, sealed bundle to sealed bundle: ``verify+open`` (open_bundle
+   checks signature, chain, CRL and recipient before decrypting), ``persons`` (IDs normalised
+   and checked as the node's workflow does, written encrypted), ``match``
+   (:func:`exchange_server.engine.match` with the data key over the current dataset files,
+   latest records, every item: ID normalisation, repeated persons, explicit no-record rows,
+   household summary), ``seal`` (results + households sealed to the department). Afterwards,
+   untimed, the department opens the result bundle and its rows are counted.
+4. ``duckdb-sql``: the join a careful analyst writes by hand in DuckDB on the plain Parquet
+   files: persons LEFT JOIN the latest records of those persons, written to Parquet.
+5. ``pandas``: the same as ``read_parquet`` + ``merge`` + latest per person + ``to_parquet``
+   (skipped with a message when pandas is missing or with ``--skip-pandas``).
+
+The join-stage ratio is ``match`` over ``duckdb-sql``. Result row counts are compared as a
+sanity check. Not a test: numbers depend on the machine and on what else runs on it.
 """
+
+# ruff: noqa: S608
 
 from __future__ import annotations
 
-# ruff: noqa: S608
 import argparse
+import datetime as dt
+import json
 import os
+import resource as rlimit
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb
 
-from exchange_server.catalog import load_catalog
+from exchange_server.catalog import Resource, load_catalog
+from exchange_server.config import NodeConfig
+from exchange_server.datasets import DatasetStore, id_valid_sql, quote_literal
+from exchange_server.duck import KEY_NAME
 from exchange_server.engine import match
+from exchange_server.node import Node
+from exchange_server.store.db import open_store, sqlite_url
 from exchange_server.synthetic import write_dataset, write_persons
+from pki.bundle import BundleKind, Member, open_bundle, seal_to_file
+from pki.ca import CertificateAuthority
+from pki.identity import DeptCode, Role, parse_networks
+from pki.keys import certificate_pem, load_certificates, load_private_key, private_key_pem
+from pki.verify import TrustStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+GIB = 1 << 30
+DEPT, NODE = "MZ330100", "NODE01"
+
+GOAL_PIPELINE_S = 15.0
+GOAL_JOIN_RATIO = 1.3
+GOAL_RSS = 4 * GIB
+GOAL_INGEST_ROWS_S = 1_000_000
 
 
 def count(text: str) -> int:
@@ -51,44 +90,340 @@ def count(text: str) -> int:
     return int(float(t[: len(t) - len(unit)]) * SUFFIX[unit])
 
 
-def timed(label: str, fn: object, *args: object, **kwargs: object) -> tuple[float, object]:
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)  # type: ignore[operator]
-    dt = time.perf_counter() - t0
-    print(f"  {label:<28} {dt:8.2f} s", flush=True)
-    return dt, out
+class Clock:
+    """Wall-clock seconds per named stage, in order."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        out = fn()
+        self.stages[name] = round(time.perf_counter() - t0, 3)
+        return out
 
 
-def raw_sql(persons: Path, data: Path, out: Path, key: str, when: str, threads: int | None) -> int:
+# ------------------------------------------------------------------------------ throw-away PKI
+
+
+def make_pki(folder: Path) -> None:
+    """A CA (no passphrase), a department and a node certificate with keys, a CRL."""
+    ca = CertificateAuthority.init(folder / "ca", "Bench CA", passphrase=None)
+    try:
+        for who, code, name, role in (
+            ("dept", DEPT, "杭州市民政局 (bench)", Role.DEPARTMENT),
+            ("node", NODE, "Bench node", Role.NODE),
+        ):
+            issued = ca.issue(DeptCode(code), name, parse_networks(["127.0.0.1"]), role=role)
+            assert issued.key is not None
+            (folder / f"{who}.pem").write_bytes(certificate_pem(issued.chain))
+            key = folder / f"{who}.key"
+            key.write_bytes(private_key_pem(issued.key, None))
+            key.chmod(0o600)
+        ca.crl(now=dt.datetime.now(dt.UTC))
+    finally:
+        ca.close()
+
+
+def trust(pki: Path) -> TrustStore:
+    return TrustStore.from_files(pki / "ca" / "root.pem", pki / "ca" / "crl.pem")
+
+
+# ------------------------------------------------------------------------------ child stages
+
+
+def node_store(work: Path, threads: int | None) -> DatasetStore:
+    """A DatasetStore on a minimal but real node home: a config and a migrated SQLite store."""
+    home = work / "node"
+    home.mkdir(exist_ok=True)
+    config = NodeConfig(home=home, code=NODE, name="Bench node")
+    node = Node(config=config, engine=open_store(sqlite_url(home / "state.db")))
+    return DatasetStore(node, threads=threads)
+
+
+def stage_generate(args: argparse.Namespace, resource: Resource, work: Path) -> dict[str, Any]:
+    clock = Clock()
+    population = args.population or max(args.persons, args.rows // 4)
+    persons_pq, data_pq = work / "persons.parquet", work / "data.parquet"
+    clock.run("persons", lambda: write_persons(persons_pq, args.persons, threads=args.threads))
+    clock.run(
+        "dataset",
+        lambda: write_dataset(
+            data_pq, resource, args.rows, population=population, threads=args.threads
+        ),
+    )
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
-    if threads:
-        con.execute(f"SET threads = {threads}")
+    persons_csv = work / "persons.csv"
+    clock.run(
+        "persons.csv",
+        lambda: con.execute(
+            f"COPY (FROM read_parquet({quote_literal(str(persons_pq))})) "
+            f"TO {quote_literal(str(persons_csv))} (HEADER)"
+        ),
+    )
+    if args.data_format == "csv":
+        clock.run(
+            "dataset.csv",
+            lambda: con.execute(
+                f"COPY (FROM read_parquet({quote_literal(str(data_pq))})) "
+                f"TO {quote_literal(str(work / 'data.csv'))} (HEADER)"
+            ),
+        )
+    con.close()
+
+    pki = work / "pki"
+    dept_key = load_private_key(pki / "dept.key")
+    clock.run(
+        "seal query",
+        lambda: seal_to_file(
+            [Member("persons.csv", persons_csv)],
+            work / "query.bundle",
+            signer_key=dept_key,
+            signer_chain=load_certificates(pki / "dept.pem"),
+            recipients=load_certificates(pki / "node.pem")[:1],
+            kind=BundleKind.QUERY,
+            fields={"resource": resource.code, "business_type": "低保", "persons": args.persons},
+            now=dt.datetime.now(dt.UTC),
+        ),
+    )
+    return {
+        "stages": clock.stages,
+        "population": population,
+        "data_bytes": (work / f"data.{args.data_format}").stat().st_size,
+        "query_bytes": (work / "query.bundle").stat().st_size,
+    }
+
+
+def stage_ingest(args: argparse.Namespace, resource: Resource, work: Path) -> dict[str, Any]:
+    store = node_store(work, args.threads)
+    table = work / f"data.{args.data_format}"
+    scratch = work / "ingest-work"
+    scratch.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    report = store.ingest(
+        resource,
+        table,
+        bundle_id=str(uuid.uuid4()),
+        provider=resource.provider,
+        mode="full",
+        catalog_version=1,
+        work=scratch,
+        now=dt.datetime.now(dt.UTC),
+    )
+    seconds = time.perf_counter() - t0
+    files = store.current_files(resource.code)
+    return {
+        "seconds": round(seconds, 3),
+        "rows": report.rows,
+        "stored": report.stored,
+        "rejected": report.rejected,
+        "rows_per_s": round(report.rows / seconds),
+        "stored_bytes": sum(f.stat().st_size for f in files),
+    }
+
+
+def _clean(column: str) -> str:
+    """SQL: the text without surrounding spaces, NULL when blank (``trim`` only when needed:
+    DuckDB's ``trim`` copies every value and is ten times dearer than the test)."""
+    c = f'"{column}"'
+    return (
+        f"CASE WHEN prefix({c}, ' ') OR suffix({c}, ' ') THEN nullif(trim({c}), '') "
+        f"ELSE nullif({c}, '') END"
+    )
+
+
+def normalise_persons(store: DatasetStore, table: Path, target: Path) -> int:
+    """The persons list as the node's workflow prepares it: IDs trimmed, upper-cased and
+    checked (GB 11643; one bad number refuses the query), the household defaulting to the
+    person, written as Parquet encrypted under the node data key. One pass writes the rows with
+    their check (NULL for a blank ID; not wrapped in coalesce, which would keep DuckDB from
+    computing the check's repeated parts once); reading that one column back decides. Returns
+    the number of rows."""
+    con = store.connect(target.parent)
+    try:
+        src = (
+            f"read_csv({quote_literal(str(table))}, header = true, all_varchar = true, "
+            "encoding = 'utf-8')"
+        )
+        rows = (
+            f"SELECT upper({_clean('id_number')}) AS id_number, {_clean('name')} AS name, "
+            f"{_clean('household_id')} AS household_id FROM {src}"
+        )
+        checked = (
+            "SELECT id_number, name, coalesce(household_id, id_number) AS household_id, "
+            f"{id_valid_sql('id_number')} AS id_ok FROM ({rows})"
+        )
+        encryption = f"ENCRYPTION_CONFIG {{footer_key: {quote_literal(KEY_NAME)}}}"
+        con.execute(
+            f"COPY ({checked}) TO {quote_literal(str(target))} (FORMAT parquet, {encryption})"
+        )
+        n, bad = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE id_ok IS NOT true) FROM read_parquet("
+            f"{quote_literal(str(target))}, encryption_config = {{footer_key: "
+            f"{quote_literal(KEY_NAME)}}})"
+        ).fetchone() or (0, 0)
+        if bad:
+            target.unlink()
+            raise SystemExit(f"{bad} persons have an invalid ID number: the node would refuse")
+        return int(n)
+    finally:
+        con.close()
+
+
+def stage_pipeline(args: argparse.Namespace, resource: Resource, work: Path) -> dict[str, Any]:
+    store = node_store(work, args.threads)
+    pki = work / "pki"
+    node_key, node_chain = load_private_key(pki / "node.key"), load_certificates(pki / "node.pem")
+    dept_cert = load_certificates(pki / "dept.pem")[0]
+    answer = work / "answer"
+    clock = Clock()
+
+    opened = clock.run(
+        "verify+open",
+        lambda: open_bundle(
+            work / "query.bundle",
+            answer / "in",
+            recipient_key=node_key,
+            recipient_cert=node_chain[0],
+            trust=trust(pki),
+            now=dt.datetime.now(dt.UTC),
+        ),
+    )
+    persons = answer / "persons.parquet"
+    clock.run("persons", lambda: normalise_persons(store, opened.paths[0], persons))
+    result = clock.run(
+        "match",
+        lambda: match(
+            persons,
+            store.current_files(resource.code),
+            resource,
+            resource.item_names,
+            answer / "out",
+            threads=args.threads,
+            memory_limit=args.memory_limit,
+            data_key=store.data_key(),
+        ),
+    )
+    clock.run(
+        "seal",
+        lambda: seal_to_file(
+            [
+                Member("results.parquet", result.results),
+                Member("households.parquet", result.household_summary),
+            ],
+            work / "result.bundle",
+            signer_key=node_key,
+            signer_chain=node_chain,
+            recipients=[dept_cert],
+            kind=BundleKind.RESULT,
+            fields={k: v for k, v in result.as_json().items() if k != "timings"},
+            now=dt.datetime.now(dt.UTC),
+        ),
+    )
+
+    # the department's side, untimed: open the result and count what it holds
+    dept_key = load_private_key(pki / "dept.key")
+    back = open_bundle(
+        work / "result.bundle",
+        work / "received",
+        recipient_key=dept_key,
+        recipient_cert=dept_cert,
+        trust=trust(pki),
+        now=dt.datetime.now(dt.UTC),
+    )
+    received = {p.name: p for p in back.paths}
+    (rows,) = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet({quote_literal(str(received['results.parquet']))})"
+    ).fetchone() or (0,)
+    return {
+        "stages": clock.stages,
+        "total": round(sum(clock.stages.values()), 3),
+        "engine": result.timings,
+        "counts": {
+            "persons": result.persons,
+            "duplicates": result.duplicates,
+            "matched_persons": result.matched_persons,
+            "records": result.records,
+            "households": result.households,
+        },
+        "result_rows": int(rows),
+        "result_bytes": (work / "result.bundle").stat().st_size,
+    }
+
+
+def stage_plain(args: argparse.Namespace, resource: Resource, work: Path) -> dict[str, Any]:
+    persons, data, out = (
+        quote_literal(str(work / n)) for n in ("persons.parquet", "data.parquet", "raw.parquet")
+    )
+    key, when = f'"{resource.key_item}"', f'"{resource.time_item}"'
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    if args.threads:
+        con.execute(f"SET threads = {int(args.threads)}")
+    t0 = time.perf_counter()
     con.execute(
         f"""COPY (
-            SELECT p.*, d.* FROM read_parquet('{persons}') p
+            SELECT p.*, d.* FROM read_parquet({persons}) p
             LEFT JOIN (
-                SELECT d.* FROM read_parquet('{data}') d
-                SEMI JOIN read_parquet('{persons}') p ON d."{key}" = p.id_number
-                QUALIFY d."{when}" = max(d."{when}") OVER (PARTITION BY d."{key}")
-            ) d ON d."{key}" = p.id_number
-        ) TO '{out}' (FORMAT parquet, COMPRESSION snappy)"""
+                SELECT d.* FROM read_parquet({data}) d
+                SEMI JOIN read_parquet({persons}) p ON d.{key} = p.id_number
+                QUALIFY d.{when} = max(d.{when}) OVER (PARTITION BY d.{key})
+            ) d ON d.{key} = p.id_number
+        ) TO {out} (FORMAT parquet, COMPRESSION snappy)"""
     )
-    (n,) = con.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchall()[0]
+    seconds = time.perf_counter() - t0
+    (rows,) = con.execute(f"SELECT count(*) FROM read_parquet({out})").fetchone() or (0,)
     con.close()
-    return int(n)
+    return {"seconds": round(seconds, 3), "rows": int(rows)}
 
 
-def pandas_merge(persons: Path, data: Path, out: Path, key: str, when: str) -> int:
-    import pandas as pd
+def stage_pandas(args: argparse.Namespace, resource: Resource, work: Path) -> dict[str, Any]:
+    import pandas as pd  # type: ignore[import-untyped]
 
-    p = pd.read_parquet(persons)
-    d = pd.read_parquet(data)
+    key, when = resource.key_item, resource.time_item
+    t0 = time.perf_counter()
+    p = pd.read_parquet(work / "persons.parquet")
+    d = pd.read_parquet(work / "data.parquet")
     d = d[d[key].isin(p["id_number"])]
     d = d[d[when] == d.groupby(key)[when].transform("max")]
     merged = p.merge(d, how="left", left_on="id_number", right_on=key)
-    merged.to_parquet(out)
-    return len(merged)
+    merged.to_parquet(work / "pandas.parquet")
+    return {"seconds": round(time.perf_counter() - t0, 3), "rows": len(merged)}
+
+
+STAGES: dict[str, Callable[[argparse.Namespace, Resource, Path], dict[str, Any]]] = {
+    "generate": stage_generate,
+    "ingest": stage_ingest,
+    "pipeline": stage_pipeline,
+    "duckdb-sql": stage_plain,
+    "pandas": stage_pandas,
+}
+
+
+# ------------------------------------------------------------------------------ the parent
+
+
+def run_child(stage: str, work: Path) -> tuple[dict[str, Any], float]:
+    """Run ``stage`` in a fresh interpreter; its JSON result and its own peak RSS (bytes)."""
+    argv = [a for a in sys.argv[1:] if a != "--keep"]
+    proc = subprocess.Popen(
+        [sys.executable, __file__, *argv, "--child", stage, "--work", str(work)]
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"stage {stage} failed (exit {proc.returncode})")
+    result: dict[str, Any] = json.loads((work / f"{stage}.json").read_text(encoding="utf-8"))
+    return result, usage.ru_maxrss * 1024.0
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def main() -> None:
@@ -98,103 +433,133 @@ def main() -> None:
     ap.add_argument("--population", type=count, help="persons the dataset covers")
     ap.add_argument("--resource", default="RS-SI-01", help="catalog resource to generate")
     ap.add_argument("--catalog", type=Path, default=ROOT / "config" / "catalog.example.toml")
+    ap.add_argument(
+        "--data-format", choices=("csv", "parquet"), default="csv", help="the provider's table"
+    )
     ap.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
-    ap.add_argument("--dir", type=Path, help="work folder (default: a temporary one)")
-    ap.add_argument("--keep", action="store_true", help="keep the generated files")
+    ap.add_argument("--memory-limit", help="DuckDB memory limit of the match (e.g. 3GB)")
+    ap.add_argument("--skip-pandas", action="store_true", help="do not run the pandas merge")
+    ap.add_argument("--dir", type=Path, help="work folder parent (default: the temp folder)")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--child", choices=sorted(STAGES), help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     resource = load_catalog(args.catalog).resource(args.resource)
     if resource is None or resource.time_item is None:
         sys.exit(f"{args.resource}: not in the catalog or has no time item")
-    population = args.population or max(args.persons, args.rows // 4)
+    if args.child:
+        assert args.work is not None
+        out = STAGES[args.child](args, resource, args.work)
+        (args.work / f"{args.child}.json").write_text(json.dumps(out), encoding="utf-8")
+        return
+
     work = Path(tempfile.mkdtemp(prefix="bench-compare-", dir=args.dir))
+    threads = args.threads or len(os.sched_getaffinity(0))
     print(
         f"{args.persons:,} persons x {args.rows:,} rows of {resource.code} "
-        f"({len(resource.items)} columns) over {population:,} persons; "
-        f"{args.threads or os.cpu_count()} threads; work in {work}"
+        f"({len(resource.items)} columns), provider table {args.data_format}; "
+        f"{threads} threads; work in {work}",
+        flush=True,
     )
     try:
-        persons, data = work / "persons.parquet", work / "data.parquet"
-        print("generate (exchange_server.synthetic)")
-        t_p, _ = timed("persons", write_persons, persons, args.persons, threads=args.threads)
-        t_d, _ = timed(
-            "dataset",
-            write_dataset,
-            data,
-            resource,
-            args.rows,
-            population=population,
-            threads=args.threads,
-        )
+        make_pki(work / "pki")
+        rss: dict[str, float] = {}
+
+        gen, rss["generate"] = run_child("generate", work)
         print(
-            f"  rate: persons {args.persons / t_p / 1e6:.2f} M rows/s, "
-            f"dataset {args.rows / t_d / 1e6:.2f} M rows/s, "
-            f"{data.stat().st_size / 1e6:,.0f} MB"
+            "generate  "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in gen["stages"].items())
+            + f"; provider table {gen['data_bytes'] / 1e6:,.0f} MB, "
+            f"query bundle {gen['query_bytes'] / 1e6:,.1f} MB, population {gen['population']:,}",
+            flush=True,
         )
 
-        print("engine (exchange_server.engine.match)")
-        t_e, result = timed(
-            "total",
-            match,
-            persons,
-            data,
-            resource,
-            resource.item_names,
-            work / "engine",
-            threads=args.threads,
-        )
-        for stage, seconds in result.timings.items():  # type: ignore[attr-defined]
-            print(f"    {stage:<26} {seconds:8.2f} s")
-        rows_e = duckdb.sql(f"SELECT count(*) FROM '{result.results}'").fetchall()[0][0]  # type: ignore[attr-defined]
+        ing, rss["ingest"] = run_child("ingest", work)
         print(
-            f"    matched {result.matched_persons:,} persons, {result.records:,} records, "  # type: ignore[attr-defined]
-            f"{rows_e:,} result rows"
+            f"ingest    DatasetStore.ingest {ing['rows']:,} rows ({args.data_format}) in "
+            f"{ing['seconds']:.2f} s = {ing['rows_per_s'] / 1e6:.2f} M rows/s; "
+            f"stored {ing['stored']:,}, rejected {ing['rejected']:,}, "
+            f"{ing['stored_bytes'] / 1e6:,.0f} MB encrypted; peak RSS {mib(rss['ingest'])}",
+            flush=True,
         )
 
-        print("duckdb-sql (hand-written join)")
-        t_r, rows_r = timed(
-            "total",
-            raw_sql,
-            persons,
-            data,
-            work / "raw.parquet",
-            resource.key_item,
-            resource.time_item,
-            args.threads,
+        pipe, rss["pipeline"] = run_child("pipeline", work)
+        print(
+            f"pipeline  sealed query -> sealed result {pipe['total']:.2f} s; "
+            f"peak RSS {mib(rss['pipeline'])}"
+        )
+        for name, seconds in pipe["stages"].items():
+            print(f"    {name:<14} {seconds:7.2f} s")
+            if name == "match":
+                for sub, s in pipe["engine"].items():
+                    print(f"      {sub:<16} {s:7.2f} s")
+        c = pipe["counts"]
+        print(
+            f"    {c['persons']:,} persons ({c['duplicates']:,} repeated), "
+            f"{c['matched_persons']:,} with records, {c['records']:,} records, "
+            f"{c['households']:,} households; the department received "
+            f"{pipe['result_rows']:,} result rows ({pipe['result_bytes'] / 1e6:,.0f} MB bundle)",
+            flush=True,
         )
 
-        t_pd: float | None = None
-        rows_pd = None
-        try:
-            import pandas  # noqa: F401
-        except ImportError:
-            print("pandas: not installed, skipped (pip install pandas to compare)")
+        plain, rss["duckdb-sql"] = run_child("duckdb-sql", work)
+        print(
+            f"duckdb-sql hand-written join on plain Parquet {plain['seconds']:.2f} s, "
+            f"{plain['rows']:,} rows; peak RSS {mib(rss['duckdb-sql'])}",
+            flush=True,
+        )
+
+        pandas_out: dict[str, Any] | None = None
+        if args.skip_pandas:
+            print("pandas    skipped (--skip-pandas)")
         else:
-            print("pandas (read_parquet + merge + to_parquet)")
-            t_pd, rows_pd = timed(
-                "total",
-                pandas_merge,
-                persons,
-                data,
-                work / "pandas.parquet",
-                resource.key_item,
-                resource.time_item,
-            )
+            try:
+                import pandas  # noqa: F401
+            except ImportError:
+                print("pandas    not installed, skipped (pip install pandas to compare)")
+            else:
+                pandas_out, rss["pandas"] = run_child("pandas", work)
+                print(
+                    f"pandas    read_parquet + merge + to_parquet {pandas_out['seconds']:.2f} s, "
+                    f"{pandas_out['rows']:,} rows; peak RSS {mib(rss['pandas'])}",
+                    flush=True,
+                )
 
+        counts = {"engine": pipe["result_rows"], "duckdb-sql": plain["rows"]}
+        if pandas_out is not None:
+            counts["pandas"] = pandas_out["rows"]
+        if len(set(counts.values())) != 1:
+            print(f"WARNING: result row counts differ: {counts}")
+
+        join = pipe["stages"]["match"]
+        ratio = join / plain["seconds"]
+        node_rss = max(rss["ingest"], rss["pipeline"])
+        print("\nsummary")
+        print(f"  whole pipeline (sealed query -> sealed result) {pipe['total']:.2f} s")
         print(
-            "result rows: "
-            + ", ".join(
-                f"{k} {v:,}"
-                for k, v in [("engine", rows_e), ("duckdb-sql", rows_r), ("pandas", rows_pd)]
-                if v is not None
-            )
+            f"  join stage: engine.match {join:.2f} s / duckdb-sql {plain['seconds']:.2f} s "
+            f"= {ratio:.2f}x"
         )
-        if rows_e != rows_r or (rows_pd is not None and rows_pd != rows_e):
-            print("WARNING: result row counts differ")
-        print("ratios (time / engine time; above 1 = slower than the engine)")
-        print(f"  duckdb-sql  {t_r / t_e:5.2f}")
-        if t_pd is not None:
-            print(f"  pandas      {t_pd / t_e:5.2f}")
+        if pandas_out is not None:
+            print(f"  pandas / engine.match {pandas_out['seconds'] / join:.2f}x")
+        print(f"  ingestion {ing['rows_per_s'] / 1e6:.2f} M rows/s ({args.data_format})")
+        print(
+            "  peak RSS by process: "
+            + ", ".join(f"{k} {mib(v)}" for k, v in rss.items())
+            + f"; this process {mib(rlimit.getrusage(rlimit.RUSAGE_SELF).ru_maxrss * 1024)}, "
+            f"children max {mib(rlimit.getrusage(rlimit.RUSAGE_CHILDREN).ru_maxrss * 1024)}"
+        )
+        full_size = (args.persons, args.rows) == (1_000_000, 20_000_000)
+        print(
+            "goals"
+            if full_size
+            else "goals (set for 1,000,000 x 20,000,000: fixed costs weigh more here)"
+        )
+        print(f"  pipeline < {GOAL_PIPELINE_S:.0f} s: {verdict(pipe['total'] < GOAL_PIPELINE_S)}")
+        print(f"  join <= {GOAL_JOIN_RATIO}x duckdb-sql: {verdict(ratio <= GOAL_JOIN_RATIO)}")
+        print(f"  node peak RSS < 4 GiB ({mib(node_rss)}): {verdict(node_rss < GOAL_RSS)}")
+        print(f"  ingestion >= 1 M rows/s: {verdict(ing['rows_per_s'] >= GOAL_INGEST_ROWS_S)}")
     finally:
         if args.keep:
             print(f"kept {work}")

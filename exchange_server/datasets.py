@@ -5,20 +5,30 @@ names; or Parquet). :meth:`DatasetStore.ingest` checks it against the resource's
 stores the valid rows as a new version:
 
 - columns: every column must be an item of the resource (a typo must not drop data silently);
-  the key item is required, items missing from the table are stored empty;
-- rows: the key item and every ``required`` item must have a value; ``id_number`` items must
-  pass GB 11643 (18 characters, birth date, MOD 11-2 check character, ``x`` = ``X``; stored
-  upper-case); ``integer``/``decimal``/``date`` items must parse (dates as ``YYYY-MM-DD``,
-  ``YYYY/MM/DD`` or ``YYYYMMDD``); ``code`` items must be one of their ``values``.
-  A bad row is rejected with a reason code and its column; the rest are stored.
+  the key item and every ``required`` item must be there, other items missing from the table
+  are stored empty;
+- rows (text trimmed of spaces first; blank = missing): the key item and every ``required``
+  item must have a value (``E_REQUIRED``); ``id_number`` items must pass GB 11643 (17 digits
+  and a check character, a real birth date from 1880 on, the MOD 11-2 check character;
+  ``x`` = ``X``, stored upper-case; ``E_ID``); ``integer``/``decimal``/``date`` items must
+  parse (``E_INTEGER``/``E_DECIMAL``/``E_DATE``; dates as ``YYYY-MM-DD``, ``YYYY/MM/DD`` or
+  ``YYYYMMDD``); ``code`` items must be one of their ``values`` (``E_CODE``). A bad row is
+  rejected with the first failing reason and its column (``E_ID:公民身份号码``); the rest are
+  stored. A Parquet column already of a fitting type (DATE, integer, DECIMAL) is taken as is.
 
-Versions are ``HOME/datasets/<RESOURCE>/<BUNDLE_ID>.parquet``, Parquet encrypted by DuckDB under
-the node data key (decision 0003), recorded in the ``dataset_version`` table. A ``full`` version
-replaces what came before; an ``increment`` adds rows to it. :meth:`DatasetStore.current_files`
-lists the files that make up the current data: the latest full version and the increments after.
+One pass over the table types and checks every row and writes it, with a ``_reject`` column
+(the reason; NULL = valid), into ``HOME/datasets/<RESOURCE>/<BUNDLE_ID>.parquet``: Parquet
+encrypted by DuckDB under the node data key (decision 0003), recorded in the ``dataset_version``
+table. Readers see the valid rows only (:func:`parquet_source`). A ``full`` version replaces
+what came before; an ``increment`` adds rows to it. :meth:`DatasetStore.current_files` lists
+the files that make up the current data: the latest full version and the increments after.
 
 Ingest is idempotent per bundle: the file name and the unique ``bundle_id`` make a second
 ingest of the same bundle return the first one's report.
+
+Speed (2 cores, RS-SI-01, bench/compare.py): about 1.1 M rows/s from CSV, 1.6 M rows/s from
+Parquet. DuckDB's CSV parsing and the encrypted Parquet writing take most of it; the GB 11643
+check costs about 0.3 µs of CPU per row.
 """
 
 # SQL is assembled from quoted identifiers (_q) and literals (_lit) only; numbers pass through
@@ -67,8 +77,6 @@ MODES = ("full", "increment")
 MAX_REJECT_SAMPLES = 20
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-#: GB 11643 check characters by weighted sum mod 11, as an SQL list (index + 1).
-_CHECK_CHARS = "['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2']"
 #: 17 ASCII digits and a digit or ``X``: GLOB is about twice as fast as a regular expression.
 _ID_GLOB = "[0-9]" * 17 + "[0-9X]"
 #: The 17 body digits in chunks of at most three, each looked up in a 1,000-entry table.
@@ -103,17 +111,22 @@ def _weight_table(start: int, stop: int) -> str:
     return f"list_transform(range({10**width}), lambda v: ({terms}) % 11)"
 
 
-def _id_check(text: str, body: str) -> str:
+def _id_check(text: str, number: str) -> str:
     """SQL that is true when ``text`` is a valid GB 11643 number, false when it is not, NULL
     when ``text`` is NULL.
 
-    ``body`` is ``TRY_CAST(left(text, 17) AS BIGINT)``: one string-to-number cast, then integer
-    arithmetic and table lookups. Its value does not matter unless the GLOB establishes 17
-    ASCII digits, so a permissive cast (``0x1F``, ``1e5``, ``1_0``) cannot let anything
-    through; when the GLOB holds every term is non-NULL, so the result is never NULL for a
-    non-NULL ``text``. The year test comes first on purpose: DuckDB computes a repeated
-    subexpression once only if it occurs in the first operand of an AND.
+    ``number`` is ``TRY_CAST(text AS BIGINT)`` (all 18 characters; NULL when the check
+    character is ``X``), or a column holding it. The check is one string-to-number cast, a
+    GLOB, then integer arithmetic and table lookups: the body is ``number // 10`` (or the first
+    17 characters cast, for an ``X``), the check value ``number % 10`` (or 10), and the number
+    is valid when the weighted digit sum plus the check value is 1 mod 11 (ISO 7064 MOD 11-2).
+    The cast is permissive (``0x1F``, ``1e5``, ``1_0``) but its value matters only once the GLOB
+    has established 18 ASCII digits (or 17 and an ``X``); then every term is non-NULL, so the
+    result is never NULL for a non-NULL ``text``. The year test comes first on purpose: DuckDB
+    computes a repeated subexpression once only if it occurs in the first operand of an AND.
     """
+    body = f"coalesce({number} // 10, TRY_CAST(left({text}, 17) AS BIGINT))"
+    check = f"coalesce({number} % 10, 10)"
     terms = []
     for a, z in _CHUNKS:
         part = body if z == 17 else f"({body} // {10 ** (17 - z)})"
@@ -126,7 +139,7 @@ def _id_check(text: str, body: str) -> str:
     return (
         f"({y} >= 1880 AND {text} GLOB '{_ID_GLOB}' AND {m} BETWEEN 1 AND 12 AND {d} >= 1 "
         f"AND ({d} <= {_MONTH_DAYS}[{m}] OR ({m} = 2 AND {d} = 29 AND {leap})) "
-        f"AND suffix({text}, {_CHECK_CHARS}[({' + '.join(terms)}) % 11 + 1]))"
+        f"AND ({' + '.join(terms)} + {check}) % 11 = 1)"
     )
 
 
@@ -136,8 +149,11 @@ def id_valid_sql(expr: str) -> str:
     only in leap years) from 1880 on, and the ISO 7064 MOD 11-2 check character.
 
     False for any other text, NULL for NULL. ``expr`` appears several times: pass a column.
+    Costs about 0.3 µs of CPU per value as a projection or filter term of its own; inside
+    ``coalesce()`` or after another AND operand DuckDB no longer shares its repeated parts and
+    it costs about twice that.
     """
-    return _id_check(expr, f"TRY_CAST(left({expr}, 17) AS BIGINT)")
+    return _id_check(expr, f"TRY_CAST({expr} AS BIGINT)")
 
 
 def date_sql(expr: str) -> str:
@@ -152,7 +168,8 @@ def parquet_source(files: Sequence[Path], *, valid_only: bool = True) -> str:
     """SQL relation over encrypted dataset ``files`` (the data key must be registered).
 
     ``valid_only`` (the default) gives the valid rows without the ``_reject`` column, which is
-    what every reader but the ingest report wants.
+    what every reader but the ingest report wants: every item typed as the catalog says, the
+    key item a valid, trimmed, upper-case GB 11643 number.
     """
     listed = ", ".join(_lit(str(f)) for f in files)
     scan = f"read_parquet([{listed}], encryption_config = {{footer_key: {_lit(KEY_NAME)}}})"
@@ -383,7 +400,7 @@ class DatasetStore:
                 try:
                     con.execute(
                         f"COPY ({plan.sql(src)}) TO {_lit(str(tmp))} (FORMAT parquet, "
-                        f"COMPRESSION zstd, COMPRESSION_LEVEL 1, "
+                        f"COMPRESSION zstd, COMPRESSION_LEVEL 1, PARQUET_VERSION v2, "
                         f"ENCRYPTION_CONFIG {{footer_key: {_lit(KEY_NAME)}}})"
                     )
                 except duckdb.Error as e:
@@ -397,15 +414,15 @@ class DatasetStore:
                 raise InputError(
                     f"{resource.code}: none of the {total} rows is valid", code="E_ROWS"
                 )
-        except duckdb.Error as e:
-            raise InputError(
-                f"{resource.code}: the data table could not be stored",
-                code="E_SCHEMA",
-                detail=mask_text(str(e).splitlines()[0])[:200],
-            ) from None
-        except BaseException:
+        except BaseException as e:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
+            if isinstance(e, duckdb.Error):
+                raise InputError(
+                    f"{resource.code}: the data table could not be stored",
+                    code="E_SCHEMA",
+                    detail=mask_text(str(e).splitlines()[0])[:200],
+                ) from None
             raise
         finally:
             con.close()

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import uuid
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,9 @@ import duckdb
 import pytest
 
 from exchange_server.catalog import Resource, check_access, parse_catalog
-from exchange_server.engine import match, parse_time_range
+from exchange_server.datasets import DatasetStore, quote_literal
+from exchange_server.duck import KEY_NAME
+from exchange_server.engine import MatchResult, match, parse_time_range
 from exchange_server.synthetic import (
     check_char,
     id_valid,
@@ -23,6 +27,8 @@ from exchange_server.synthetic import (
     write_persons,
 )
 from pki.errors import InputError
+from tests.conftest import CAFixture
+from tests.server.world import build_world
 
 CATALOG = """
 [[resource]]
@@ -121,7 +127,7 @@ def resource() -> Resource:
     return res
 
 
-def _write_csv(path: Path, header: list[str], rows: list[tuple[str, ...]]) -> Path:
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(header)
@@ -176,6 +182,131 @@ def test_latest_hits_misses_duplicates_and_x(
     assert households["H1"]["待遇领取金额_合计"] == pytest.approx(1500.0)
     assert households["H2"]["persons_with_records"] == 1
     assert res.households == 3
+
+
+def _sorted_rows(path: Path) -> list[dict[str, Any]]:
+    """Result rows in list order; a person's records on one date in a fixed order."""
+    return sorted(_rows(path), key=lambda r: (r["row_no"], str(r.get("数据日期")), str(r)))
+
+
+def _counts(res: MatchResult) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in res.as_json().items()
+        if k not in {"results", "household_summary", "timings"}
+    }
+
+
+def test_stored_dataset_is_matched_with_the_data_key_like_plain_files(
+    tmp_path: Path, resource: Resource, files: tuple[Path, Path], test_ca: CAFixture
+) -> None:
+    persons, data = files
+    (tmp_path / "world").mkdir()
+    world = build_world(tmp_path / "world", test_ca)
+    store = DatasetStore(world.node)
+    header = ["公民身份号码", "险种类型", "待遇领取金额", "数据日期"]
+    for mode, rows in (("full", RECORDS[:4]), ("increment", RECORDS[4:])):
+        table = _write_csv(tmp_path / f"{mode}.csv", header, rows)
+        report = store.ingest(
+            resource,
+            table,
+            bundle_id=str(uuid.uuid4()),
+            provider="RS01",
+            mode=mode,
+            catalog_version=1,
+            work=tmp_path,
+            now=dt.datetime.now(dt.UTC),
+        )
+        assert report.rejected == 0
+    stored = store.current_files(resource.code)
+    assert len(stored) == 2
+    sealed_persons = tmp_path / "persons.parquet"  # what the node keeps of a query: encrypted
+    con = store.connect()
+    con.execute(
+        f"COPY (SELECT * FROM read_csv({quote_literal(str(persons))}, all_varchar = true)) "
+        f"TO {quote_literal(str(sealed_persons))} "
+        f"(FORMAT parquet, ENCRYPTION_CONFIG {{footer_key: '{KEY_NAME}'}})"
+    )
+    con.close()
+    for time_range in ("", "2024/02/15", "2024/01/01-2024/02/29"):
+        got = match(
+            sealed_persons,
+            stored,
+            resource,
+            resource.item_names,
+            tmp_path / f"enc{time_range.replace('/', '')}",
+            time_range=time_range,
+            data_key=store.data_key(),
+        )
+        want = match(
+            persons,
+            data,
+            resource,
+            resource.item_names,
+            tmp_path / f"plain{time_range.replace('/', '')}",
+            time_range=time_range,
+        )
+        assert _counts(got) == _counts(want)
+        assert _sorted_rows(got.results) == _sorted_rows(want.results)
+        assert _rows(got.household_summary) == _rows(want.household_summary)
+    assert (got.matched_persons, got.records) == (2, 3)
+    with pytest.raises(InputError) as e:
+        match(sealed_persons, [], resource, [], tmp_path / "o", data_key=store.data_key())
+    assert e.value.code == "E_NO_DATA"
+    with pytest.raises(InputError) as e:
+        match(persons, stored, resource, [], tmp_path / "o")
+    assert e.value.code == "E_FORMAT"
+
+
+def test_records_within_a_range_come_in_date_order(
+    tmp_path: Path, resource: Resource, files: tuple[Path, Path]
+) -> None:
+    persons, data = files
+    res = match(
+        persons, data, resource, ["数据日期"], tmp_path / "o", time_range="2023/01/01-2024/12/31"
+    )
+    rows = _rows(res.results)
+    assert [r["row_no"] for r in rows] == sorted(r["row_no"] for r in rows)
+    assert [r["数据日期"] for r in _by_person(rows)[A]] == [
+        dt.date(2024, 1, 1),
+        dt.date(2024, 2, 1),
+        dt.date(2024, 3, 1),
+        dt.date(2024, 3, 1),
+    ]
+    assert res.records == 6
+
+
+def test_blank_and_padded_ids_are_normalised_on_both_sides(
+    tmp_path: Path, resource: Resource
+) -> None:
+    persons = _write_csv(
+        tmp_path / "persons.csv",
+        ["id_number", "name", "household_id"],
+        [
+            (f" {E.lower()} ", "陈静", "H1"),
+            ("", "无号", "H1"),
+            ("  ", "无号二", "H2"),
+            (A, "张伟", "H2"),
+        ],
+    )
+    data = _write_csv(
+        tmp_path / "data.csv",
+        ["公民身份号码", "险种类型", "待遇领取金额", "数据日期"],
+        [(f"{E} ", "失业保险", "10.00", "2024/01/01"), ("", "失业保险", "1.00", "2024/01/01")],
+    )
+    res = match(persons, data, resource, resource.item_names, tmp_path / "o")
+    assert (res.persons, res.duplicates, res.matched_persons, res.records) == (3, 1, 1, 1)
+    rows = _rows(res.results)
+    assert [(r["row_no"], r["id_number"], r["status"]) for r in rows] == [
+        (1, E, "match"),
+        (2, None, "no_record"),  # a blank ID is one person, never matched; row 3 repeats it
+        (4, A, "no_record"),
+    ]
+    households = {r["household_id"]: r for r in _rows(res.household_summary)}
+    assert (households["H1"]["persons"], households["H1"]["records"]) == (1, 1)
+    assert households["H1"]["待遇领取金额_合计"] == pytest.approx(10.0)
+    assert (households["H2"]["persons"], households["H2"]["persons_with_records"]) == (1, 0)
+    assert households["H2"]["records"] == 0 and households["H2"]["待遇领取金额_合计"] is None
 
 
 def test_single_date_is_the_state_on_that_day(
