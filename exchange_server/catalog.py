@@ -44,6 +44,7 @@ __all__ = [
     "ScopeRule",
     "Sensitivity",
     "SharingType",
+    "TomlFields",
     "check_access",
     "diff_catalogs",
     "load_catalog",
@@ -180,8 +181,15 @@ def _plain(catalog: Catalog) -> dict[str, Any]:
 # --------------------------------------------------------------------------- parsing
 
 
-class _Fields:
-    """Reads one TOML table, naming the place of every error."""
+class TomlFields:
+    """Reads one TOML table, naming the place of every error.
+
+    Errors are InputError ``error_code`` with the message ``"<source_name>: <where>: ..."``;
+    subclasses set both for other configuration files (the comparison rules).
+    """
+
+    source_name = "catalog"
+    error_code = "E_CATALOG"
 
     def __init__(self, table: Mapping[str, Any], where: str) -> None:
         self.table = table
@@ -194,7 +202,7 @@ class _Fields:
             raise self.fail(f"unknown keys {unknown}")
 
     def fail(self, message: str) -> InputError:
-        return InputError(f"catalog: {self.where}: {message}", code="E_CATALOG")
+        return InputError(f"{self.source_name}: {self.where}: {message}", code=self.error_code)
 
     def text(self, key: str, default: str | None = None) -> str:
         value = self.table.get(key, default)
@@ -242,7 +250,7 @@ class _Fields:
 
 
 def _parse_item(table: Mapping[str, Any], where: str) -> Item:
-    f = _Fields(table, where)
+    f = TomlFields(table, where)
     f.only("name", "type", "identifies_person", "sensitivity", "description", "values", "required")
     return Item(
         name=f.text("name"),
@@ -256,7 +264,7 @@ def _parse_item(table: Mapping[str, Any], where: str) -> Item:
 
 
 def _parse_resource(table: Mapping[str, Any], default_days: int, index: int) -> Resource:
-    f = _Fields(table, f"resource #{index + 1}")
+    f = TomlFields(table, f"resource #{index + 1}")
     code = f.text("code")
     if not _CODE_RE.match(code):
         raise f.fail(f"code {code!r} must be letters, digits, '.', '_' or '-'")
@@ -286,7 +294,7 @@ def _parse_resource(table: Mapping[str, Any], default_days: int, index: int) -> 
     sharing = f.enum("sharing_type", SharingType)
     scope: list[ScopeRule] = []
     for n, rule_table in enumerate(f.tables("scope")):
-        sf = _Fields(rule_table, f"resource {code} scope #{n + 1}")
+        sf = TomlFields(rule_table, f"resource {code} scope #{n + 1}")
         sf.only("departments", "business_types", "items")
         rule = ScopeRule(
             departments=sf.texts("departments"),
@@ -330,14 +338,14 @@ def parse_catalog(text: str, *, source: str = "catalog") -> Catalog:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{source}: not valid TOML: {e}", code="E_CATALOG") from None
-    head = _Fields(data.get("catalog", {}), "[catalog]")
+    head = TomlFields(data.get("catalog", {}), "[catalog]")
     if not isinstance(head.table, dict):
         raise head.fail("must be a table")
     head.only("title", "feedback_days", "business_types")
-    _Fields(data, source).only("catalog", "resource")
+    TomlFields(data, source).only("catalog", "resource")
     days = head.integer("feedback_days", 5, low=1, high=60)
     resources: dict[str, Resource] = {}
-    for n, table in enumerate(_Fields(data, source).tables("resource")):
+    for n, table in enumerate(TomlFields(data, source).tables("resource")):
         r = _parse_resource(table, days, n)
         if r.code in resources:
             raise InputError(f"catalog: resource code {r.code} appears twice", code="E_CATALOG")

@@ -47,9 +47,16 @@ from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from exchange_server.audit import append_event
-from exchange_server.catalog import AccessDecision, Catalog, CatalogStore, Resource, check_access
+from exchange_server.catalog import (
+    AccessDecision,
+    Catalog,
+    CatalogStore,
+    Resource,
+    TomlFields,
+    check_access,
+)
 from exchange_server.datasets import DatasetStore, parquet_source, quote_ident, quote_literal
-from exchange_server.engine import TimeRange, parse_time_range
+from exchange_server.engine import TimeRange, parse_time_range, time_where
 from exchange_server.node import Node
 from exchange_server.results import deliver, result_bundle_id
 from exchange_server.spool import Spool
@@ -162,49 +169,20 @@ class Rule:
         }
 
 
-class _Fields:
+class _Fields(TomlFields):
     """Reads one TOML table of the rules file, naming the place of every error (E_RULES)."""
 
-    def __init__(self, table: Mapping[str, Any], where: str) -> None:
-        self.table = table
-        self.where = where
+    source_name = "rules"
+    error_code = "E_RULES"
 
-    def fail(self, message: str) -> InputError:
-        return InputError(f"rules: {self.where}: {message}", code="E_RULES")
-
-    def only(self, *keys: str) -> None:
-        # a misspelt key must not silently change what a rule does
-        unknown = sorted(set(self.table) - set(keys))
-        if unknown:
-            raise self.fail(f"unknown key(s) {', '.join(unknown)}")
-
-    def text(self, key: str, default: str | None = None) -> str:
-        value = self.table.get(key, default)
-        if value is None:
-            raise self.fail(f"missing '{key}'")
-        if not isinstance(value, str) or (not value.strip() and default is None):
-            raise self.fail(f"'{key}' must be a non-empty string")
-        return value.strip()
-
-    def texts(self, key: str) -> tuple[str, ...]:
+    def texts(self, key: str, default: Sequence[str] = ()) -> tuple[str, ...]:
+        """A required list of non-empty strings, stripped (rules have no optional lists)."""
         value = self.table.get(key)
         if value is None:
             raise self.fail(f"missing '{key}'")
         if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
             raise self.fail(f"'{key}' must be a list of non-empty strings")
         return tuple(v.strip() for v in value)
-
-    def flag(self, key: str, default: bool) -> bool:
-        value = self.table.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(f"'{key}' must be true or false")
-        return value
-
-    def tables(self, key: str) -> list[Mapping[str, Any]]:
-        value = self.table.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise self.fail(f"'{key}' must be an array of tables ([[...{key}]])")
-        return value
 
 
 def _parse_schedule(f: _Fields) -> Schedule:
@@ -595,11 +573,7 @@ def _hits_sql(resource: Resource, items: Sequence[str], source: str, tr: TimeRan
     key = f"upper(trim(CAST({_q(resource.key_item)} AS VARCHAR)))"
     date = f"CAST({_q(resource.time_item)} AS DATE)" if resource.time_item else "CAST(NULL AS DATE)"
     cols = "".join(f", {_q(i)}" for i in items)
-    where = ""
-    if tr.end is not None:
-        where = f"WHERE _date <= DATE {_lit(tr.end.isoformat())}"
-        if tr.start is not None:
-            where += f" AND _date >= DATE {_lit(tr.start.isoformat())}"
+    where = time_where(tr, "_date")
     qualify = (
         "QUALIFY _date IS NOT DISTINCT FROM max(_date) OVER (PARTITION BY _key)"
         if (tr.latest or tr.as_of) and resource.time_item

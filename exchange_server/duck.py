@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
 import re
 import secrets
 from pathlib import Path
@@ -101,8 +100,3 @@ def connect(
         con.close()
         raise
     return con
-
-
-def cpu_threads() -> int:
-    """Threads DuckDB may use: the CPUs this process may run on."""
-    return max(1, len(os.sched_getaffinity(0)))

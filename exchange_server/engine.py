@@ -45,12 +45,19 @@ from typing import Any, Literal
 import duckdb
 
 from exchange_server.catalog import NUMERIC_TYPES, Resource
-from exchange_server.datasets import parquet_source
+from exchange_server.datasets import parquet_source, quote_ident, quote_literal
 from exchange_server.duck import KEY_NAME, connect
 from pki.errors import InputError
 from pki.masking import mask_text
 
-__all__ = ["PERSON_COLUMNS", "MatchResult", "TimeRange", "match", "parse_time_range"]
+__all__ = [
+    "PERSON_COLUMNS",
+    "MatchResult",
+    "TimeRange",
+    "match",
+    "parse_time_range",
+    "time_where",
+]
 
 PERSON_COLUMNS = ("id_number", "name", "household_id")
 OutputFormat = Literal["parquet", "csv"]
@@ -137,13 +144,18 @@ class MatchResult:
         }
 
 
-def _q(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
+_q, _lit = quote_ident, quote_literal
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def time_where(tr: TimeRange, date: str) -> str:
+    """``WHERE`` clause keeping the rows whose DATE expression ``date`` lies in ``tr``'s range
+    (``<= end``, and ``>= start`` for a closed range); empty for the latest records."""
+    if tr.end is None:
+        return ""
+    where = f"WHERE {date} <= DATE {_lit(tr.end.isoformat())}"
+    if tr.start is not None:
+        where += f" AND {date} >= DATE {_lit(tr.start.isoformat())}"
+    return where
 
 
 def _reader(
@@ -326,11 +338,7 @@ def match(
             else "CAST(NULL AS DATE)"
         )
         selected = "".join(f", {_q(n)}" for n in visible)
-        where = ""
-        if tr.end is not None:
-            where = f"WHERE d._date <= DATE {_lit(tr.end.isoformat())}"
-            if tr.start is not None:
-                where += f" AND d._date >= DATE {_lit(tr.start.isoformat())}"
+        where = time_where(tr, "d._date")
         records = (
             f"SELECT p.row_no AS _pid, d._date{selected} "
             f"FROM (SELECT {key} AS _key, {date_expr} AS _date{selected} FROM {d_src}) d "
