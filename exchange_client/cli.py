@@ -387,13 +387,13 @@ def push(
 
     **Examples**
 
-        exchange-client push --dir ~/mz --kind data --wait households-2026-11.csv
+        exchange-client push --dir ~/rs --kind data --field resource=RS-SI-01 --wait rs-2026-11.csv
 
-        exchange-client push --dir ~/mz --kind query --field purpose=低保审核 --fields-json application.json persons.csv
+        exchange-client push --dir ~/mz --kind query --fields-json application.json --wait persons.csv
 
-        exchange-client push --dir ~/mz --kind data --json --wait a.csv b.csv
+        exchange-client push --dir ~/rs --kind data --field resource=RS-SI-01 --field mode=increment --json --wait rs-12.csv
 
-        exchange-client push --dir ~/mz --kind query --encoding gbk --valid-only persons.xlsx
+        exchange-client push --dir ~/mz --kind query --fields-json application.json --encoding gbk --valid-only persons.csv
     """
     cfg, creds, sealed = _validate_and_seal(
         directory, kind, files, field, fields_json, encoding, valid_only
