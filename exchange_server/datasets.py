@@ -61,14 +61,18 @@ from pki.errors import InputError
 from pki.masking import mask_id, mask_text
 
 __all__ = [
+    "CSV_DIALECT",
     "MODES",
     "DatasetStore",
     "IngestReport",
+    "clean_sql",
     "date_sql",
     "id_valid_sql",
     "parquet_source",
     "quote_ident",
     "quote_literal",
+    "table_source",
+    "unreadable",
 ]
 
 #: ``mode`` of a data push.
@@ -157,10 +161,20 @@ def id_valid_sql(expr: str) -> str:
 
 
 def date_sql(expr: str) -> str:
-    """SQL turning text ``expr`` into a DATE (YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD), else NULL."""
+    """SQL turning text ``expr`` into a DATE, else NULL.
+
+    Exactly ``YYYY-MM-DD``, ``YYYY/MM/DD`` or ``YYYYMMDD`` with a real calendar day: a GLOB
+    fixes the shape first, because DuckDB's own cast also takes ``2024-1-2`` and ignores what
+    follows a date (``2024-01-02X``, ``2024-01-02 10:00``). ``expr`` appears several times:
+    pass a column.
+    """
+    d = "[0-9]"
     return (
-        f"coalesce(TRY_CAST({expr} AS DATE), CAST(try_strptime({expr}, '%Y/%m/%d') AS DATE), "
-        f"CAST(try_strptime({expr}, '%Y%m%d') AS DATE))"
+        f"CASE WHEN {expr} GLOB '{d * 4}-{d * 2}-{d * 2}' THEN TRY_CAST({expr} AS DATE) "
+        f"WHEN {expr} GLOB '{d * 4}/{d * 2}/{d * 2}' "
+        f"THEN TRY_CAST(replace({expr}, '/', '-') AS DATE) "
+        f"WHEN {expr} GLOB '{d * 8}' "
+        f"THEN TRY_CAST(concat_ws('-', {expr}[1:4], {expr}[5:6], {expr}[7:8]) AS DATE) END"
     )
 
 
@@ -218,7 +232,7 @@ _REASON_NAMES = {
 _EXACT_NUMBERS = re.compile(r"(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|DECIMAL\(\d+,\s*\d+\))")
 
 
-def _clean(raw: str) -> str:
+def clean_sql(raw: str) -> str:
     """SQL: text ``raw`` without leading and trailing spaces, NULL when that leaves nothing.
 
     ``trim`` copies every value; testing for a space at either end first is ten times cheaper.
@@ -282,7 +296,7 @@ def _plan(resource: Resource, columns: dict[str, str]) -> _Plan:
             bad = f"{v} IS NOT NULL AND {t} IS NULL"
         else:
             text = raw if source_type == "VARCHAR" else f"CAST({raw} AS VARCHAR)"
-            plan.values.append(f"{_clean(text)} AS {v}")
+            plan.values.append(f"{clean_sql(text)} AS {v}")
             if item.type is ItemType.ID_NUMBER:
                 # stored upper-case; only a final x can make a valid number lower-case
                 plan.typed.append(f"CASE WHEN suffix({v}, 'x') THEN upper({v}) ELSE {v} END AS {t}")
@@ -392,7 +406,7 @@ class DatasetStore:
             if done is not None:
                 stored = parquet_source([self.root / done.file], valid_only=False)
             else:
-                src = _table_source(table)
+                src = table_source(table)
                 plan = _plan(resource, _columns(con, resource, table, src))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
@@ -404,7 +418,7 @@ class DatasetStore:
                         f"ENCRYPTION_CONFIG {{footer_key: {_lit(KEY_NAME)}}})"
                     )
                 except duckdb.Error as e:
-                    raise _unreadable(resource, table, e) from None
+                    raise unreadable(resource.code, table, e) from None
                 stored = (
                     f"read_parquet({_lit(str(tmp))}, "
                     f"encryption_config = {{footer_key: {_lit(KEY_NAME)}}})"
@@ -479,16 +493,27 @@ class DatasetStore:
         return report
 
 
-def _table_source(path: Path) -> str:
-    """SQL relation over a pushed table: CSV as text, Parquet with its own column types."""
+#: ``read_csv`` options for every CSV the node reads (see :func:`table_source`).
+CSV_DIALECT = (
+    "header = true, encoding = 'utf-8', strict_mode = true, delim = ',', quote = '\"', "
+    "escape = '\"', skip = 0, comment = ''"
+)
+
+
+def table_source(path: Path) -> str:
+    """SQL relation over a pushed table: CSV as text, Parquet with its own column types.
+
+    CSV is read as RFC 4180 (comma-separated, ``"``-quoted, ``""`` inside quotes), UTF-8 with
+    or without BOM, the header on the first line, every row with as many fields as the header:
+    a row with more or fewer, or an unbalanced quote, makes the table unreadable
+    (:func:`unreadable`) instead of being guessed at. No line is ever skipped: DuckDB's sniffer
+    would otherwise drop leading lines that do not fit and lines starting with ``#``.
+    Raises InputError ``E_SCHEMA`` for any other suffix."""
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return f"read_parquet({_lit(str(path))})"
     if suffix in {".csv", ".txt"}:
-        return (
-            f"read_csv({_lit(str(path))}, header = true, all_varchar = true, "
-            "encoding = 'utf-8', strict_mode = true)"
-        )
+        return f"read_csv({_lit(str(path))}, all_varchar = true, {CSV_DIALECT})"
     raise InputError(f"{path.name}: a data table must be .csv or .parquet", code="E_SCHEMA")
 
 
@@ -499,7 +524,7 @@ def _columns(
     try:
         rows = con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
     except duckdb.Error as e:
-        raise _unreadable(resource, table, e) from None
+        raise unreadable(resource.code, table, e) from None
     cols = {str(r[0]): str(r[1]) for r in rows}
     unknown = [c for c in cols if resource.item(c) is None]
     if unknown:
@@ -518,23 +543,32 @@ def _columns(
     return cols
 
 
-def _unreadable(resource: Resource, table: Path, error: duckdb.Error) -> InputError:
-    """The InputError for a table DuckDB could not read: ``E_ENCODING`` when a CSV is not
-    UTF-8 (checked here: DuckDB 1.5.5 reports bad bytes past its sniffing sample as an
-    internal error), else ``E_SCHEMA`` with DuckDB's first line, digit runs masked."""
+def unreadable(what: str, table: Path, error: duckdb.Error) -> InputError:
+    """The InputError for ``what``'s table DuckDB could not read.
+
+    ``E_ENCODING`` when a CSV is not UTF-8 (checked here: DuckDB 1.5.5 reports bad bytes past
+    its sniffing sample as an internal error), else ``E_SCHEMA``. The message (sent to the
+    department) names the line of a CSV row that does not fit the header when DuckDB names one;
+    the detail (local log only) is DuckDB's first line, path left out, digit runs masked.
+    """
     if table.suffix.lower() != ".parquet":
         line = _first_non_utf8_line(table)
         if line is not None:
             return InputError(
-                f"{resource.code}: the data table is not UTF-8 text (line {line}); "
-                "save it as UTF-8",
+                f"{what}: the table is not UTF-8 text (line {line}); save it as UTF-8",
                 code="E_ENCODING",
             )
-    return InputError(
-        f"{resource.code}: the data table cannot be read",
-        code="E_SCHEMA",
-        detail=mask_text(str(error).splitlines()[0])[:200],
-    )
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    detail = mask_text(first.replace(str(table), table.name))[:200]
+    message = f"{what}: the table cannot be read"
+    if "Error when sniffing file" in first:
+        message += (
+            ": not a comma-separated table with a header (rows with different numbers of "
+            "fields, or a quote not closed)"
+        )
+    elif m := re.search(r"CSV Error on Line: (\d+)", first):
+        message += f": line {m.group(1)} does not match the header, or a quote is not closed"
+    return InputError(message, code="E_SCHEMA", detail=detail)
 
 
 def _first_non_utf8_line(path: Path) -> int | None:

@@ -45,7 +45,13 @@ from typing import Any, Literal
 import duckdb
 
 from exchange_server.catalog import NUMERIC_TYPES, Resource
-from exchange_server.datasets import parquet_source, quote_ident, quote_literal
+from exchange_server.datasets import (
+    CSV_DIALECT,
+    date_sql,
+    parquet_source,
+    quote_ident,
+    quote_literal,
+)
 from exchange_server.duck import KEY_NAME, connect
 from pki.errors import InputError
 from pki.masking import mask_text
@@ -175,7 +181,7 @@ def _reader(
             extra += f", encryption_config = {{footer_key: {_lit(KEY_NAME)}}}"
         return f"read_parquet({_lit(str(path))}{extra})"
     if suffix in {".csv", ".txt"}:
-        opts = "header = true"
+        opts = CSV_DIALECT
         if all_varchar:
             opts += ", all_varchar = true"
         elif varchar:
@@ -191,17 +197,14 @@ def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
 
 
 def _date_sql(column: str, column_type: str) -> str:
-    """The column as a DATE: DATE/TIMESTAMP as is, text as YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD."""
+    """The column as a DATE: DATE/TIMESTAMP as is, text as YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD
+    (anything else NULL, see :func:`~exchange_server.datasets.date_sql`)."""
     c = _q(column)
     if column_type == "DATE":
         return c
     if column_type.startswith("TIMESTAMP"):
         return f"CAST({c} AS DATE)"
-    text = f"trim(CAST({c} AS VARCHAR))"
-    return (
-        f"coalesce(TRY_CAST({text} AS DATE), CAST(try_strptime({text}, '%Y/%m/%d') AS DATE), "
-        f"CAST(try_strptime({text}, '%Y%m%d') AS DATE))"
-    )
+    return date_sql(f"trim(CAST({c} AS VARCHAR))")
 
 
 def _normalised(expr: str) -> str:

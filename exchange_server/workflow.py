@@ -36,34 +36,30 @@ Plaintext exists only in ``spool/work/<UPLOAD>/`` while a step runs; the normali
 list kept between review and route is encrypted under the node data key.
 """
 
-# SQL is assembled from quoted identifiers and literals only.
-# ruff: noqa: S608
-
 from __future__ import annotations
 
 import json
 import logging
 import shutil
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from exchange_server.audit import append_event
 from exchange_server.catalog import Catalog, CatalogStore, check_access
-from exchange_server.datasets import DatasetStore, id_valid_sql, quote_ident, quote_literal
-from exchange_server.duck import KEY_NAME
+from exchange_server.datasets import DatasetStore
 from exchange_server.engine import match, parse_time_range
 from exchange_server.ingest import Ingest
 from exchange_server.node import Node, utcnow
+from exchange_server.persons import PERSON_HEADERS, prepare_persons
 from exchange_server.results import deliver, result_bundle_id
 from exchange_server.router import AcceptedBundle, Refusal, RouteOutcome
 from exchange_server.spool import Spool
 from pki.bundle import BundleKind, Member, open_bundle
 from pki.errors import InputError, PeerError
-from pki.masking import mask_text
 
 __all__ = [
     "PERSON_HEADERS",
@@ -78,13 +74,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Accepted headers of the persons list, by role (first match wins; compared case-insensitive).
-PERSON_HEADERS: dict[str, tuple[str, ...]] = {
-    "id_number": ("id_number", "身份证号", "公民身份号码", "身份证号码"),
-    "name": ("name", "姓名"),
-    "household_id": ("household_id", "户编号", "户号", "家庭编号"),
-    "authorization": ("authorization", "authorization_ref", "授权编号", "授权书编号"),
-}
 _TABLE_SUFFIXES = (".csv", ".parquet")
 _RESULT_FORMATS = ("csv", "parquet")
 
@@ -188,11 +177,29 @@ class Workflow:
 
     waiting_kinds = frozenset({"recheck", "revocation", "relay", "response"})
 
+    #: Bundles whose step timings are kept (the most recent ones).
+    KEEP_TIMINGS = 64
+
     def __init__(self, node: Node, spool: Spool, datasets: DatasetStore | None = None) -> None:
         self.node = node
         self.spool = spool
         self.datasets = datasets or DatasetStore(node)
         self.catalogs = CatalogStore.for_home(node.config.home)
+        #: Seconds per step (``open``, ``persons``, ``ingest``, ``match:<CODE>``, ``seal``)
+        #: of the bundles this workflow handled lately, by bundle id: for the log and benchmarks.
+        self.timings: dict[str, dict[str, float]] = {}
+
+    @contextmanager
+    def _timed(self, bundle_id: str, step: str) -> Iterator[None]:
+        """Add the wall-clock seconds of the block to ``timings[bundle_id][step]``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            steps = self.timings.setdefault(bundle_id, {})
+            steps[step] = round(steps.get(step, 0.0) + time.perf_counter() - started, 3)
+            while len(self.timings) > self.KEEP_TIMINGS:
+                del self.timings[next(iter(self.timings))]
 
     # ------------------------------------------------------------------ helpers
 
@@ -212,14 +219,15 @@ class Workflow:
         work.mkdir(parents=True, exist_ok=True, mode=0o700)
         chain, key = self.node.identity()
         try:
-            opened = open_bundle(
-                bundle.path,
-                members,
-                recipient_key=key,
-                recipient_cert=chain[0],
-                trust=self.node.trust(),
-                now=utcnow(),
-            )
+            with self._timed(bundle.bundle_id, "open"):
+                opened = open_bundle(
+                    bundle.path,
+                    members,
+                    recipient_key=key,
+                    recipient_cert=chain[0],
+                    trust=self.node.trust(),
+                    now=utcnow(),
+                )
         except PeerError as e:
             raise Refusal(e.code, e.message) from None
         return dict(opened.manifest.fields), list(opened.paths)
@@ -272,16 +280,17 @@ class Workflow:
             )
         table = self._one_table(paths, "a data push")
         try:
-            report = self.datasets.ingest(
-                resource,
-                table,
-                bundle_id=bundle.bundle_id,
-                provider=bundle.sender,
-                mode=mode,
-                catalog_version=catalog_version,
-                work=work,
-                now=utcnow(),
-            )
+            with self._timed(bundle.bundle_id, "ingest"):
+                report = self.datasets.ingest(
+                    resource,
+                    table,
+                    bundle_id=bundle.bundle_id,
+                    provider=bundle.sender,
+                    mode=mode,
+                    catalog_version=catalog_version,
+                    work=work,
+                    now=utcnow(),
+                )
         except InputError as e:
             raise Refusal(e.code, e.message) from None
         log.info(
@@ -320,7 +329,8 @@ class Workflow:
                     "E_TIME_RANGE", f"{req.code} has no time item: only an empty range is possible"
                 )
         table = self._one_table(paths, "a query")
-        count = self._prepare_persons(table, work / "persons.parquet")
+        with self._timed(bundle.bundle_id, "persons"):
+            count = self._prepare_persons(table, work / "persons.parquet")
         if count != app.persons:
             raise Refusal(
                 "E_COUNT",
@@ -338,66 +348,24 @@ class Workflow:
         }
 
     def _prepare_persons(self, table: Path, target: Path) -> int:
-        """Check the persons list and write it normalised and encrypted to ``target``."""
+        """Check the persons list and write it normalised and encrypted to ``target``;
+        the number of rows. Refuses with E_SCHEMA, E_ENCODING, E_ID or E_AUTHORIZATION."""
         con = self.datasets.connect(target.parent)
         try:
-            if table.suffix.lower() == ".parquet":
-                src = f"(SELECT COLUMNS(*)::VARCHAR FROM read_parquet({quote_literal(str(table))}))"
-            else:
-                src = (
-                    f"read_csv({quote_literal(str(table))}, header = true, all_varchar = true, "
-                    "encoding = 'utf-8')"
-                )
-            try:
-                cols = [str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
-            except duckdb.Error as e:
-                raise Refusal(
-                    "E_SCHEMA", f"the persons table cannot be read: {mask_text(str(e))[:160]}"
-                ) from None
-            lowered = {c.strip().lower(): c for c in cols}
-            chosen: dict[str, str | None] = {}
-            for role, names in PERSON_HEADERS.items():
-                chosen[role] = next((lowered[n] for n in names if n in lowered), None)
-            missing = [
-                PERSON_HEADERS[r][1]
-                for r in ("id_number", "name", "authorization")
-                if chosen[r] is None
-            ]
-            if missing:
-                raise Refusal("E_SCHEMA", f"the persons table lacks the columns {missing}")
-
-            def column(role: str) -> str:
-                name = chosen[role]
-                if name is None:
-                    return "CAST(NULL AS VARCHAR)"
-                return f"nullif(trim({quote_ident(name)}), '')"
-
-            ident = f"upper({column('id_number')})"
-            rows = (
-                f"SELECT {ident} AS id_number, {column('name')} AS name, "
-                f"coalesce({column('household_id')}, {ident}) AS household_id, "
-                f'{column("authorization")} AS "authorization" FROM {src}'
-            )
-            count, bad_ids, unauthorized = con.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE id_number IS NULL OR NOT "
-                f"coalesce({id_valid_sql('id_number')}, false)), "
-                f'count(*) FILTER (WHERE "authorization" IS NULL) FROM ({rows})'
-            ).fetchone() or (0, 0, 0)
-            if bad_ids:
-                raise Refusal("E_ID", f"{bad_ids} ID number(s) fail GB 11643")
-            if unauthorized:
-                raise Refusal(
-                    "E_AUTHORIZATION",
-                    f"{unauthorized} person(s) lack an authorization reference "
-                    "(先授权、后核对): the query is suspended until it is resent complete",
-                )
-            con.execute(
-                f"COPY ({rows}) TO {quote_literal(str(target))} "
-                f"(FORMAT parquet, ENCRYPTION_CONFIG {{footer_key: {quote_literal(KEY_NAME)}}})"
-            )
+            check = prepare_persons(con, table, target)
+        except InputError as e:
+            raise Refusal(e.code, e.message) from None
         finally:
             con.close()
-        return int(count)
+        if check.bad_ids:
+            raise Refusal("E_ID", f"{check.bad_ids} ID number(s) fail GB 11643")
+        if check.unauthorized:
+            raise Refusal(
+                "E_AUTHORIZATION",
+                f"{check.unauthorized} person(s) lack an authorization reference "
+                "(先授权、后核对): the query is suspended until it is resent complete",
+            )
+        return check.rows
 
     # ------------------------------------------------------------------ route
 
@@ -445,18 +413,19 @@ class Workflow:
                 report["resources"].append(entry)
                 continue
             try:
-                result = match(
-                    work / "persons.parquet",
-                    files,
-                    resource,
-                    decision.items,
-                    out / req.code,
-                    time_range=req.time_range,
-                    fmt="parquet" if app.result_format == "parquet" else "csv",
-                    threads=self.datasets.threads,
-                    memory_limit=self.datasets.memory_limit,
-                    data_key=self.datasets.data_key(),
-                )
+                with self._timed(bundle.bundle_id, f"match:{req.code}"):
+                    result = match(
+                        work / "persons.parquet",
+                        files,
+                        resource,
+                        decision.items,
+                        out / req.code,
+                        time_range=req.time_range,
+                        fmt="parquet" if app.result_format == "parquet" else "csv",
+                        threads=self.datasets.threads,
+                        memory_limit=self.datasets.memory_limit,
+                        data_key=self.datasets.data_key(),
+                    )
             except InputError as e:  # e.g. a stored dataset the engine cannot read
                 log.error("query %s: %s failed: %s", bundle.bundle_id, req.code, e.code)
                 entry |= {"status": e.code, "message": "the node could not answer this resource"}
@@ -494,17 +463,18 @@ class Workflow:
             "business_type": app.business_type,
             "resources": [r["resource"] for r in report["resources"]],
         }
-        _, written = deliver(
-            self.node,
-            self.spool,
-            bundle.sender,
-            name,
-            members,
-            kind=BundleKind.RESULT,
-            fields=fields,
-            bundle_id=result_bundle_id("result", bundle.bundle_id),
-            now=now,
-        )
+        with self._timed(bundle.bundle_id, "seal"):
+            _, written = deliver(
+                self.node,
+                self.spool,
+                bundle.sender,
+                name,
+                members,
+                kind=BundleKind.RESULT,
+                fields=fields,
+                bundle_id=result_bundle_id("result", bundle.bundle_id),
+                now=now,
+            )
         if written:
             with self.node.session() as s:
                 append_event(
@@ -531,12 +501,14 @@ class Workflow:
                     },
                     now=now,
                 )
+        steps = self.timings.get(bundle.bundle_id, {})
         log.info(
-            "query %s from %s answered: %d of %d resource(s)",
+            "query %s from %s answered: %d of %d resource(s) (%s)",
             bundle.bundle_id,
             bundle.sender,
             len(answered),
             len(app.resources),
+            ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()),
         )
         shutil.rmtree(work, ignore_errors=True)
         return RouteOutcome.DONE

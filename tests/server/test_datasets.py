@@ -252,23 +252,26 @@ def test_each_reject_reason_is_counted_with_masked_samples(
         _row(B, 待遇领取金额="abc"),
         _row(B, 数据日期="2024-13-45"),
         _row(B, 数据日期="2024-02-30"),
+        _row(B, 数据日期="2024-01-02X"),  # DuckDB's own cast would take the date and drop "X"
+        _row(B, 数据日期="2024-1-2"),
+        _row(B, 数据日期="2024-01-02 10:00"),
         _row(B, 险种类型="医疗保险"),
         _row(B, 缴费月数="十二"),
         _row(B, 姓名="  "),
         _row(""),
     ]
     report = _ingest(store, resource, _csv(tmp_path / "data.csv", rows))
-    assert (report.rows, report.stored, report.rejected) == (15, 2, 13)
+    assert (report.rows, report.stored, report.rejected) == (18, 2, 16)
     assert report.rejects_by_reason == {
         "E_ID:公民身份号码": 5,
         "E_DECIMAL:待遇领取金额": 2,
-        "E_DATE:数据日期": 2,
+        "E_DATE:数据日期": 5,
         "E_CODE:险种类型": 1,
         "E_INTEGER:缴费月数": 1,
         "E_REQUIRED:姓名": 1,
         "E_REQUIRED:公民身份号码": 1,
     }
-    assert len(report.samples) == 13
+    assert len(report.samples) == min(16, MAX_REJECT_SAMPLES)
     assert {s["reason"] for s in report.samples} == set(report.rejects_by_reason)
     for sample in report.samples:
         assert set(sample) == {"reason", "key"}
@@ -279,7 +282,7 @@ def test_each_reject_reason_is_counted_with_masked_samples(
     stored = {r["公民身份号码"] for r in _stored_rows(store, store.current_files(resource.code))}
     assert stored == {A, X}
     (version,) = store.versions(resource.code)
-    assert (version.rows, version.rejected) == (2, 13)
+    assert (version.rows, version.rejected) == (2, 16)
 
 
 def test_samples_are_capped_but_every_reject_is_counted(
@@ -354,6 +357,43 @@ def test_a_table_that_is_not_utf8_is_refused_clearly(
         assert e.value.code == "E_ENCODING"
         assert f"line {line}" in e.value.message
     assert _nothing_stored(store, resource)
+
+
+def test_csv_rows_that_do_not_fit_the_header_are_refused_with_their_line(
+    world: World, resource: Resource, tmp_path: Path
+) -> None:
+    store = DatasetStore(world.node)
+    good = ",".join(_row(A)) + "\n"
+    text = ",".join(HEADER) + "\n" + good * 30_000
+    extra = tmp_path / "extra.csv"  # one row with a field too many, past the sniffing sample
+    extra.write_text(text + ",".join(_row(B)) + ",多余\n" + good, encoding="utf-8")
+    quote = tmp_path / "quote.csv"  # a quote that is never closed
+    quote.write_text(text + ",".join(_row(B)).replace("张伟", '"张伟') + "\n" + good, "utf-8")
+    for table in (extra, quote):
+        with pytest.raises(InputError) as e:
+            _ingest(store, resource, table)
+        assert e.value.code == "E_SCHEMA"
+        assert "line 30002" in e.value.message, e.value.message
+        assert str(tmp_path) not in e.value.message + (e.value.detail or "")
+    ragged = tmp_path / "ragged.csv"  # short and inconsistent: no dialect fits
+    ragged.write_text(",".join(HEADER) + "\n1,2\n1,2,3,4,5,6,7,8,9\n", encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        _ingest(store, resource, ragged)
+    assert e.value.code == "E_SCHEMA" and "comma-separated" in e.value.message
+    assert _nothing_stored(store, resource)
+
+
+def test_rfc4180_quoting_round_trips_and_no_line_is_skipped(
+    world: World, resource: Resource, tmp_path: Path
+) -> None:
+    store = DatasetStore(world.node)
+    note = '低保户, "重点" 对象\n第二行'
+    rows = [_row(A, 备注=note), _row("#" + B)]  # DuckDB would read "#..." as a comment line
+    report = _ingest(store, resource, _csv(tmp_path / "data.csv", rows))
+    assert (report.rows, report.stored, report.rejected) == (2, 1, 1)
+    assert report.rejects_by_reason == {"E_ID:公民身份号码": 1}
+    (row,) = _stored_rows(store, store.current_files(resource.code))
+    assert row["备注"] == note
 
 
 def test_a_table_that_is_not_a_table_is_refused(

@@ -186,6 +186,10 @@ def test_query_is_answered_from_the_dataset_with_hits_misses_and_households(worl
         events = s.exec(select(AuditEvent).where(AuditEvent.action == "query.answered")).all()
         assert len(events) == 1 and A not in events[0].detail
         verify_chain(s)
+    workflow = world.ingest.router
+    assert isinstance(workflow, Workflow) and up.bundle_id is not None
+    assert set(workflow.timings[up.bundle_id]) == {"open", "persons", "match:RS-SI-01", "seal"}
+    assert all(v >= 0 for v in workflow.timings[up.bundle_id].values())
 
 
 def test_answering_twice_writes_one_result(world: World) -> None:
@@ -244,7 +248,10 @@ def test_query_for_unpushed_resource_reports_no_data(world: World) -> None:
         ({"persons": 5}, PERSONS, "E_COUNT"),
         ({}, PERSONS.replace(",SQ-3", ","), "E_AUTHORIZATION"),
         ({}, PERSONS.replace(C, C[:-1] + ("0" if C[-1] != "0" else "1")), "E_ID"),
+        ({}, PERSONS.replace(f"{C},李四", ",李四"), "E_ID"),  # a blank ID number
         ({}, PERSONS.replace(",授权编号", ",备注"), "E_SCHEMA"),
+        ({}, PERSONS.replace(f"{C},李四", f'{C},"李四'), "E_SCHEMA"),  # unclosed quote
+        ({}, PERSONS.replace(",SQ-3", ",SQ-3,多余"), "E_SCHEMA"),  # a field too many
     ],
 )
 def test_formal_review_refuses_with_reason_code_and_answers_nothing(
@@ -256,6 +263,18 @@ def test_formal_review_refuses_with_reason_code_and_answers_nothing(
     assert _receipt(world, up, MZ)["reason_code"] == code
     assert up.bundle_id is not None
     assert not (world.ingest.spool.outbox(MZ) / result_name(up.bundle_id)).exists()
+    assert not any((world.ingest.spool.root / "work").iterdir())
+
+
+def test_persons_list_not_in_utf8_is_refused_with_e_encoding(world: World) -> None:
+    path = world.seal(
+        MZ, PERSONS.encode("gb18030"), kind="query", fields=APPLICATION, member="persons.csv"
+    )
+    upload_id = world.upload(MZ, path)
+    world.ingest.process(upload_id)
+    up = _upload(world, upload_id)
+    assert (up.state, up.reason_code) == ("rejected", "E_ENCODING")
+    assert "UTF-8" in (up.reason_detail or "") + str(_receipt(world, up, MZ).get("reason", ""))
     assert not any((world.ingest.spool.root / "work").iterdir())
 
 
