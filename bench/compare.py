@@ -14,24 +14,28 @@ with the work folder) issues a department and a node certificate.
 Each group below runs in its own process, so its peak RSS is its own (``os.wait4``):
 
 1. ``generate``: the provider's table (``--data-format`` CSV or Parquet), the same data as plain
-   Parquet for the baselines, and the department's persons list sealed to the node
-   (``seal_to_file``) as a query bundle.
+   Parquet for the baselines, and the department's query sealed to the node (``seal_to_file``):
+   the application (查询申请: business type 低保, the resource, result format Parquet) in its
+   manifest and the persons list (ID number, name, household, authorization reference) as CSV.
 2. ``ingest``: :meth:`DatasetStore.ingest` stores the provider's table the node's way (checked
-   row by row, encrypted Parquet under the node data key, a ``dataset_version`` row in a real
-   SQLite state store); timed alone, reported in rows/s.
-3. ``pipeline``: the node answering, sealed bundle to sealed bundle: ``verify+open`` (open_bundle
-   checks signature, chain, CRL and recipient before decrypting), ``persons`` (IDs normalised
-   and checked as the node's workflow does, written encrypted), ``match``
-   (:func:`exchange_server.engine.match` with the data key over the current dataset files,
-   latest records, every item: ID normalisation, repeated persons, explicit no-record rows,
-   household summary), ``seal`` (results + households sealed to the department). Afterwards,
-   untimed, the department opens the result bundle and its rows are counted.
+   row by row, encrypted Parquet under the node data key, a ``dataset_version`` row in the
+   node's SQLite state store); timed alone, reported in rows/s.
+3. ``pipeline``: the node itself, sealed bundle to sealed bundle. The query is handed to the
+   node's ingest pipeline as the SFTP front hands over an upload (``Ingest.accept_upload``,
+   untimed), then ``Ingest.process`` takes it all the way, exactly as in the running node:
+   verify the bundle and its sender (certificate, chain, CRL, registered address, replay),
+   formal review (open and decrypt, application against the published catalog, the persons
+   list checked and written encrypted: :mod:`exchange_server.persons`), the signed receipt,
+   the answer (:func:`exchange_server.engine.match` over the encrypted dataset, with the items
+   the catalog releases), and the result sealed and signed for the department in its outbox.
+   Stage times come from :attr:`Workflow.timings`; ``verify, receipt, audit`` is the rest.
+   Afterwards, untimed, the department opens the result bundle and its rows are counted.
 4. ``duckdb-sql``: the join a careful analyst writes by hand in DuckDB on the plain Parquet
    files: persons LEFT JOIN the latest records of those persons, written to Parquet.
 5. ``pandas``: the same as ``read_parquet`` + ``merge`` + latest per person + ``to_parquet``
    (skipped with a message when pandas is missing or with ``--skip-pandas``).
 
-The join-stage ratio is ``match`` over ``duckdb-sql``. Result row counts are compared as a
+The join-stage ratio is the node's ``match`` step over ``duckdb-sql``. Result row counts are compared as a
 sanity check. Not a test: numbers depend on the machine and on what else runs on it.
 """
 
@@ -58,14 +62,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb
 
-from exchange_server.catalog import Resource, load_catalog
-from exchange_server.config import NodeConfig
-from exchange_server.datasets import DatasetStore, id_valid_sql, quote_literal
-from exchange_server.duck import KEY_NAME
-from exchange_server.engine import match
+from exchange_server.catalog import CatalogStore, Resource, load_catalog
+from exchange_server.datasets import DatasetStore, quote_literal
+from exchange_server.home import create_home
 from exchange_server.node import Node
-from exchange_server.store.db import open_store, sqlite_url
+from exchange_server.registry import add_department
 from exchange_server.synthetic import write_dataset, write_persons
+from exchange_server.workflow import Workflow, node_ingest, result_name
 from pki.bundle import BundleKind, Member, open_bundle, seal_to_file
 from pki.ca import CertificateAuthority
 from pki.identity import DeptCode, Role, parse_networks
@@ -132,13 +135,36 @@ def trust(pki: Path) -> TrustStore:
 # ------------------------------------------------------------------------------ child stages
 
 
+def make_node(work: Path, catalog: Path) -> None:
+    """A node home as ``exchange-server init`` makes it (SQLite state store), the department
+    registered (certificate, 127.0.0.1), and ``catalog`` published."""
+    pki, home = work / "pki", work / "node"
+    create_home(
+        home,
+        trust=pki / "ca" / "root.pem",
+        cert=pki / "node.pem",
+        key=pki / "node.key",
+        crl=pki / "ca" / "crl.pem",
+    )
+    node = Node.open(home)
+    with node.session() as s:
+        add_department(
+            s,
+            DEPT,
+            name=None,
+            certificate=load_certificates(pki / "dept.pem"),
+            trust=node.trust(),
+            allow_ips=["127.0.0.1"],
+            quota_bytes=1 << 40,
+            now=dt.datetime.now(dt.UTC),
+            actor="bench",
+        )
+    CatalogStore.for_home(home).publish(catalog)
+
+
 def node_store(work: Path, threads: int | None) -> DatasetStore:
-    """A DatasetStore on a minimal but real node home: a config and a migrated SQLite store."""
-    home = work / "node"
-    home.mkdir(exist_ok=True)
-    config = NodeConfig(home=home, code=NODE, name="Bench node")
-    node = Node(config=config, engine=open_store(sqlite_url(home / "state.db")))
-    return DatasetStore(node, threads=threads)
+    """The DatasetStore of the bench's node home."""
+    return DatasetStore(Node.open(work / "node"), threads=threads)
 
 
 def stage_generate(args: argparse.Namespace, resource: Resource, work: Path) -> dict[str, Any]:
@@ -158,7 +184,9 @@ def stage_generate(args: argparse.Namespace, resource: Resource, work: Path) -> 
     clock.run(
         "persons.csv",
         lambda: con.execute(
-            f"COPY (FROM read_parquet({quote_literal(str(persons_pq))})) "
+            "COPY (SELECT id_number AS 身份证号, name AS 姓名, household_id AS 户编号, "
+            "'SQ2026-' || left(md5(id_number), 10) AS 授权编号 "
+            f"FROM read_parquet({quote_literal(str(persons_pq))})) "
             f"TO {quote_literal(str(persons_csv))} (HEADER)"
         ),
     )
@@ -183,7 +211,13 @@ def stage_generate(args: argparse.Namespace, resource: Resource, work: Path) -> 
             signer_chain=load_certificates(pki / "dept.pem"),
             recipients=load_certificates(pki / "node.pem")[:1],
             kind=BundleKind.QUERY,
-            fields={"resource": resource.code, "business_type": "低保", "persons": args.persons},
+            fields={
+                "business_type": "低保",
+                "purpose": "最低生活保障家庭经济状况核对 (benchmark)",
+                "persons": args.persons,
+                "resources": [resource.code],
+                "result_format": "parquet",
+            },
             now=dt.datetime.now(dt.UTC),
         ),
     )
@@ -223,132 +257,61 @@ def stage_ingest(args: argparse.Namespace, resource: Resource, work: Path) -> di
     }
 
 
-def _clean(column: str) -> str:
-    """SQL: the text without surrounding spaces, NULL when blank (``trim`` only when needed:
-    DuckDB's ``trim`` copies every value and is ten times dearer than the test)."""
-    c = f'"{column}"'
-    return (
-        f"CASE WHEN prefix({c}, ' ') OR suffix({c}, ' ') THEN nullif(trim({c}), '') "
-        f"ELSE nullif({c}, '') END"
-    )
-
-
-def normalise_persons(store: DatasetStore, table: Path, target: Path) -> int:
-    """The persons list as the node's workflow prepares it: IDs trimmed, upper-cased and
-    checked (GB 11643; one bad number refuses the query), the household defaulting to the
-    person, written as Parquet encrypted under the node data key. One pass writes the rows with
-    their check (NULL for a blank ID; not wrapped in coalesce, which would keep DuckDB from
-    computing the check's repeated parts once); reading that one column back decides. Returns
-    the number of rows."""
-    con = store.connect(target.parent)
-    try:
-        src = (
-            f"read_csv({quote_literal(str(table))}, header = true, all_varchar = true, "
-            "encoding = 'utf-8')"
-        )
-        rows = (
-            f"SELECT upper({_clean('id_number')}) AS id_number, {_clean('name')} AS name, "
-            f"{_clean('household_id')} AS household_id FROM {src}"
-        )
-        checked = (
-            "SELECT id_number, name, coalesce(household_id, id_number) AS household_id, "
-            f"{id_valid_sql('id_number')} AS id_ok FROM ({rows})"
-        )
-        encryption = f"ENCRYPTION_CONFIG {{footer_key: {quote_literal(KEY_NAME)}}}"
-        con.execute(
-            f"COPY ({checked}) TO {quote_literal(str(target))} (FORMAT parquet, {encryption})"
-        )
-        n, bad = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE id_ok IS NOT true) FROM read_parquet("
-            f"{quote_literal(str(target))}, encryption_config = {{footer_key: "
-            f"{quote_literal(KEY_NAME)}}})"
-        ).fetchone() or (0, 0)
-        if bad:
-            target.unlink()
-            raise SystemExit(f"{bad} persons have an invalid ID number: the node would refuse")
-        return int(n)
-    finally:
-        con.close()
-
-
 def stage_pipeline(args: argparse.Namespace, resource: Resource, work: Path) -> dict[str, Any]:
-    store = node_store(work, args.threads)
-    pki = work / "pki"
-    node_key, node_chain = load_private_key(pki / "node.key"), load_certificates(pki / "node.pem")
-    dept_cert = load_certificates(pki / "dept.pem")[0]
-    answer = work / "answer"
-    clock = Clock()
+    node = Node.open(work / "node")
+    ingest = node_ingest(node)
+    workflow = ingest.router
+    assert isinstance(workflow, Workflow)
+    workflow.datasets.threads = args.threads
+    workflow.datasets.memory_limit = args.memory_limit
 
-    opened = clock.run(
-        "verify+open",
-        lambda: open_bundle(
-            work / "query.bundle",
-            answer / "in",
-            recipient_key=node_key,
-            recipient_cert=node_chain[0],
-            trust=trust(pki),
-            now=dt.datetime.now(dt.UTC),
-        ),
+    # what the SFTP front does when an upload closes (untimed): the file lands in the spool
+    upload_id, partial = ingest.new_partial()
+    shutil.copyfile(work / "query.bundle", partial)
+    ingest.accept_upload(
+        upload_id=upload_id,
+        dept=DEPT,
+        partial=partial,
+        file_name="query.bundle",
+        remote_addr="127.0.0.1",
     )
-    persons = answer / "persons.parquet"
-    clock.run("persons", lambda: normalise_persons(store, opened.paths[0], persons))
-    result = clock.run(
-        "match",
-        lambda: match(
-            persons,
-            store.current_files(resource.code),
-            resource,
-            resource.item_names,
-            answer / "out",
-            threads=args.threads,
-            memory_limit=args.memory_limit,
-            data_key=store.data_key(),
-        ),
-    )
-    clock.run(
-        "seal",
-        lambda: seal_to_file(
-            [
-                Member("results.parquet", result.results),
-                Member("households.parquet", result.household_summary),
-            ],
-            work / "result.bundle",
-            signer_key=node_key,
-            signer_chain=node_chain,
-            recipients=[dept_cert],
-            kind=BundleKind.RESULT,
-            fields={k: v for k, v in result.as_json().items() if k != "timings"},
-            now=dt.datetime.now(dt.UTC),
-        ),
-    )
+    t0 = time.perf_counter()
+    state = ingest.process(upload_id)
+    total = time.perf_counter() - t0
+    if state.value != "done" or len(workflow.timings) != 1:
+        raise SystemExit(f"the node did not answer the query (upload state {state.value})")
+    ((bundle_id, steps),) = workflow.timings.items()
+    stages = {k.split(":")[0]: v for k, v in steps.items()}
+    stages["verify, receipt, audit"] = round(total - sum(stages.values()), 3)
 
     # the department's side, untimed: open the result and count what it holds
-    dept_key = load_private_key(pki / "dept.key")
+    pki = work / "pki"
+    dept_key, dept_cert = load_private_key(pki / "dept.key"), load_certificates(pki / "dept.pem")
+    result = ingest.spool.outbox(DEPT) / result_name(bundle_id)
     back = open_bundle(
-        work / "result.bundle",
+        result,
         work / "received",
         recipient_key=dept_key,
-        recipient_cert=dept_cert,
+        recipient_cert=dept_cert[0],
         trust=trust(pki),
         now=dt.datetime.now(dt.UTC),
     )
     received = {p.name: p for p in back.paths}
+    report = json.loads(received["report.json"].read_text(encoding="utf-8"))["resources"][0]
+    results = received[f"{resource.code}-results.parquet"]
     (rows,) = duckdb.sql(
-        f"SELECT count(*) FROM read_parquet({quote_literal(str(received['results.parquet']))})"
+        f"SELECT count(*) FROM read_parquet({quote_literal(str(results))})"
     ).fetchone() or (0,)
     return {
-        "stages": clock.stages,
-        "total": round(sum(clock.stages.values()), 3),
-        "engine": result.timings,
+        "stages": stages,
+        "total": round(total, 3),
         "counts": {
-            "persons": result.persons,
-            "duplicates": result.duplicates,
-            "matched_persons": result.matched_persons,
-            "records": result.records,
-            "households": result.households,
+            k: report[k]
+            for k in ("persons", "duplicates", "matched_persons", "records", "households")
         },
+        "items": len(report["items"]),
         "result_rows": int(rows),
-        "result_bytes": (work / "result.bundle").stat().st_size,
+        "result_bytes": result.stat().st_size,
     }
 
 
@@ -464,6 +427,7 @@ def main() -> None:
     )
     try:
         make_pki(work / "pki")
+        make_node(work, args.catalog)
         rss: dict[str, float] = {}
 
         gen, rss["generate"] = run_child("generate", work)
@@ -490,15 +454,12 @@ def main() -> None:
             f"peak RSS {mib(rss['pipeline'])}"
         )
         for name, seconds in pipe["stages"].items():
-            print(f"    {name:<14} {seconds:7.2f} s")
-            if name == "match":
-                for sub, s in pipe["engine"].items():
-                    print(f"      {sub:<16} {s:7.2f} s")
+            print(f"    {name:<24} {seconds:7.2f} s")
         c = pipe["counts"]
         print(
             f"    {c['persons']:,} persons ({c['duplicates']:,} repeated), "
             f"{c['matched_persons']:,} with records, {c['records']:,} records, "
-            f"{c['households']:,} households; the department received "
+            f"{c['households']:,} households, {pipe['items']} items released; the department received "
             f"{pipe['result_rows']:,} result rows ({pipe['result_bytes'] / 1e6:,.0f} MB bundle)",
             flush=True,
         )

@@ -17,14 +17,15 @@ stores the valid rows as a new version:
   stored. A Parquet column already of a fitting type (DATE, integer, DECIMAL) is taken as is.
 
 One pass over the table types and checks every row and writes it, with a ``_reject`` column
-(the reason; NULL = valid), into ``HOME/datasets/<RESOURCE>/<BUNDLE_ID>.parquet``: Parquet
+(the reason; NULL = valid), into ``HOME/datasets/<RESOURCE>/<BUNDLE_ID>.<NONCE>.parquet``: Parquet
 encrypted by DuckDB under the node data key (decision 0003), recorded in the ``dataset_version``
 table. Readers see the valid rows only (:func:`parquet_source`). A ``full`` version replaces
 what came before; an ``increment`` adds rows to it. :meth:`DatasetStore.current_files` lists
 the files that make up the current data: the latest full version and the increments after.
 
-Ingest is idempotent per bundle: the file name and the unique ``bundle_id`` make a second
-ingest of the same bundle return the first one's report.
+Ingest is idempotent per bundle: ``bundle_id`` is unique in ``dataset_version``, so a second
+ingest of a stored bundle returns the first one's report, and of two processes storing the same
+bundle at once (each writes a file of its own) the one that records second removes its file.
 
 Speed (2 cores, RS-SI-01, bench/compare.py): about 1.1 M rows/s from CSV, 1.6 M rows/s from
 Parquet. DuckDB's CSV parsing and the encrypted Parquet writing take most of it; the GB 11643
@@ -50,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
 from exchange_server.catalog import NUMERIC_TYPES, ItemType, Resource
@@ -398,7 +400,9 @@ class DatasetStore:
             raise InputError(f"mode {mode!r}: expected one of {list(MODES)}", code="E_MODE")
         started = time.perf_counter()
         done = self.by_bundle(bundle_id)
-        target_rel = f"{resource.code}/{bundle_id}.parquet"
+        # a name of its own per attempt: two processes storing one bundle at once never write
+        # the same file, and the loser removes its own (below)
+        target_rel = f"{resource.code}/{bundle_id}.{uuid.uuid4().hex[:12]}.parquet"
         target = self.root / target_rel
         tmp: Path | None = None
         con = self.connect(work)
@@ -461,36 +465,68 @@ class DatasetStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        with self.node.session() as s:
-            again = s.exec(
-                select(DatasetVersion).where(DatasetVersion.bundle_id == bundle_id)
-            ).first()
-            if again is not None:  # another process stored it meanwhile (same file name)
-                report.version = again.version
-                return report
-            last = s.exec(
-                select(func.max(DatasetVersion.version)).where(
-                    DatasetVersion.resource == resource.code
-                )
-            ).one()
-            report.version = int(last or 0) + 1
-            s.add(
-                DatasetVersion(
-                    resource=resource.code,
-                    version=report.version,
-                    bundle_id=bundle_id,
-                    provider=provider,
-                    mode=mode,
-                    rows=report.stored,
-                    rejected=report.rejected,
-                    file=target_rel,
-                    sha256=digest,
-                    catalog_version=catalog_version,
-                    created_at=now,
-                )
-            )
+        # a failure here leaves at worst an unrecorded file, never a recorded one missing
+        report.version, stored_now = self._record(
+            resource, bundle_id, provider, mode, report, target_rel, digest, now
+        )
+        if not stored_now:  # another process stored this bundle meanwhile: keep its file
+            target.unlink(missing_ok=True)
+            fsync_dir(target.parent)
+            return report
         report.seconds = round(time.perf_counter() - started, 3)
         return report
+
+    def _record(
+        self,
+        resource: Resource,
+        bundle_id: str,
+        provider: str,
+        mode: str,
+        report: IngestReport,
+        file: str,
+        digest: str,
+        now: dt.datetime,
+    ) -> tuple[int, bool]:
+        """Record the stored file as the next version of ``resource``: (version, True); or,
+        when the bundle is already recorded, (its version, False).
+
+        A concurrent writer (PostgreSQL runs two node processes' transactions side by side)
+        can take the same version number or the same bundle first: the unique constraints
+        refuse the second insert and it looks again, at most a few times.
+        """
+        for _ in range(5):
+            try:
+                with self.node.session() as s:
+                    again = s.exec(
+                        select(DatasetVersion).where(DatasetVersion.bundle_id == bundle_id)
+                    ).first()
+                    if again is not None:
+                        return again.version, False
+                    last = s.exec(
+                        select(func.max(DatasetVersion.version)).where(
+                            DatasetVersion.resource == resource.code
+                        )
+                    ).one()
+                    version = int(last or 0) + 1
+                    s.add(
+                        DatasetVersion(
+                            resource=resource.code,
+                            version=version,
+                            bundle_id=bundle_id,
+                            provider=provider,
+                            mode=mode,
+                            rows=report.stored,
+                            rejected=report.rejected,
+                            file=file,
+                            sha256=digest,
+                            catalog_version=report.catalog_version,
+                            created_at=now,
+                        )
+                    )
+                return version, True
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"{resource.code}: could not record the dataset version")
 
 
 #: ``read_csv`` options for every CSV the node reads (see :func:`table_source`).

@@ -145,7 +145,8 @@ class DatasetVersion(SQLModel, table=True):
     """One stored version of a catalog resource's dataset (归集): a full snapshot or an increment.
 
     The file (encrypted Parquet, relative to ``HOME/datasets``) is named after the bundle that
-    brought it, so storing the same bundle twice is impossible (``bundle_id`` is unique).
+    brought it plus a nonce; storing the same bundle twice is impossible (``bundle_id`` is
+    unique).
     """
 
     __tablename__ = "dataset_version"

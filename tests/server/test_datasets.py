@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import random
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -425,9 +426,38 @@ def test_the_same_bundle_twice_stores_one_version(
     assert (second.rows, second.stored, second.rejected) == (2, 1, 1)
     assert second.rejects_by_reason == first.rejects_by_reason
     assert len(store.versions(resource.code)) == 1
-    assert [p.name for p in (store.root / resource.code).iterdir()] == [f"{bundle}.parquet"]
+    (stored,) = (store.root / resource.code).iterdir()
+    assert stored.name.startswith(f"{bundle}.") and stored.suffix == ".parquet"
     found = store.by_bundle(bundle)
     assert found is not None and found.version == 1
+
+
+def test_one_bundle_stored_by_two_processes_at_once_keeps_one_file_matching_its_hash(
+    world: World, resource: Resource, tmp_path: Path
+) -> None:
+    """Two node processes (threads here; DuckDB runs without the GIL) ingest the same bundle
+    at the same instant: one version, one file, and the recorded SHA-256 is that file's."""
+    stores = [DatasetStore(world.node), DatasetStore(world.node)]
+    table = _csv(tmp_path / "data.csv", [_row(A)] * 40_000 + [_row(BAD_SUM)])
+    bundle = str(uuid.uuid4())
+    start = threading.Barrier(2)
+    reports: list[IngestReport] = []
+
+    def run(store: DatasetStore) -> None:
+        start.wait()
+        reports.append(_ingest(store, resource, table, bundle_id=bundle))
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.version for r in reports] == [1, 1]
+    assert all((r.stored, r.rejected) == (40_000, 1) for r in reports)
+    (version,) = stores[0].versions(resource.code)
+    files = list((stores[0].root / resource.code).iterdir())
+    assert [f.name for f in files] == [Path(version.file).name]
+    assert hashlib.sha256(files[0].read_bytes()).hexdigest() == version.sha256
 
 
 def test_full_increment_full_gives_the_right_current_files(
