@@ -393,7 +393,8 @@ class DatasetStore:
 
         Raises InputError ``E_MODE`` (mode not full/increment), ``E_SCHEMA`` (unknown or
         missing key or required column, unreadable table), ``E_ENCODING`` (a CSV that is not
-        UTF-8), ``E_ROWS`` (rows, but none valid). Nothing is stored when it raises.
+        UTF-8), ``E_ROWS`` (rows, but none valid; or a ``full`` push without rows, which would
+        empty the dataset: an empty ``increment`` is stored). Nothing is stored when it raises.
         Idempotent per ``bundle_id``: a second ingest of a stored bundle returns its report.
         """
         if mode not in MODES:
@@ -431,6 +432,12 @@ class DatasetStore:
             if total and rejected == total and done is None:
                 raise InputError(
                     f"{resource.code}: none of the {total} rows is valid", code="E_ROWS"
+                )
+            if not total and mode == "full" and done is None:
+                raise InputError(
+                    f"{resource.code}: a full push without rows would empty the dataset; "
+                    "an empty increment is accepted",
+                    code="E_ROWS",
                 )
         except BaseException as e:
             if tmp is not None:

@@ -125,8 +125,10 @@ def parse_application(fields: Mapping[str, Any]) -> Application:
     business_type = _text(fields, "business_type")
     purpose = _text(fields, "purpose")
     count_text = _text(fields, "persons")
-    if not count_text.isdigit():
-        raise Refusal("E_APPLICATION", "application field 'persons' must be a whole number")
+    if not count_text.isdigit() or int(count_text) < 1:
+        raise Refusal(
+            "E_APPLICATION", "application field 'persons' must be a whole number of at least 1"
+        )
     default_range = _text(fields, "time_range", required=False)
     raw = fields.get("resources")
     if isinstance(raw, str):

@@ -333,6 +333,22 @@ def test_a_table_of_only_invalid_rows_is_refused_and_nothing_is_stored(
     assert _nothing_stored(store, resource)
 
 
+def test_a_full_push_without_rows_is_refused_but_an_empty_increment_is_stored(
+    world: World, resource: Resource, tmp_path: Path
+) -> None:
+    store = DatasetStore(world.node)
+    _ingest(store, resource, _csv(tmp_path / "data.csv", [_row(A)]))
+    empty = _csv(tmp_path / "empty.csv", [])
+    with pytest.raises(InputError) as e:
+        _ingest(store, resource, empty)
+    assert e.value.code == "E_ROWS" and "empty the dataset" in e.value.message
+    assert [v.version for v in store.versions(resource.code)] == [1]  # the data is still there
+    report = _ingest(store, resource, empty, mode="increment")
+    assert (report.rows, report.stored, report.version) == (0, 0, 2)
+    rows = _stored_rows(store, store.current_files(resource.code))
+    assert [r["公民身份号码"] for r in rows] == [A]
+
+
 def test_an_unknown_mode_is_refused(world: World, resource: Resource, tmp_path: Path) -> None:
     store = DatasetStore(world.node)
     with pytest.raises(InputError) as e:

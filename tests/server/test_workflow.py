@@ -239,6 +239,7 @@ def test_query_for_unpushed_resource_reports_no_data(world: World) -> None:
     [
         ({"purpose": ""}, PERSONS, "E_APPLICATION"),
         ({"persons": "four"}, PERSONS, "E_APPLICATION"),
+        ({"persons": 0}, PERSONS.split("\n")[0] + "\n", "E_APPLICATION"),  # nobody to check
         ({"resources": ["XX-NONE"]}, PERSONS, "E_UNKNOWN_RESOURCE"),
         ({"resources": ["SW-SR-01"]}, PERSONS, "E_NOT_SHARED"),  # sharing type none
         ({"business_type": "支出型困难"}, PERSONS, "E_SCOPE"),  # conditional, outside scope
