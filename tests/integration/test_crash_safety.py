@@ -84,12 +84,17 @@ def test_sigkill_storm_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> N
         kills = 0
         deadline = time.monotonic() + 240
         rng = random.Random(20261122)
-        # A bounded storm: on a loaded machine a node restart takes seconds, and an endless
-        # storm would leave the uploader too little time between kills to finish.
-        while uploader.is_alive() and kills < MAX_KILLS and time.monotonic() < deadline:
-            time.sleep(rng.uniform(0.3, 1.2))
-            if not uploader.is_alive():
+        # Kills are paced by the uploads' progress (a fast node would otherwise take all 200
+        # between two timed kills), each at a random instant after its mark, so it lands in an
+        # upload, a verification or a receipt. Bounded: on a loaded machine a restart takes
+        # seconds, and an endless storm would leave the uploader no time to finish.
+        marks = [BUNDLES * (k + 1) // (MAX_KILLS + 1) for k in range(MAX_KILLS)]
+        for mark in marks:
+            while uploader.is_alive() and len(acked) < mark and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not uploader.is_alive() or time.monotonic() >= deadline:
                 break
+            time.sleep(rng.uniform(0.0, 0.3))
             h.kill()  # SIGKILL: no clean-up of any kind
             kills += 1
             h.start()
