@@ -165,14 +165,16 @@ def id_valid_sql(expr: str) -> str:
 def date_sql(expr: str) -> str:
     """SQL turning text ``expr`` into a DATE, else NULL.
 
-    Exactly ``YYYY-MM-DD``, ``YYYY/MM/DD`` or ``YYYYMMDD`` with a real calendar day: a GLOB
+    Exactly ``YYYY-MM-DD``, ``YYYY/MM/DD`` or ``YYYYMMDD`` with a real calendar day from year 1
+    on (DuckDB reads year 0000 as 1 BC): a GLOB
     fixes the shape first, because DuckDB's own cast also takes ``2024-1-2`` and ignores what
     follows a date (``2024-01-02X``, ``2024-01-02 10:00``). ``expr`` appears several times:
     pass a column.
     """
     d = "[0-9]"
     return (
-        f"CASE WHEN {expr} GLOB '{d * 4}-{d * 2}-{d * 2}' THEN TRY_CAST({expr} AS DATE) "
+        f"CASE WHEN prefix({expr}, '0000') THEN NULL "
+        f"WHEN {expr} GLOB '{d * 4}-{d * 2}-{d * 2}' THEN TRY_CAST({expr} AS DATE) "
         f"WHEN {expr} GLOB '{d * 4}/{d * 2}/{d * 2}' "
         f"THEN TRY_CAST(replace({expr}, '/', '-') AS DATE) "
         f"WHEN {expr} GLOB '{d * 8}' "
@@ -473,9 +475,13 @@ class DatasetStore:
             tmp.unlink(missing_ok=True)
             raise
         # a failure here leaves at worst an unrecorded file, never a recorded one missing
-        report.version, stored_now = self._record(
-            resource, bundle_id, provider, mode, report, target_rel, digest, now
-        )
+        try:
+            report.version, stored_now = self._record(
+                resource, bundle_id, provider, mode, report, target_rel, digest, now
+            )
+        except _NotRecorded:
+            target.unlink(missing_ok=True)  # certainly unrecorded: every insert was refused
+            raise
         if not stored_now:  # another process stored this bundle meanwhile: keep its file
             target.unlink(missing_ok=True)
             fsync_dir(target.parent)
@@ -533,7 +539,11 @@ class DatasetStore:
                 return version, True
             except IntegrityError:
                 continue
-        raise RuntimeError(f"{resource.code}: could not record the dataset version")
+        raise _NotRecorded(f"{resource.code}: could not record the dataset version")
+
+
+class _NotRecorded(RuntimeError):
+    """Every attempt to record a dataset version was refused by a unique constraint."""
 
 
 #: ``read_csv`` options for every CSV the node reads (see :func:`table_source`).
@@ -556,8 +566,27 @@ def table_source(path: Path) -> str:
     if suffix == ".parquet":
         return f"read_parquet({_lit(str(path))})"
     if suffix in {".csv", ".txt"}:
+        _check_first_line(path)
         return f"read_csv({_lit(str(path))}, all_varchar = true, {CSV_DIALECT})"
     raise InputError(f"{path.name}: a data table must be .csv or .parquet", code="E_SCHEMA")
+
+
+def _check_first_line(path: Path) -> None:
+    """Refuse a CSV whose first line (after a BOM) is empty, or that is empty: DuckDB would take
+    the next line, possibly a data row, as the header."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return  # DuckDB reports the unreadable file
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    if not head:
+        raise InputError(f"{path.name}: the table is empty (no header line)", code="E_SCHEMA")
+    if head[:1] in (b"\r", b"\n"):
+        raise InputError(
+            f"{path.name}: line 1 is empty; the header must be on the first line",
+            code="E_SCHEMA",
+        )
 
 
 def _columns(
@@ -571,8 +600,18 @@ def _columns(
     cols = {str(r[0]): str(r[1]) for r in rows}
     unknown = [c for c in cols if resource.item(c) is None]
     if unknown:
+        # Header names are echoed to the sender (a typo is found at once), except when the
+        # first line looks like data: a table without a header makes its first row (ID
+        # number, name, ...) the "header", and none of that may go into a receipt or a log.
+        if resource.key_item not in cols or any(mask_text(c) != c for c in unknown):
+            raise InputError(
+                f"{resource.code}: the first line is not a header of item names (no column "
+                f"{resource.key_item!r}; {len(unknown)} of {len(cols)} columns unknown)",
+                code="E_SCHEMA",
+            )
+        shown = [c[:40] for c in unknown[:5]] + (["…"] if len(unknown) > 5 else [])
         raise InputError(
-            f"{resource.code}: columns {unknown} are not items of the resource", code="E_SCHEMA"
+            f"{resource.code}: columns {shown} are not items of the resource", code="E_SCHEMA"
         )
     if resource.key_item not in cols:
         raise InputError(

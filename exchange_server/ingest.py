@@ -446,7 +446,7 @@ class Ingest:
                 up.dept_code,
                 refusal.code,
                 refusal.message,
-                None,
+                refusal.detail,
                 stored,
                 bundle_id=up.bundle_id,
                 sha256=up.sha256,

@@ -25,8 +25,8 @@ __all__ = ["AcceptedBundle", "Refusal", "RouteOutcome", "Router", "StoreRouter"]
 class Refusal(ExchangeError):
     """A bundle refused by review: ``code`` goes into the signed rejection receipt."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message, code=code)
+    def __init__(self, code: str, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message, code=code, detail=detail)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -125,7 +127,7 @@ def parse_application(fields: Mapping[str, Any]) -> Application:
     business_type = _text(fields, "business_type")
     purpose = _text(fields, "purpose")
     count_text = _text(fields, "persons")
-    if not count_text.isdigit() or int(count_text) < 1:
+    if not re.fullmatch(r"[0-9]+", count_text) or int(count_text) < 1:
         raise Refusal(
             "E_APPLICATION", "application field 'persons' must be a whole number of at least 1"
         )
@@ -190,6 +192,7 @@ class Workflow:
         #: Seconds per step (``open``, ``persons``, ``ingest``, ``match:<CODE>``, ``seal``)
         #: of the bundles this workflow handled lately, by bundle id: for the log and benchmarks.
         self.timings: dict[str, dict[str, float]] = {}
+        self._timings_lock = threading.Lock()  # the ingest workers share one workflow
 
     @contextmanager
     def _timed(self, bundle_id: str, step: str) -> Iterator[None]:
@@ -198,10 +201,12 @@ class Workflow:
         try:
             yield
         finally:
-            steps = self.timings.setdefault(bundle_id, {})
-            steps[step] = round(steps.get(step, 0.0) + time.perf_counter() - started, 3)
-            while len(self.timings) > self.KEEP_TIMINGS:
-                del self.timings[next(iter(self.timings))]
+            seconds = time.perf_counter() - started
+            with self._timings_lock:
+                steps = self.timings.setdefault(bundle_id, {})
+                steps[step] = round(steps.get(step, 0.0) + seconds, 3)
+                while len(self.timings) > self.KEEP_TIMINGS:
+                    del self.timings[next(iter(self.timings))]
 
     # ------------------------------------------------------------------ helpers
 
@@ -231,7 +236,7 @@ class Workflow:
                     now=utcnow(),
                 )
         except PeerError as e:
-            raise Refusal(e.code, e.message) from None
+            raise Refusal(e.code, e.message, detail=e.detail) from None
         return dict(opened.manifest.fields), list(opened.paths)
 
     @staticmethod
@@ -294,7 +299,7 @@ class Workflow:
                     now=utcnow(),
                 )
         except InputError as e:
-            raise Refusal(e.code, e.message) from None
+            raise Refusal(e.code, e.message, detail=e.detail) from None
         log.info(
             "dataset %s v%d from %s: %d rows stored, %d rejected",
             code,
@@ -356,7 +361,7 @@ class Workflow:
         try:
             check = prepare_persons(con, table, target)
         except InputError as e:
-            raise Refusal(e.code, e.message) from None
+            raise Refusal(e.code, e.message, detail=e.detail) from None
         finally:
             con.close()
         if check.bad_ids:

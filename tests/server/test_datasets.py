@@ -7,6 +7,7 @@ Real files, a real node home (tests/server/world.py) and real DuckDB; nothing is
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -14,11 +15,13 @@ import json
 import random
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from exchange_server.catalog import Resource, parse_catalog
 from exchange_server.datasets import (
@@ -256,23 +259,24 @@ def test_each_reject_reason_is_counted_with_masked_samples(
         _row(B, 数据日期="2024-01-02X"),  # DuckDB's own cast would take the date and drop "X"
         _row(B, 数据日期="2024-1-2"),
         _row(B, 数据日期="2024-01-02 10:00"),
+        _row(B, 数据日期="0000-01-01"),  # DuckDB would read it as 1 BC
         _row(B, 险种类型="医疗保险"),
         _row(B, 缴费月数="十二"),
         _row(B, 姓名="  "),
         _row(""),
     ]
     report = _ingest(store, resource, _csv(tmp_path / "data.csv", rows))
-    assert (report.rows, report.stored, report.rejected) == (18, 2, 16)
+    assert (report.rows, report.stored, report.rejected) == (19, 2, 17)
     assert report.rejects_by_reason == {
         "E_ID:公民身份号码": 5,
         "E_DECIMAL:待遇领取金额": 2,
-        "E_DATE:数据日期": 5,
+        "E_DATE:数据日期": 6,
         "E_CODE:险种类型": 1,
         "E_INTEGER:缴费月数": 1,
         "E_REQUIRED:姓名": 1,
         "E_REQUIRED:公民身份号码": 1,
     }
-    assert len(report.samples) == min(16, MAX_REJECT_SAMPLES)
+    assert len(report.samples) == min(17, MAX_REJECT_SAMPLES)
     assert {s["reason"] for s in report.samples} == set(report.rejects_by_reason)
     for sample in report.samples:
         assert set(sample) == {"reason", "key"}
@@ -283,7 +287,7 @@ def test_each_reject_reason_is_counted_with_masked_samples(
     stored = {r["公民身份号码"] for r in _stored_rows(store, store.current_files(resource.code))}
     assert stored == {A, X}
     (version,) = store.versions(resource.code)
-    assert (version.rows, version.rejected) == (2, 16)
+    assert (version.rows, version.rejected) == (2, 17)
 
 
 def test_samples_are_capped_but_every_reject_is_counted(
@@ -301,24 +305,25 @@ def test_samples_are_capped_but_every_reject_is_counted(
 
 
 @pytest.mark.parametrize(
-    ("header", "row"),
+    ("header", "row", "words"),
     [
-        ([*HEADER, "银行卡号"], [*_row(A), "6222000000000000"]),  # not an item
-        (HEADER[1:], _row(A)[1:]),  # no key column
+        ([*HEADER, "银行卡号"], [*_row(A), "6222000000000000"], "['银行卡号'] are not items"),
+        (HEADER[1:], _row(A)[1:], "'公民身份号码' is missing"),
         (
             [h for h in HEADER if h != "姓名"],
             [v for h, v in zip(HEADER, _row(A), strict=True) if h != "姓名"],
+            "['姓名'] are missing",
         ),
     ],
     ids=["unknown-column", "missing-key-column", "missing-required-column"],
 )
 def test_schema_problems_are_refused_and_nothing_is_stored(
-    world: World, resource: Resource, tmp_path: Path, header: list[str], row: list[str]
+    world: World, resource: Resource, tmp_path: Path, header: list[str], row: list[str], words: str
 ) -> None:
     store = DatasetStore(world.node)
     with pytest.raises(InputError) as e:
         _ingest(store, resource, _csv(tmp_path / "data.csv", [row], header))
-    assert e.value.code == "E_SCHEMA"
+    assert e.value.code == "E_SCHEMA" and words in e.value.message, e.value.message
     assert _nothing_stored(store, resource)
 
 
@@ -400,6 +405,29 @@ def test_csv_rows_that_do_not_fit_the_header_are_refused_with_their_line(
     assert _nothing_stored(store, resource)
 
 
+def test_a_table_without_its_header_on_line_1_is_refused_without_echoing_personal_data(
+    world: World, resource: Resource, tmp_path: Path
+) -> None:
+    store = DatasetStore(world.node)
+    body = ",".join(_row(A)) + "\n"
+    blank_first = tmp_path / "blank.csv"  # DuckDB would take the next line as the header
+    blank_first.write_bytes(b"\xef\xbb\xbf\r\n" + (",".join(HEADER) + "\n" + body).encode())
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    headerless = tmp_path / "headerless.csv"  # the first data row becomes the "header"
+    headerless.write_text(body + body, encoding="utf-8")
+    for table, words in (
+        (blank_first, "line 1 is empty"),
+        (empty, "empty"),
+        (headerless, "not a header"),
+    ):
+        with pytest.raises(InputError) as e:
+            _ingest(store, resource, table)
+        assert e.value.code == "E_SCHEMA" and words in e.value.message
+        assert A not in e.value.message and "张伟" not in e.value.message
+    assert _nothing_stored(store, resource)
+
+
 def test_rfc4180_quoting_round_trips_and_no_line_is_skipped(
     world: World, resource: Resource, tmp_path: Path
 ) -> None:
@@ -474,6 +502,56 @@ def test_one_bundle_stored_by_two_processes_at_once_keeps_one_file_matching_its_
     files = list((stores[0].root / resource.code).iterdir())
     assert [f.name for f in files] == [Path(version.file).name]
     assert hashlib.sha256(files[0].read_bytes()).hexdigest() == version.sha256
+
+
+def _conflicting_sessions(
+    world: World, monkeypatch: pytest.MonkeyPatch, conflicts: int
+) -> list[int]:
+    """Make the next ``conflicts`` write transactions fail at commit as a concurrent writer's
+    unique-constraint conflict would (PostgreSQL runs them side by side; SQLite serialises)."""
+    real = world.node.session
+    raised: list[int] = []
+
+    @contextlib.contextmanager
+    def session(*, write: bool = True) -> Iterator[Any]:
+        if not write or len(raised) >= conflicts:
+            with real(write=write) as s:
+                yield s
+            return
+        with real(write=write) as s:
+            yield s
+            s.rollback()
+            raised.append(1)
+            raise IntegrityError("INSERT", {}, Exception("duplicate key"))
+
+    monkeypatch.setattr(world.node, "session", session)
+    return raised
+
+
+def test_a_version_number_taken_meanwhile_is_retried(
+    world: World, resource: Resource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DatasetStore(world.node)
+    table = _csv(tmp_path / "data.csv", [_row(A)])
+    raised = _conflicting_sessions(world, monkeypatch, conflicts=2)
+    report = _ingest(store, resource, table)
+    assert len(raised) == 2 and report.version == 1
+    (version,) = store.versions(resource.code)
+    (file,) = (store.root / resource.code).iterdir()
+    assert file.name == Path(version.file).name
+    assert hashlib.sha256(file.read_bytes()).hexdigest() == version.sha256
+
+
+def test_a_version_that_can_never_be_recorded_leaves_no_file(
+    world: World, resource: Resource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DatasetStore(world.node)
+    table = _csv(tmp_path / "data.csv", [_row(A)])
+    _conflicting_sessions(world, monkeypatch, conflicts=100)
+    with pytest.raises(RuntimeError, match="could not record"):
+        _ingest(store, resource, table)
+    monkeypatch.undo()
+    assert _nothing_stored(store, resource)
 
 
 def test_full_increment_full_gives_the_right_current_files(

@@ -119,6 +119,29 @@ def test_unreadable_persons_tables_are_refused_with_a_code(
     assert not target.exists()
 
 
+def test_a_bad_row_past_the_sniffing_sample_leaves_no_file(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    table = tmp_path / "persons.csv"
+    good = f"{A},张三,SQ-1\n"
+    table.write_text(
+        "身份证号,姓名,授权编号\n" + good * 50_000 + f"{A},张三,SQ-1,多余\n" + good, "utf-8"
+    )
+    target = tmp_path / "out.parquet"
+    with pytest.raises(InputError) as e:
+        prepare_persons(con, table, target)  # fails inside the COPY, after writing began
+    assert e.value.code == "E_SCHEMA" and "line 50002" in e.value.message
+    assert not target.exists()
+
+
+def test_a_blank_first_line_is_refused(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
+    table = tmp_path / "persons.csv"
+    table.write_text(f"\n身份证号,姓名,授权编号\n{A},张三,SQ-1\n", encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        prepare_persons(con, table, tmp_path / "out.parquet")
+    assert e.value.code == "E_SCHEMA" and "line 1 is empty" in e.value.message
+
+
 def test_other_file_types_are_refused(con: duckdb.DuckDBPyConnection, tmp_path: Path) -> None:
     table = tmp_path / "persons.xlsx"
     table.write_bytes(b"PK")

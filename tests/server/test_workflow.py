@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,28 @@ def test_query_is_answered_from_the_dataset_with_hits_misses_and_households(worl
     assert all(v >= 0 for v in workflow.timings[up.bundle_id].values())
 
 
+def test_step_timings_are_bounded_and_safe_across_worker_threads(world: World) -> None:
+    workflow = Workflow(world.node, world.ingest.spool)
+
+    def run(prefix: str) -> None:
+        for i in range(400):
+            with workflow._timed(f"{prefix}-{i}", "open"):
+                pass
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(workflow.timings) == Workflow.KEEP_TIMINGS
+    assert "a-0" not in workflow.timings and "b-0" not in workflow.timings
+    last = list(workflow.timings)[-1]
+    assert last.endswith("-399")  # the most recent are kept
+    with workflow._timed(last, "open"):
+        pass
+    assert set(workflow.timings[last]) == {"open"}  # a repeated step adds up, one key
+
+
 def test_answering_twice_writes_one_result(world: World) -> None:
     _push_data(world)
     up = _push_query(world)
@@ -239,6 +262,7 @@ def test_query_for_unpushed_resource_reports_no_data(world: World) -> None:
     [
         ({"purpose": ""}, PERSONS, "E_APPLICATION"),
         ({"persons": "four"}, PERSONS, "E_APPLICATION"),
+        ({"persons": "²"}, PERSONS, "E_APPLICATION"),  # a digit to str.isdigit, not to int()
         ({"persons": 0}, PERSONS.split("\n")[0] + "\n", "E_APPLICATION"),  # nobody to check
         ({"resources": ["XX-NONE"]}, PERSONS, "E_UNKNOWN_RESOURCE"),
         ({"resources": ["SW-SR-01"]}, PERSONS, "E_NOT_SHARED"),  # sharing type none
