@@ -55,7 +55,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
 from exchange_server.catalog import NUMERIC_TYPES, ItemType, Resource
-from exchange_server.duck import KEY_NAME, connect, load_data_key
+from exchange_server.duck import KEY_NAME, connect, load_data_key, quote_ident, quote_literal
 from exchange_server.node import Node
 from exchange_server.store.models import DatasetVersion
 from pki._fs import fsync_dir
@@ -88,16 +88,6 @@ _ID_GLOB = "[0-9]" * 17 + "[0-9X]"
 #: The 17 body digits in chunks of at most three, each looked up in a 1,000-entry table.
 _CHUNKS = ((0, 3), (3, 6), (6, 9), (9, 12), (12, 15), (15, 17))
 _MONTH_DAYS = "[31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]"
-
-
-def quote_ident(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    """A quoted SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 _q, _lit = quote_ident, quote_literal

@@ -28,6 +28,7 @@ import asyncssh
 import duckdb
 
 from exchange_server.catalog import CatalogStore, load_catalog
+from exchange_server.duck import quote_literal
 from exchange_server.home import create_home
 from exchange_server.node import Node
 from exchange_server.registry import add_department
@@ -146,11 +147,10 @@ def _write_demo_data(data: Path) -> Path:
     )
     con = duckdb.connect()
     try:
-        target = str(data / "persons.csv").replace("'", "''")
         con.execute(
             "COPY (SELECT id_number AS 身份证号, name AS 姓名, household_id AS 户编号, "
             "'SQ2026-' || lpad(CAST(row_number() OVER () AS VARCHAR), 4, '0') AS 授权编号 "
-            f"FROM ({listed})) TO '{target}' (FORMAT csv, HEADER)"
+            f"FROM ({listed})) TO {quote_literal(str(data / 'persons.csv'))} (FORMAT csv, HEADER)"
         )
     finally:
         con.close()
@@ -194,9 +194,9 @@ def _describe_result(result_dir: Path) -> list[str]:
         )
         con = duckdb.connect()
         try:
-            path = str(result_dir / f"{r['resource']}-households.csv").replace("'", "''")
+            path = quote_literal(str(result_dir / f"{r['resource']}-households.csv"))
             rows = con.execute(
-                f"SELECT * FROM read_csv('{path}', header = true, all_varchar = true)"
+                f"SELECT * FROM read_csv({path}, header = true, all_varchar = true)"
             ).fetchall()
             names = [d[0] for d in con.description or []]
         finally:

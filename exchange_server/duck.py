@@ -29,9 +29,14 @@ KEY_NAME = "node_data_key"
 _B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
-def _plain(text: str) -> str:
-    """``text`` as the inside of an SQL string literal (quotes doubled)."""
-    return text.replace("'", "''")
+def quote_ident(name: str) -> str:
+    """A quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """A quoted SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _httpfs_path() -> Path:
@@ -93,9 +98,9 @@ def connect(
         if threads:
             con.execute(f"SET threads = {int(threads)}")
         if memory_limit:
-            con.execute(f"SET memory_limit = '{_plain(memory_limit)}'")
+            con.execute(f"SET memory_limit = {quote_literal(memory_limit)}")
         if temp_directory is not None:
-            con.execute(f"SET temp_directory = '{_plain(str(temp_directory))}'")
+            con.execute(f"SET temp_directory = {quote_literal(str(temp_directory))}")
     except BaseException:
         con.close()
         raise

@@ -32,6 +32,7 @@ from pathlib import Path
 import duckdb
 
 from exchange_server.catalog import ItemType, Resource
+from exchange_server.duck import quote_ident, quote_literal
 
 __all__ = [
     "ID_WEIGHTS",
@@ -89,7 +90,7 @@ def id_valid(number: str) -> bool:
 
 
 def _lit_list(values: tuple[object, ...] | list[str]) -> str:
-    parts = ("'" + v.replace("'", "''") + "'" if isinstance(v, str) else str(v) for v in values)
+    parts = (quote_literal(v) if isinstance(v, str) else str(v) for v in values)
     return "[" + ", ".join(parts) + "]"
 
 
@@ -158,7 +159,7 @@ def _item_expr(resource: Resource, index: int, seed: int, start: dt.date, months
         return f"CAST({_lit_list(REGIONS)}[1 + {h} % {len(REGIONS)}] AS VARCHAR)"
     if "单位" in item.name or "名称" in item.name:
         return f"{_lit_list(list(COMPANIES))}[1 + {h} % {len(COMPANIES)}]"
-    return f"'{item.name}' || CAST({h} % 100000 AS VARCHAR)"
+    return f"{quote_literal(item.name)} || CAST({h} % 100000 AS VARCHAR)"
 
 
 def dataset_sql(
@@ -174,7 +175,7 @@ def dataset_sql(
     if population < 1 or months < 1:
         raise ValueError("population and months must be positive")
     cols = ", ".join(
-        f'{_item_expr(resource, i, seed, start, months)} AS "{item.name}"'
+        f"{_item_expr(resource, i, seed, start, months)} AS {quote_ident(item.name)}"
         for i, item in enumerate(resource.items)
     )
     pid = f"{_h('r', seed, 99)} % {int(population)}"
@@ -197,8 +198,7 @@ def _copy(sql: str, path: Path, row_group_size: int, threads: int | None) -> Non
         con.execute("SET enable_progress_bar = false")
         if threads:
             con.execute(f"SET threads = {int(threads)}")
-        target = str(path).replace("'", "''")
-        con.execute(f"COPY ({sql}) TO '{target}' (FORMAT {fmt})")
+        con.execute(f"COPY ({sql}) TO {quote_literal(str(path))} (FORMAT {fmt})")
     finally:
         con.close()
 
