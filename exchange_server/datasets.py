@@ -74,6 +74,7 @@ __all__ = [
     "quote_ident",
     "quote_literal",
     "table_source",
+    "text_sql",
     "unreadable",
 ]
 
@@ -237,6 +238,13 @@ def clean_sql(raw: str) -> str:
     )
 
 
+def text_sql(name: str, kind: str) -> str:
+    """SQL: column ``name`` of DuckDB type ``kind`` as :func:`clean_sql` text (trimmed, NULL
+    when blank)."""
+    raw = _q(name) if kind == "VARCHAR" else f"CAST({_q(name)} AS VARCHAR)"
+    return clean_sql(raw)
+
+
 @dataclass
 class _Plan:
     """The ingest query in four layers over the source (each expression computed once):
@@ -289,8 +297,7 @@ def _plan(resource: Resource, columns: dict[str, str]) -> _Plan:
             plan.typed.append(f"TRY_CAST({v} AS {target}) AS {t}")
             bad = f"{v} IS NOT NULL AND {t} IS NULL"
         else:
-            text = raw if source_type == "VARCHAR" else f"CAST({raw} AS VARCHAR)"
-            plan.values.append(f"{clean_sql(text)} AS {v}")
+            plan.values.append(f"{text_sql(item.name, source_type)} AS {v}")
             if item.type is ItemType.ID_NUMBER:
                 # stored upper-case; only a final x can make a valid number lower-case
                 plan.typed.append(f"CASE WHEN suffix({v}, 'x') THEN upper({v}) ELSE {v} END AS {t}")

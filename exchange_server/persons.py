@@ -30,11 +30,10 @@ from pathlib import Path
 import duckdb
 
 from exchange_server.datasets import (
-    clean_sql,
     id_valid_sql,
-    quote_ident,
     quote_literal,
     table_source,
+    text_sql,
     unreadable,
 )
 from exchange_server.duck import KEY_NAME
@@ -90,11 +89,7 @@ def persons_columns(columns: dict[str, str]) -> dict[str, tuple[str, str] | None
 
 def _text(column: tuple[str, str] | None) -> str:
     """SQL: the column as trimmed text, NULL when blank or absent."""
-    if column is None:
-        return "CAST(NULL AS VARCHAR)"
-    name, kind = column
-    raw = quote_ident(name) if kind == "VARCHAR" else f"CAST({quote_ident(name)} AS VARCHAR)"
-    return clean_sql(raw)
+    return "CAST(NULL AS VARCHAR)" if column is None else text_sql(*column)
 
 
 def prepare_persons(con: duckdb.DuckDBPyConnection, table: Path, target: Path) -> PersonsCheck:
