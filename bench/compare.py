@@ -4,7 +4,7 @@
     .venv/bin/python bench/compare.py --persons 100k --rows 2M        # quick
     .venv/bin/python bench/compare.py --data-format parquet --skip-pandas --dir /var/tmp --keep
 
-One run, on one machine, with fresh synthetic data (``exchange_server.synthetic``): a persons
+One run, on one machine, with fresh synthetic data (``exchange_server.data.synthetic``): a persons
 list of ``--persons`` people and ``--rows`` records of one catalog resource (default RS-SI-01,
 人社 social insurance, 10 columns) over a population of ``--population`` (default
 max(persons, rows / 4): the listed persons are the first of it, so with the defaults about 98 %
@@ -25,8 +25,8 @@ Each group below runs in its own process, so its peak RSS is its own (``os.wait4
    untimed), then ``Ingest.process`` takes it all the way, exactly as in the running node:
    verify the bundle and its sender (certificate, chain, CRL, registered address, replay),
    formal review (open and decrypt, application against the published catalog, the persons
-   list checked and written encrypted: :mod:`exchange_server.persons`), the signed receipt,
-   the answer (:func:`exchange_server.engine.match` over the encrypted dataset, with the items
+   list checked and written encrypted: :mod:`exchange_server.data.persons`), the signed receipt,
+   the answer (:func:`exchange_server.data.engine.match` over the encrypted dataset, with the items
    the catalog releases), and the result sealed and signed for the department in its outbox.
    Stage times come from :attr:`Workflow.timings`; ``verify, receipt, audit`` is the rest.
    Afterwards, untimed, the department opens the result bundle and its rows are counted.
@@ -62,13 +62,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb
 
-from exchange_server.catalog import CatalogStore, Resource, load_catalog
-from exchange_server.datasets import DatasetStore, quote_literal
-from exchange_server.home import create_home
+from exchange_server.admin.home import create_home
+from exchange_server.data.catalog import CatalogStore, Resource, load_catalog
+from exchange_server.data.datasets import DatasetStore, quote_literal
+from exchange_server.data.synthetic import write_dataset, write_persons
 from exchange_server.node import Node
-from exchange_server.registry import add_department
-from exchange_server.synthetic import write_dataset, write_persons
-from exchange_server.workflow import Workflow, node_ingest, result_name
+from exchange_server.pipeline.workflow import Workflow, node_ingest, result_name
+from exchange_server.store.registry import add_department
 from pki.bundle import BundleKind, Member, open_bundle, seal_to_file
 from pki.ca import CertificateAuthority
 from pki.identity import DeptCode, Role, parse_networks

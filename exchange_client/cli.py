@@ -3,7 +3,7 @@
 A thin adapter: it parses options, shows progress and prints results; the work lives in
 :mod:`exchange_client.push`, :mod:`~exchange_client.pull`, :mod:`~exchange_client.enroll`.
 Every deliberate failure is one ``error: ... (CODE)`` line and an exit code
-(:func:`pki._cli_common.fail_on_error`). No command prints member file names (they may carry
+(:func:`exchange_common.cli.fail_on_error`). No command prints member file names (they may carry
 personal names): only counts, sizes, ids and codes.
 """
 
@@ -37,7 +37,7 @@ from exchange_client.push import (
 )
 from exchange_client.state import read_state
 from exchange_client.tables import OUTPUT_FORMATS, ValidationReport
-from pki._cli_common import (
+from exchange_common.cli import (
     EXIT_CODES_HELP,
     byte_progress,
     console,
@@ -45,8 +45,8 @@ from pki._cli_common import (
     err_console,
     fail_on_error,
 )
+from exchange_common.errors import InputError
 from pki.bundle import BundleKind, open_bundle, verify
-from pki.errors import InputError
 from pki.identity import parse_dept_code
 from pki.keys import load_certificates, load_private_key
 

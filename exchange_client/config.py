@@ -12,7 +12,7 @@ department's identity at one node::
     DIR/rejected/        downloads that failed verification (never opened), with the reason
     DIR/received/        opened bundles: received/<kind>/<BUNDLE_ID>/
 
-Loading never guesses: a missing or malformed key is an :class:`~pki.errors.InputError`.
+Loading never guesses: a missing or malformed key is an :class:`~exchange_common.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pki._fs import atomic_write
-from pki.errors import InputError
+from exchange_common.errors import InputError
+from exchange_common.fs import atomic_write
 from pki.identity import DeptCode, parse_dept_code
 
 __all__ = [

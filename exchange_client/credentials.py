@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from exchange_client.config import ClientConfig
-from pki.errors import CertificateError, InputError
+from exchange_common.errors import CertificateError, InputError
 from pki.identity import CertifiedIdentity, Role
 from pki.keys import PrivateKey, fingerprint, load_certificates, load_private_key
 from pki.verify import TrustStore, verify_certificate

@@ -15,9 +15,9 @@ import asyncssh
 
 from exchange_client.config import CONFIG_NAME, ClientConfig, load_config, save_config
 from exchange_client.credentials import key_matches
-from pki._fs import atomic_write
+from exchange_common.errors import InputError
+from exchange_common.fs import atomic_write
 from pki.csr import write_key_and_csr
-from pki.errors import InputError
 from pki.identity import DeptCode, Role
 from pki.keys import (
     certificate_pem,
@@ -59,7 +59,7 @@ def init_directory(
     """Create the client directory; returns the configuration and the CSR path (``new_key``).
 
     Raises :class:`InputError` for bad arguments or files and
-    :class:`~pki.errors.CertificateError` when a certificate does not verify now.
+    :class:`~exchange_common.errors.CertificateError` when a certificate does not verify now.
     """
     directory = directory.absolute()
     if (directory / CONFIG_NAME).exists():

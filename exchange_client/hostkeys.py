@@ -15,7 +15,7 @@ import base64
 import hashlib
 from enum import StrEnum
 
-from pki.errors import TransportError
+from exchange_common.errors import TransportError
 
 __all__ = [
     "HostKeyDecision",

@@ -24,7 +24,7 @@ import unicodedata
 
 from stdnum.iso7064 import mod_11_2
 
-from pki.masking import mask_id, mask_name
+from exchange_common.masking import mask_id, mask_name
 
 __all__ = [
     "ID_CODES",

@@ -19,8 +19,8 @@ from exchange_client.credentials import Credentials
 from exchange_client.pull import PullOutcome, process_download, safe_outbox_name
 from exchange_client.push import SealedBundle
 from exchange_client.state import locked_state
-from pki._fs import atomic_output
-from pki.errors import InputError
+from exchange_common.errors import InputError
+from exchange_common.fs import atomic_output
 
 __all__ = ["export_bundle", "import_folder"]
 

@@ -28,9 +28,9 @@ from exchange_client.credentials import Credentials
 from exchange_client.state import PulledItem, State, locked_state, read_state
 from exchange_client.tables import convert_csv
 from exchange_client.transport import Session, run_with_node
-from pki._fs import atomic_write
+from exchange_common.errors import InputError, PeerError
+from exchange_common.fs import atomic_write
 from pki.bundle import BundleError, open_bundle, verify
-from pki.errors import InputError, PeerError
 
 __all__ = ["PullOutcome", "convert_opened", "process_download", "pull", "safe_outbox_name"]
 
@@ -190,7 +190,7 @@ def pull(
     """Download every new outbox file (``only`` filters names), verify, open, record.
 
     Returns the outcomes and the names skipped as unsafe. Network trouble raises
-    :class:`~pki.errors.TransportError` with nothing recorded for files not yet processed.
+    :class:`~exchange_common.errors.TransportError` with nothing recorded for files not yet processed.
     """
     staging_root = cfg.folder("pulled")
     staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=staging_root))

@@ -28,8 +28,8 @@ from exchange_client.pull import PullOutcome, pull
 from exchange_client.state import WAITING, PushedBundle, locked_state, read_state
 from exchange_client.tables import TABULAR_SUFFIXES, ValidationReport, validate_table
 from exchange_client.transport import Session, TransferProgress, run_with_node
+from exchange_common.errors import InputError, TransportError
 from pki.bundle import BundleKind, Member, seal_to_file
-from pki.errors import InputError, TransportError
 
 __all__ = [
     "PUSH_KINDS",
@@ -163,7 +163,7 @@ def seal_files(
 ) -> SealedBundle:
     """Check both certificates, seal ``files`` for the pinned node, record the bundle.
 
-    Raises :class:`~pki.errors.CertificateError` (own or node certificate unusable) and
+    Raises :class:`~exchange_common.errors.CertificateError` (own or node certificate unusable) and
     :class:`InputError` (missing file, duplicate member name, bad fields).
     """
     if kind not in PUSH_KINDS:

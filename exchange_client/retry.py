@@ -13,7 +13,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from pki.errors import TransportError
+from exchange_common.errors import TransportError
 
 __all__ = ["TRANSIENT_CODES", "backoff_delays", "is_transient", "retry_async"]
 

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pki._fs import atomic_write
-from pki.errors import StoreError
+from exchange_common.errors import StoreError
+from exchange_common.fs import atomic_write
 
 __all__ = ["PulledItem", "PushedBundle", "State", "locked_state", "read_state"]
 

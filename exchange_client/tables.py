@@ -14,7 +14,7 @@ as UTF-8 CSV (no BOM), every column kept, header as given.
 Writing (pull): a UTF-8 CSV member becomes CSV UTF-8 with BOM (Excel), GB18030 CSV, XLSX or
 Parquet (all columns as text, so ID numbers keep every digit).
 
-Errors are :class:`~pki.errors.InputError` with codes ``E_ENCODING``, ``E_COLUMNS``,
+Errors are :class:`~exchange_common.errors.InputError` with codes ``E_ENCODING``, ``E_COLUMNS``,
 ``E_FORMAT`` (unreadable file) and ``E_ROWS`` (the caller's decision, see :func:`validate_table`).
 No message or report holds a full ID number or name.
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange_client.idnumber import IdNumberError, mask_id, normalize_id
-from pki.errors import InputError
+from exchange_common.errors import InputError
 
 __all__ = [
     "ID_COLUMNS",

@@ -1,7 +1,7 @@
 """SFTP to the node over asyncssh (or paramiko): log in, pin the host key, upload, list, download.
 
 The only module that talks to the network. Every asyncssh or socket failure is converted into
-a :class:`~pki.errors.TransportError` at this boundary, with a code that tells the retry
+a :class:`~exchange_common.errors.TransportError` at this boundary, with a code that tells the retry
 logic (:mod:`exchange_client.retry`) whether another attempt can help:
 
 =====================  =========================================================  =========
@@ -37,8 +37,8 @@ from exchange_client.hostkeys import (
     pinned_keys,
 )
 from exchange_client.retry import backoff_delays, retry_async
-from pki._fs import atomic_write
-from pki.errors import TransportError
+from exchange_common.errors import TransportError
+from exchange_common.fs import atomic_write
 from pki.keys import KEY_PASSPHRASE_ENV
 
 __all__ = ["OutboxEntry", "Session", "run_with_node"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pki.errors import InputError
+from exchange_common.errors import InputError
 
 __all__ = [
     "CONFIG_NAME",

@@ -17,9 +17,9 @@ from cryptography import x509
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from exchange_common.errors import InputError
 from exchange_server.config import NodeConfig, load_config
 from exchange_server.store.db import open_store, writer
-from pki.errors import InputError
 from pki.keys import PrivateKey, load_certificates, load_private_key
 from pki.verify import TrustStore
 

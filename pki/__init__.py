@@ -1,12 +1,11 @@
 """Cryptography and trust for the social-assistance data exchange.
 
 Public API: the CA (:mod:`pki.ca`), certificate verification (:mod:`pki.verify`), identities
-(:mod:`pki.identity`), key files (:mod:`pki.keys`) and the error hierarchy (:mod:`pki.errors`).
+(:mod:`pki.identity`), key files (:mod:`pki.keys`) and the error hierarchy (:mod:`exchange_common.errors`).
 Modules whose names start with ``_`` are internal.
 """
 
-from pki.ca import CertificateAuthority, IssuedCertificate
-from pki.errors import (
+from exchange_common.errors import (
     CAError,
     CertificateError,
     ExchangeError,
@@ -15,6 +14,7 @@ from pki.errors import (
     StoreError,
     TransportError,
 )
+from pki.ca import CertificateAuthority, IssuedCertificate
 from pki.identity import CertifiedIdentity, DeptCode, Role
 from pki.verify import TrustStore, verify_certificate
 

@@ -25,8 +25,8 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 
-from pki.errors import PeerError
-from pki.limits import Limits
+from exchange_common.errors import PeerError
+from exchange_common.limits import Limits
 
 __all__ = [
     "CERTIFICATE_PARSE_ERRORS",

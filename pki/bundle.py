@@ -14,7 +14,7 @@ Guarantees:
 - :func:`seal` never produces a bundle a v1 reader with the same limits would refuse.
 - :func:`verify` and :func:`open_bundle` raise only :class:`BundleError` for a bad bundle
   (stable ``code``, opaque message, precise ``detail`` in the ``pki.bundle`` log) and
-  :class:`~pki.errors.InputError` for bad local input (missing file, key that does not match
+  :class:`~exchange_common.errors.InputError` for bad local input (missing file, key that does not match
   the certificate, output file already present).
 - :func:`open_bundle` writes nothing into the output directory unless every check passed:
   signature, chain and CRL, expiry, recipient, every chunk's authentication, the member count,
@@ -44,6 +44,9 @@ from cryptography.cobblestone import Cobblestone128Decryptor, Cobblestone128Encr
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 
+from exchange_common.errors import CertificateError, InputError
+from exchange_common.fs import atomic_output, fsync_dir
+from exchange_common.limits import DEFAULT_LIMITS, Limits
 from pki._bundle_crypto import (
     CONTENT_KEY_LEN,
     Rng,
@@ -85,11 +88,8 @@ from pki._bundle_format import (
 from pki._bundle_format import (
     content_context as _content_context,
 )
-from pki._fs import atomic_output, fsync_dir
-from pki.errors import CertificateError, InputError
 from pki.identity import CertifiedIdentity
 from pki.keys import PrivateKey, fingerprint
-from pki.limits import DEFAULT_LIMITS, Limits
 from pki.verify import TrustStore, verify_certificate
 
 __all__ = [

@@ -18,8 +18,7 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pki._bundle_format import SIG_RSA_PSS
-from pki._cli_common import (
+from exchange_common.cli import (
     EXIT_CODES_HELP,
     byte_progress,
     console,
@@ -28,7 +27,9 @@ from pki._cli_common import (
     fail_on_error,
     parse_time,
 )
-from pki._fs import atomic_write
+from exchange_common.errors import InputError
+from exchange_common.fs import atomic_write
+from pki._bundle_format import SIG_RSA_PSS
 from pki.bundle import (
     DEFAULT_TTL,
     BundleKind,
@@ -39,7 +40,6 @@ from pki.bundle import (
     signature_parts,
     verify,
 )
-from pki.errors import InputError
 from pki.keys import certificate_pem, fingerprint, load_certificates, load_private_key
 from pki.verify import TrustStore, verify_certificate
 

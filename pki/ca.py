@@ -27,9 +27,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pki._fs import atomic_write, new_directory, require_empty_dir
+from exchange_common.errors import CAError, InputError
+from exchange_common.fs import atomic_write, new_directory, require_empty_dir
 from pki.cadb import CADatabase, CertRecord
-from pki.errors import CAError, InputError
 from pki.identity import CertSerial, DeptCode, IPNetwork, Role, serial_hex
 from pki.keys import (
     KeyType,

@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from pki.errors import CAError
+from exchange_common.errors import CAError
 from pki.identity import CertSerial, DeptCode
 
 __all__ = ["CADatabase", "CertRecord"]

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pki._cli_common import (
+from exchange_common.cli import (
     EXIT_CODES_HELP,
     console,
     emit_json,
@@ -20,7 +20,8 @@ from pki._cli_common import (
     parse_time,
     prompt_passphrase,
 )
-from pki._fs import atomic_write
+from exchange_common.errors import CAError, CertificateError, InputError
+from exchange_common.fs import atomic_write
 from pki.bundle_cli import bundle_app
 from pki.ca import (
     CA_PASSPHRASE_ENV,
@@ -32,7 +33,6 @@ from pki.ca import (
     parse_serial,
     utcnow,
 )
-from pki.errors import CAError, CertificateError, InputError
 from pki.identity import Role, parse_dept_code, parse_networks
 from pki.keys import (
     KEY_PASSPHRASE_ENV,

@@ -14,8 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from pki._fs import atomic_write
-from pki.errors import InputError
+from exchange_common.errors import InputError
+from exchange_common.fs import atomic_write
 from pki.identity import DeptCode
 from pki.keys import KeyType, generate_private_key, write_private_key
 

@@ -25,7 +25,7 @@ from typing import NewType, TypeAlias
 from cryptography import x509
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from pki.errors import CertificateError, InputError
+from exchange_common.errors import CertificateError, InputError
 
 __all__ = [
     "OID_REGISTERED_NETWORKS",

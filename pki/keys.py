@@ -2,7 +2,7 @@
 
 Private keys are PKCS#8 PEM, encrypted with the best scheme cryptography offers when a
 passphrase is given, and always written with mode 0600. Loading converts every parse failure
-into an :class:`~pki.errors.InputError` or :class:`~pki.errors.CAError` with a clear message.
+into an :class:`~exchange_common.errors.InputError` or :class:`~exchange_common.errors.CAError` with a clear message.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from pki._fs import atomic_write
-from pki.errors import CAError, InputError
+from exchange_common.errors import CAError, InputError
+from exchange_common.fs import atomic_write
 
 __all__ = [
     "KEY_PASSPHRASE_ENV",

@@ -2,7 +2,7 @@
 
 :func:`verify_certificate` takes values (certificates, a trust store, CRLs, ``now``) and returns
 the holder's :class:`~pki.identity.CertifiedIdentity` or raises
-:class:`~pki.errors.CertificateError` with one of these codes:
+:class:`~exchange_common.errors.CertificateError` with one of these codes:
 
 ===================  ===========================================================
 ``E_NOT_YET_VALID``  a certificate in the chain starts after ``now``
@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from pki.errors import CertificateError, InputError
+from exchange_common.errors import CertificateError, InputError
 from pki.identity import (
     OID_SECURE_SHELL_CLIENT,
     OID_SECURE_SHELL_SERVER,

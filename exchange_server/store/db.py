@@ -15,7 +15,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
-from pki.errors import StoreError
+from exchange_common.errors import StoreError
 
 __all__ = ["migrate", "open_store", "sqlite_url", "writer"]
 

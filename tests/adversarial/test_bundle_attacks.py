@@ -23,12 +23,12 @@ from typing import Any, BinaryIO, cast
 import pytest
 from cryptography.cobblestone import Cobblestone128Encryptor
 
+from exchange_common.limits import Limits
 from pki._bundle_crypto import wrap_key
 from pki._bundle_format import INNER_MAGIC, canonical_json, content_context
 from pki.bundle import BundleError, open_bundle, verify
 from pki.ca import IssuedCertificate
 from pki.keys import fingerprint
-from pki.limits import Limits
 from pki.verify import TrustStore
 from tests.conftest import CAFixture, make_ca
 from tests.pki import bundlegen

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from exchange_client.config import ClientConfig, load_config, render_config, save_config
-from pki.errors import InputError
+from exchange_common.errors import InputError
 from pki.identity import DeptCode
 
 

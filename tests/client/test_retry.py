@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from exchange_client.retry import backoff_delays, is_transient, retry_async
-from pki.errors import InputError, TransportError
+from exchange_common.errors import InputError, TransportError
 
 
 def test_delays_grow_exponentially_and_cap() -> None:

@@ -14,7 +14,7 @@ from exchange_client.state import (
     read_state,
     write_state,
 )
-from pki.errors import StoreError
+from exchange_common.errors import StoreError
 
 
 def pushed(bid: str = "b1") -> PushedBundle:

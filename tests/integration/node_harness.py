@@ -4,7 +4,7 @@
 
 - a throw-away ministry CA (``root/ca``; with ``intermediate=True`` an issuing CA under the
   root signs everything) and a node certificate issued by it;
-- a node home (``root/home``) made by :func:`exchange_server.home.create_home`, with optional
+- a node home (``root/home``) made by :func:`exchange_server.admin.home.create_home`, with optional
   ``[security]``/``[sftp]`` overrides written into ``node.toml``;
 - one credential set per :class:`DeptSpec` (``root/creds/<CODE>/``): the X.509 key and
   certificate chain the CA issued (registered networks = the department's addresses), and an
@@ -53,17 +53,17 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from exchange_server.catalog import CatalogStore
+from exchange_common.errors import StoreError
+from exchange_common.fs import atomic_write
+from exchange_server.admin.home import create_home
 from exchange_server.config import CONFIG_NAME, load_config, render_config
-from exchange_server.home import create_home
+from exchange_server.data.catalog import CatalogStore
 from exchange_server.node import Node, utcnow
-from exchange_server.registry import add_department, set_state
 from exchange_server.spool import Spool
 from exchange_server.store.models import AuditEvent, DeptState, Upload
-from pki._fs import atomic_write
+from exchange_server.store.registry import add_department, set_state
 from pki.bundle import Member, seal_to_file
 from pki.ca import CertificateAuthority
-from pki.errors import StoreError
 from pki.identity import DeptCode, Role, parse_networks
 from pki.keys import certificate_pem, load_certificates, load_private_key, private_key_pem
 
@@ -262,7 +262,7 @@ class NodeHarness:
         base = (
             [str(exe)]
             if exe.exists()
-            else [sys.executable, "-c", "from exchange_server.cli import main; main()"]
+            else [sys.executable, "-c", "from exchange_server.admin.cli import main; main()"]
         )
         return [*base, "serve", "--home", str(self.home), "--host", self.host, "--port", "0"]
 

@@ -21,7 +21,7 @@ import asyncssh
 import pytest
 from sqlmodel import select
 
-from exchange_server.audit import verify_chain
+from exchange_server.store.audit import verify_chain
 from exchange_server.store.models import SeenBundle
 from pki.bundle import verify
 from tests.integration.node_harness import DeptSpec, NodeHarness, wait_until

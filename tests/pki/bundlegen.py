@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.cobblestone import Cobblestone128Encryptor
 from cryptography.hazmat.primitives import serialization
 
+from exchange_common.limits import DEFAULT_LIMITS
 from pki._bundle_crypto import sign_digest, signature_alg_for, unwrap_key, wrap_key
 from pki._bundle_format import (
     CONTENT_COBBLESTONE_128,
@@ -44,7 +45,6 @@ from pki._bundle_format import (
 from pki.bundle import Member, seal
 from pki.ca import IssuedCertificate
 from pki.keys import KeyType, PrivateKey, fingerprint
-from pki.limits import DEFAULT_LIMITS
 from pki.verify import TrustStore
 from tests.conftest import CAFixture
 

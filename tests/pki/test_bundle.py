@@ -19,6 +19,8 @@ from typing import Any, BinaryIO, cast
 
 import pytest
 
+from exchange_common.errors import InputError
+from exchange_common.limits import DEFAULT_LIMITS, Limits
 from pki._bundle_format import canonical_json
 from pki.bundle import (
     BundleError,
@@ -34,9 +36,7 @@ from pki.bundle import (
     verify,
 )
 from pki.ca import IssuedCertificate
-from pki.errors import InputError
 from pki.keys import KeyType, fingerprint
-from pki.limits import DEFAULT_LIMITS, Limits
 from tests.conftest import CAFixture
 from tests.pki import bundlegen
 from tests.pki.bundlegen import CHUNK, Parties, layout, make_parties, seal_bytes

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from exchange_common.errors import CAError
 from pki.ca import CertificateAuthority
 from pki.cadb import CADatabase, CertRecord, _event_hash
-from pki.errors import CAError
 from pki.identity import CertSerial, DeptCode
 from tests.conftest import NOW, CAFixture
 from tests.pki.certgen import DAY

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from pki.errors import InputError
+from exchange_common.errors import InputError
 from pki.identity import (
     CertifiedIdentity,
     CertSerial,

@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from pki.errors import CertificateError, InputError
+from exchange_common.errors import CertificateError, InputError
 from pki.identity import Role, parse_networks
 from pki.keys import fingerprint
 from pki.verify import TrustStore, load_crls, verify_certificate

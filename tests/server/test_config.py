@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from exchange_common.errors import InputError
 from exchange_server.config import CONFIG_NAME, NodeConfig, SFTPConfig, load_config, render_config
-from pki.errors import InputError
 
 
 def _write(home: Path, text: str) -> Path:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from cryptography import x509
 
-from exchange_server.home import create_home
-from exchange_server.ingest import Ingest
+from exchange_common.fs import atomic_write
+from exchange_server.admin.home import create_home
 from exchange_server.node import Node
-from exchange_server.registry import add_department
-from pki._fs import atomic_write
+from exchange_server.pipeline.ingest import Ingest
+from exchange_server.store.registry import add_department
 from pki.bundle import Member, seal_to_file
 from pki.ca import IssuedCertificate
 from pki.identity import Role

@@ -1,0 +1,136 @@
+"""What the three CLIs share: error reporting, exit codes, JSON output, passphrase prompts.
+
+Only CLIs import this module: it reads the environment and talks to the terminal, which the
+library code never does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from exchange_common.errors import ExchangeError, InputError
+
+__all__ = [
+    "EXIT_CODES_HELP",
+    "PROGRESS_MIN_BYTES",
+    "byte_progress",
+    "console",
+    "emit_json",
+    "err_console",
+    "fail_on_error",
+    "parse_time",
+    "prompt_passphrase",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 verification failed (bad certificate or bundle); 2 usage error; "
+    "3 bad input; 4 CA state forbids it; 5 network; 6 state store."
+)
+
+
+def fail_on_error(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn an :class:`ExchangeError` into one ``error:`` line (plus cause) and its exit code.
+
+    Anything else propagates with its traceback: that is a bug, not a user error.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except ExchangeError as e:
+            err_console.print(f"error: {e.message} ({e.code})", markup=False)
+            if e.detail:
+                err_console.print(f"  cause: {e.detail}", markup=False)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper
+
+
+#: Below this many bytes an operation is quick enough to need no progress bar.
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+
+
+@contextlib.contextmanager
+def byte_progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr advanced by byte counts (sealing, uploads, opening).
+
+    Yields ``None`` when stderr is not a terminal or ``total`` is small, so scripts and logs
+    never see bar output; the bar disappears when done.
+    """
+    if total < PROGRESS_MIN_BYTES or not err_console.is_terminal:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def parse_time(text: str | None) -> dt.datetime:
+    """The ``--at`` option: an ISO 8601 time (naive means UTC), or now when not given."""
+    if text is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError as e:
+        raise InputError(
+            f"invalid time {text!r}: use ISO 8601, e.g. 2026-11-22T08:00:00+08:00"
+        ) from e
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def emit_json(data: Any) -> None:
+    """Print ``data`` as JSON on stdout (UTF-8, Chinese kept readable)."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def prompt_passphrase(env: str, *, confirm: bool = False, what: str = "CA key") -> bytes | None:
+    """Passphrase from ``env``, else from the terminal; None when neither is available.
+
+    With ``confirm`` (creating a key) the terminal prompt asks twice and refuses a mismatch or
+    an empty answer.
+    """
+    value = os.environ.get(env)
+    if value:
+        return value.encode()
+    if not sys.stdin.isatty():
+        return None
+    first = getpass.getpass(f"Passphrase for the {what}: ")
+    if confirm:
+        if not first:
+            raise InputError("empty passphrase refused (use --no-passphrase for test CAs)")
+        if getpass.getpass("Repeat the passphrase: ") != first:
+            raise InputError("the passphrases do not match", code="E_PASSPHRASE")
+    return first.encode() if first else None

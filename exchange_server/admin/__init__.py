@@ -1,0 +1,1 @@
+"""The administrator's commands: ``exchange-server`` (init, dept, catalog, compare, serve, demo)."""

@@ -1,0 +1,140 @@
+"""The persons list of a query (核对对象名单): its columns, its checks, its normalised copy.
+
+A query bundle carries one table (CSV, UTF-8, with a header; or Parquet) of the persons to
+check. Columns are found by name, case-insensitive, first match per role
+(:data:`PERSON_HEADERS`): the ID number, the name and the authorization reference are required;
+the household id is optional (each person is then a household of their own). Other columns
+are ignored.
+
+:func:`prepare_persons` reads the table once: each value is trimmed (blank = missing), ID
+numbers are upper-cased and checked (GB 11643, :func:`~exchange_server.data.datasets.id_valid_sql`),
+the household defaults to the person's ID number. The normalised rows go straight into Parquet
+encrypted under the node data key, with the check result beside them; a second, small read of
+that file counts the invalid IDs and the missing authorizations. The caller decides what a
+count means (the node refuses the whole query for one bad ID, 先授权、后核对 for one missing
+authorization); a table with problems leaves no file behind.
+
+Speed (2 cores): about 0.6 s per 1,000,000 persons from CSV, most of it CSV parsing and the
+encrypted write. Reading the table and the checks are shared with the dataset ingest
+(:mod:`exchange_server.data.datasets`), so both accept the same CSV and Parquet.
+"""
+
+# SQL is assembled from quoted identifiers and literals only.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from exchange_common.errors import InputError
+from exchange_server.data.datasets import (
+    id_valid_sql,
+    quote_literal,
+    table_source,
+    text_sql,
+    unreadable,
+)
+from exchange_server.data.duck import KEY_NAME
+
+__all__ = ["PERSON_HEADERS", "PersonsCheck", "persons_columns", "prepare_persons"]
+
+#: Accepted headers of the persons list, by role (first match wins; compared case-insensitive).
+PERSON_HEADERS: dict[str, tuple[str, ...]] = {
+    "id_number": ("id_number", "身份证号", "公民身份号码", "身份证号码"),
+    "name": ("name", "姓名"),
+    "household_id": ("household_id", "户编号", "户号", "家庭编号"),
+    "authorization": ("authorization", "authorization_ref", "授权编号", "授权书编号"),
+}
+#: Roles a persons list must have a column for.
+REQUIRED_ROLES = ("id_number", "name", "authorization")
+
+
+@dataclass(frozen=True)
+class PersonsCheck:
+    """What :func:`prepare_persons` found: rows, rows whose ID number is missing or fails
+    GB 11643, rows without an authorization reference. Holds no personal data."""
+
+    rows: int
+    bad_ids: int
+    unauthorized: int
+
+    @property
+    def ok(self) -> bool:
+        """True when every row has a valid ID number and an authorization reference."""
+        return self.bad_ids == 0 and self.unauthorized == 0
+
+
+def persons_columns(columns: dict[str, str]) -> dict[str, tuple[str, str] | None]:
+    """For each role of :data:`PERSON_HEADERS`, the table column (name, DuckDB type) that
+    fills it, or None. Raises InputError ``E_SCHEMA`` naming the missing required columns."""
+    lowered = {name.strip().lower(): (name, kind) for name, kind in columns.items()}
+    chosen = {
+        role: next((lowered[n] for n in names if n in lowered), None)
+        for role, names in PERSON_HEADERS.items()
+    }
+    missing = [
+        f"{role} ({' / '.join(PERSON_HEADERS[role])})"
+        for role in REQUIRED_ROLES
+        if chosen[role] is None
+    ]
+    if missing:
+        raise InputError(
+            f"the persons table has no column for {', '.join(missing)}", code="E_SCHEMA"
+        )
+    return chosen
+
+
+def _text(column: tuple[str, str] | None) -> str:
+    """SQL: the column as trimmed text, NULL when blank or absent."""
+    return "CAST(NULL AS VARCHAR)" if column is None else text_sql(*column)
+
+
+def prepare_persons(con: duckdb.DuckDBPyConnection, table: Path, target: Path) -> PersonsCheck:
+    """Read the persons ``table`` and write it normalised to ``target`` (Parquet encrypted
+    under the data key registered on ``con``): columns ``id_number`` (trimmed, upper-case),
+    ``name``, ``household_id`` (the ID number when blank), ``authorization``.
+
+    Returns the counts; when any row has a bad ID or no authorization, ``target`` is removed
+    before returning. Raises InputError ``E_SCHEMA`` (unreadable table, wrong suffix, a required
+    column missing) or ``E_ENCODING`` (a CSV that is not UTF-8); nothing is left at ``target``.
+    """
+    src = table_source(table)
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
+    except duckdb.Error as e:
+        raise unreadable("persons", table, e) from None
+    chosen = persons_columns({str(r[0]): str(r[1]) for r in described})
+    rows = (
+        f"SELECT upper({_text(chosen['id_number'])}) AS id_number, "
+        f"{_text(chosen['name'])} AS name, {_text(chosen['household_id'])} AS household_id, "
+        f'{_text(chosen["authorization"])} AS "authorization" FROM {src}'
+    )
+    # The check is its own projection (not inside coalesce): DuckDB then computes its repeated
+    # parts once. NULL (a blank ID) counts as invalid below.
+    checked = (
+        'SELECT id_number, name, coalesce(household_id, id_number) AS household_id, "authorization", '
+        f"{id_valid_sql('id_number')} AS id_ok FROM ({rows})"
+    )
+    encryption = f"{{footer_key: {quote_literal(KEY_NAME)}}}"
+    try:
+        con.execute(
+            f"COPY ({checked}) TO {quote_literal(str(target))} "
+            f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, "
+            f"ENCRYPTION_CONFIG {encryption})"
+        )
+        counts = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE id_ok IS NOT true), "
+            'count(*) FILTER (WHERE "authorization" IS NULL) FROM read_parquet('
+            f"{quote_literal(str(target))}, encryption_config = {encryption})"
+        ).fetchone()
+    except duckdb.Error as e:
+        target.unlink(missing_ok=True)
+        raise unreadable("persons", table, e) from None
+    total, bad_ids, unauthorized = counts or (0, 0, 0)
+    check = PersonsCheck(int(total), int(bad_ids), int(unauthorized))
+    if not check.ok:
+        target.unlink(missing_ok=True)
+    return check

@@ -1,0 +1,166 @@
+"""The ingest pipeline in its own process, started and supervised by ``exchange-server serve``.
+
+Why a process: the SFTP front (SSH crypto, packet handling) and the pipeline (verifying
+bundles, sealing receipts) are both CPU-bound Python; in one process they share one core
+through the GIL. As two processes they use two. They already meet only through the store and
+the spool, so nothing else changes: every upload is durable before it is acknowledged, and the
+pipeline resumes any upload from its recorded state.
+
+The parent wakes the child by writing a byte to the child's stdin after each committed upload
+(the child also polls the store every second). The child dies with its parent: Linux delivers
+SIGKILL to it when the parent dies (``PR_SET_PDEATHSIG``), and it also exits when its stdin
+reaches end of file or its parent process id changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from exchange_server.data.compare import load_rules, rules_path, run_due
+from exchange_server.node import Node, utcnow
+from exchange_server.pipeline.workflow import node_ingest
+
+__all__ = ["PipelineProcess", "run_child"]
+
+log = logging.getLogger("exchange_server.pipeline")
+
+#: Seconds between checks for due cross-comparison rules.
+COMPARE_INTERVAL = 60.0
+
+_PR_SET_PDEATHSIG = 1
+
+
+class PipelineProcess:
+    """Parent side: start, wake, supervise and stop the pipeline child."""
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        """Start the child (call from the thread that lives as long as the server)."""
+        cmd = [
+            sys.executable,
+            "-c",
+            "from exchange_server.admin.cli import main; main()",
+            "pipeline",
+            "--home",
+            str(self.home),
+            "--parent",
+            str(os.getpid()),
+        ]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        assert self.proc.stdin is not None
+        os.set_blocking(self.proc.stdin.fileno(), False)
+        log.info("ingest pipeline started (pid %d)", self.proc.pid)
+
+    def wake(self) -> None:
+        """Tell the child there is work; never blocks, callable from any thread."""
+        proc = self.proc
+        if proc is None or proc.stdin is None:
+            return
+        with contextlib.suppress(BlockingIOError, BrokenPipeError, ValueError, OSError):
+            os.write(proc.stdin.fileno(), b".")
+
+    async def supervise(self) -> None:
+        """Restart the child if it dies while the server runs (until cancelled)."""
+        while True:
+            await asyncio.sleep(1.0)
+            proc = self.proc
+            if proc is not None and proc.poll() is not None:
+                self.restarts += 1
+                log.error("ingest pipeline exited with %s; restarting it", proc.returncode)
+                self.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Ask the child to finish its current batch and exit; kill it after ``timeout``."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _die_with_parent() -> None:
+    # Linux only; elsewhere the stdin EOF and parent-pid checks below still stop the child.
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def run_child(node: Node, parent: int | None) -> None:
+    """Child side (``exchange-server pipeline``): run the pipeline until told to stop."""
+    _die_with_parent()
+    if parent is not None and os.getppid() != parent:
+        return  # the parent died before we could arm the death signal
+    asyncio.run(_child(node, parent))
+
+
+async def _child(node: Node, parent: int | None) -> None:
+    ingest = node_ingest(node)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    fd = sys.stdin.fileno()
+    os.set_blocking(fd, False)
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        if not data:  # the parent closed our stdin: it is stopping
+            loop.remove_reader(fd)
+            stop.set()
+        else:
+            ingest.wake()
+
+    loop.add_reader(fd, readable)
+
+    async def watch_parent() -> None:
+        while parent is not None:
+            await asyncio.sleep(1.0)
+            if os.getppid() != parent:
+                stop.set()
+                return
+
+    async def comparisons() -> None:
+        """Scheduled cross-comparison rules (HOME/rules.toml), checked once a minute."""
+        while True:
+            try:
+                rules = load_rules(rules_path(node.config.home), missing_ok=True)
+                if rules:
+                    await asyncio.to_thread(run_due, node, rules, now=utcnow())
+            except Exception:  # a bad rules file must not stop the pipeline
+                log.exception("scheduled comparisons failed")
+            await asyncio.sleep(COMPARE_INTERVAL)
+
+    task = asyncio.create_task(ingest.run(recover=False), name="ingest-pipeline")
+    compare_task = asyncio.create_task(comparisons(), name="comparisons")
+    watcher = asyncio.create_task(watch_parent())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for t in (task, compare_task, watcher, stopped):
+        t.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.error("ingest pipeline failed: %r", task.exception())

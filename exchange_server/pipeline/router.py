@@ -1,0 +1,83 @@
+"""Routing of accepted bundles: the one interface the comparison engine and workflows plug into.
+
+The ingest pipeline hands every accepted bundle to a :class:`Router` twice: :meth:`Router.review`
+before the receipt (a :class:`Refusal` turns into a signed rejection receipt with its reason
+code; the returned details go into the "accepted" receipt), and :meth:`Router.route` after it,
+whose outcome becomes the upload's final state.
+:class:`StoreRouter` is the router of a node without a catalog: it keeps accepted data bundles
+(they are already in ``spool/store``) and leaves queries waiting. A node with a published
+catalog uses :class:`exchange_server.pipeline.workflow.Workflow`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from exchange_common.errors import ExchangeError
+from exchange_server.store.models import BundleState
+
+__all__ = ["AcceptedBundle", "Refusal", "RouteOutcome", "Router", "StoreRouter"]
+
+
+class Refusal(ExchangeError):
+    """A bundle refused by review: ``code`` goes into the signed rejection receipt."""
+
+    def __init__(self, code: str, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message, code=code, detail=detail)
+
+
+@dataclass(frozen=True)
+class AcceptedBundle:
+    """A bundle that passed every ingest check, as the router sees it."""
+
+    upload_id: str
+    bundle_id: str
+    kind: str
+    sender: str
+    path: Path
+
+
+class RouteOutcome(StrEnum):
+    """What routing did; maps onto the upload's next state."""
+
+    #: Nothing more to do for this bundle (e.g. a dataset was stored).
+    DONE = "done"
+    #: Handed on; waits for something else (a provider's answer, the engine).
+    WAITING = "waiting"
+
+    @property
+    def state(self) -> BundleState:
+        """The upload state this outcome leads to."""
+        return BundleState.DONE if self is RouteOutcome.DONE else BundleState.ROUTED
+
+
+class Router(Protocol):
+    """Decides what happens to an accepted bundle. Must be idempotent: after a crash the
+    pipeline may review and route the same bundle again."""
+
+    def review(self, bundle: AcceptedBundle) -> dict[str, Any]:
+        """Check ``bundle`` before its receipt: facts for the receipt (no personal data), or
+        :class:`Refusal`; any other exception is a node-side failure (the bundle stays
+        accepted and is retried)."""
+        ...
+
+    def route(self, bundle: AcceptedBundle) -> RouteOutcome:
+        """Route ``bundle``; raise only for node-side failures (the bundle stays accepted)."""
+        ...
+
+
+class StoreRouter:
+    """Default router until the engine exists: data is kept, queries wait."""
+
+    waiting_kinds = frozenset({"query", "recheck", "revocation", "relay", "response"})
+
+    def review(self, bundle: AcceptedBundle) -> dict[str, Any]:
+        """Nothing to check without a catalog."""
+        return {}
+
+    def route(self, bundle: AcceptedBundle) -> RouteOutcome:
+        """Data and other kinds are done once stored; query-like kinds wait for the workflow."""
+        return RouteOutcome.WAITING if bundle.kind in self.waiting_kinds else RouteOutcome.DONE

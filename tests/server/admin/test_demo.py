@@ -1,0 +1,54 @@
+"""The README's main-job command must keep working end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from exchange_server.admin.cli import app
+from exchange_server.admin.demo import DEMO_DEPARTMENTS, run_demo
+
+
+def test_demo_builds_a_verifiable_world(tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run_demo(tmp_path / "demo", say=lines.append)
+    assert (tmp_path / "demo" / "ca" / "root.pem").is_file()
+    for code, _, _ in DEMO_DEPARTMENTS:
+        assert (tmp_path / "demo" / "certs" / f"{code}.pem").is_file()
+        key = tmp_path / "demo" / "certs" / f"{code}.key"
+        assert key.stat().st_mode & 0o777 == 0o600
+    assert any("stock OpenSSL" in s for s in result.steps)
+    assert not any("disagrees" in s for s in result.steps)
+    assert len(lines) == len(result.steps)
+    # the node stage ran through the real client: both pushes accepted, receipts held
+    pushed = [s for s in result.steps if "with exchange-client: node receipt accepted" in s]
+    assert {s.split()[0] for s in pushed} == {"MZ330100", "RS330100"}
+    held = [s for s in result.steps if "holds the node's signed receipt" in s and "accepted" in s]
+    assert {s.split()[0] for s in held} == {"MZ330100", "RS330100"}
+    receipts = list((tmp_path / "demo" / "clients").glob("*/pulled/receipt-*.bundle"))
+    assert len(receipts) == 2
+
+
+def test_demo_refuses_to_overwrite_without_fresh(tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    res = CliRunner().invoke(app, ["demo", "--dir", str(target)])
+    assert res.exit_code == 3
+    assert "already exists" in res.output
+    assert (target / "keep.txt").read_text() == "mine"
+
+
+def test_demo_console_script_runs(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "exchange-server"
+    proc = subprocess.run(
+        [str(exe), "demo", "--dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Done." in proc.stdout
