@@ -21,8 +21,8 @@ Each group below runs in its own process, so its peak RSS is its own (``os.wait4
    row by row, encrypted Parquet under the node data key, a ``dataset_version`` row in the
    node's SQLite state store); timed alone, reported in rows/s.
 3. ``pipeline``: the node itself, sealed bundle to sealed bundle. The query is handed to the
-   node's ingest pipeline as the SFTP front hands over an upload (``Ingest.accept_upload``,
-   untimed), then ``Ingest.process`` takes it all the way, exactly as in the running node:
+   node's ingest pipeline as the SFTP front hands over an upload (``Handover.accept_upload``,
+   untimed), then ``Runner.process`` takes it all the way, exactly as in the running node:
    verify the bundle and its sender (certificate, chain, CRL, registered address, replay),
    formal review (open and decrypt, application against the published catalog, the persons
    list checked and written encrypted: :mod:`exchange_server.data.persons`), the signed receipt,
@@ -67,7 +67,8 @@ from exchange_server.data.catalog import CatalogStore, Resource, load_catalog
 from exchange_server.data.datasets import DatasetStore, quote_literal
 from exchange_server.data.synthetic import write_dataset, write_persons
 from exchange_server.node import Node
-from exchange_server.pipeline.workflow import Workflow, node_ingest, result_name
+from exchange_server.pipeline.assembly import handover_to, node_runner
+from exchange_server.pipeline.workflow import Workflow, result_name
 from exchange_server.store.registry import add_department
 from pki.bundle import BundleKind, Member, open_bundle, seal_to_file
 from pki.ca import CertificateAuthority
@@ -259,16 +260,17 @@ def stage_ingest(args: argparse.Namespace, resource: Resource, work: Path) -> di
 
 def stage_pipeline(args: argparse.Namespace, resource: Resource, work: Path) -> dict[str, Any]:
     node = Node.open(work / "node")
-    ingest = node_ingest(node)
+    ingest = node_runner(node)
+    handover = handover_to(ingest)
     workflow = ingest.router
     assert isinstance(workflow, Workflow)
     workflow.datasets.threads = args.threads
     workflow.datasets.memory_limit = args.memory_limit
 
     # what the SFTP front does when an upload closes (untimed): the file lands in the spool
-    upload_id, partial = ingest.new_partial()
+    upload_id, partial = handover.new_partial()
     shutil.copyfile(work / "query.bundle", partial)
-    ingest.accept_upload(
+    handover.accept_upload(
         upload_id=upload_id,
         dept=DEPT,
         partial=partial,

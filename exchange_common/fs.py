@@ -31,12 +31,16 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path, mode: int = 0o644, *, exclusive: bool = False) -> Iterator[BinaryIO]:
+def atomic_output(
+    path: Path, mode: int = 0o644, *, exclusive: bool = False, sync_dir: bool = True
+) -> Iterator[BinaryIO]:
     """Yield a binary file that appears at ``path`` only if the block completes.
 
     On any exception the temporary file is removed and ``path`` is untouched. With
     ``exclusive`` the final step refuses to replace an existing file (``FileExistsError``);
-    this uses ``os.link`` so the check and the creation are one atomic step.
+    this uses ``os.link`` so the check and the creation are one atomic step. With
+    ``sync_dir=False`` the caller promises to fsync the folder itself before it relies on
+    the new name (a batch of files then costs one folder fsync).
     """
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -52,7 +56,8 @@ def atomic_output(path: Path, mode: int = 0o644, *, exclusive: bool = False) -> 
             tmp.unlink()
         else:
             tmp.replace(path)
-        fsync_dir(path.parent)
+        if sync_dir:
+            fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

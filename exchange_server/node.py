@@ -39,6 +39,7 @@ class Node:
     engine: Engine
     _trust: TrustStore | None = field(default=None, repr=False)
     _trust_stamp: tuple[float, float] | None = field(default=None, repr=False)
+    _identity: tuple[list[x509.Certificate], PrivateKey] | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, home: Path) -> Node:
@@ -75,7 +76,13 @@ class Node:
         return self._trust
 
     def identity(self) -> tuple[list[x509.Certificate], PrivateKey]:
-        """The node's certificate chain and private key (EXCHANGE_KEY_PASSPHRASE if encrypted)."""
-        chain = load_certificates(self.config.path(self.config.cert))
-        key = load_private_key(self.config.path(self.config.key))
-        return chain, key
+        """The node's certificate chain and private key (EXCHANGE_KEY_PASSPHRASE if encrypted).
+
+        Read from disk once per opened node (per process): a renewed node certificate takes
+        effect when the node restarts. Raises what loading the files raises.
+        """
+        if self._identity is None:
+            chain = load_certificates(self.config.path(self.config.cert))
+            key = load_private_key(self.config.path(self.config.key))
+            self._identity = (chain, key)
+        return self._identity

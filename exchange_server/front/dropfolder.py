@@ -21,7 +21,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from exchange_server.pipeline.ingest import Ingest
+from exchange_server.pipeline.handover import Handover
 
 __all__ = ["DropFolder"]
 
@@ -29,9 +29,9 @@ log = logging.getLogger("exchange_server.drop")
 
 
 class DropFolder(FileSystemEventHandler):
-    """Watches one folder and feeds complete files into :class:`Ingest`."""
+    """Watches one folder and feeds complete files into the pipeline's :class:`~exchange_server.pipeline.handover.Handover`."""
 
-    def __init__(self, ingest: Ingest, folder: Path, *, settle_seconds: float = 1.0):
+    def __init__(self, ingest: Handover, folder: Path, *, settle_seconds: float = 1.0):
         super().__init__()
         self.ingest = ingest
         self.folder = Path(folder)

@@ -61,9 +61,10 @@ from exchange_server.front.sftp import (
     commit_on_close_supported,
 )
 from exchange_server.node import Node, utcnow
-from exchange_server.pipeline.ingest import Ingest
+from exchange_server.pipeline.assembly import handover_to_process, node_spool
+from exchange_server.pipeline.handover import Handover
 from exchange_server.pipeline.process import PipelineProcess
-from exchange_server.pipeline.workflow import node_ingest
+from exchange_server.pipeline.runner import recover_spool
 from exchange_server.store.audit import append_event
 from exchange_server.store.models import (
     Department,
@@ -219,7 +220,7 @@ class SFTPFront:
     def __init__(
         self,
         node: Node,
-        ingest: Ingest,
+        ingest: Handover,
         *,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], dt.datetime] = utcnow,
@@ -601,19 +602,19 @@ def setup_logging() -> None:
 
 
 async def _serve(node: Node, host: str, port: int) -> None:
-    ingest = node_ingest(node)
     # Recovery runs to completion before the listener opens, so it never races a live upload.
-    await asyncio.to_thread(ingest.recover)
+    await asyncio.to_thread(recover_spool, node, node_spool(node))
+    # The pipeline runs in its own process so that it and the SFTP front each get a core;
+    # each committed upload wakes it.
+    pipeline = PipelineProcess(node.config.home)
+    ingest = handover_to_process(node, pipeline.wake)
     front = SFTPFront(node, ingest)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     bound_host, bound_port = await front.start(host, port)
-    # The pipeline runs in its own process so that it and the SFTP front each get a core.
-    pipeline = PipelineProcess(node.config.home)
     pipeline.start()
-    ingest.notify = pipeline.wake
     supervisor = asyncio.create_task(pipeline.supervise(), name="pipeline-supervisor")
     drop = DropFolder(ingest, node.config.path(node.config.drop))
     await asyncio.to_thread(drop.start)

@@ -20,7 +20,7 @@ anything else      "no such file"; every mutating operation is "permission denie
 
 Uploads are atomic. The bytes go to ``spool/incoming/.partial/<upload id>.part`` (``os.pwrite``
 at the requested offset, because clients pipeline their writes). Only a close request from the
-client (``SSH_FXP_CLOSE``) commits the upload, through :meth:`Ingest.accept_upload`, *before* the
+client (``SSH_FXP_CLOSE``) commits the upload, through :meth:`Handover.accept_upload`, *before* the
 client is told it succeeded. When the session ends with the file still open (connection lost,
 client killed, channel closed), asyncssh calls the same :meth:`SFTPServer.close` from its
 session clean-up; we tell the two apart by the caller (see :func:`_called_by_client_close`) and
@@ -55,7 +55,7 @@ from sqlalchemy import func
 from sqlmodel import select
 
 from exchange_server.node import Node
-from exchange_server.pipeline.ingest import Ingest
+from exchange_server.pipeline.handover import Handover
 from exchange_server.spool import Spool
 from exchange_server.store.models import BundleState, Department, Upload
 from pki.identity import DeptCode
@@ -267,7 +267,7 @@ class SFTPServices:
     """What every SFTP session of one node process needs."""
 
     node: Node
-    ingest: Ingest
+    ingest: Handover
     executor: Executor
     max_upload_bytes: int
     book: UploadBook = field(default_factory=UploadBook)

@@ -16,7 +16,11 @@ Its manifest ``fields`` and its one member ``receipt.json`` carry the same recor
 ``received_at``   when the upload completed (RFC 3339 UTC)
 ``decided_at``    when the node decided
 ``node``          the node's code
+``details``       what the node's review found (counts, codes: no personal data)
 ================  =============================================================
+
+Receipts are delivered through :class:`~exchange_server.outbox.writer.Outbox`, the node's one
+outbox writer: at most one receipt per upload, ever, whatever crashes in between.
 
 Anyone holding the trust root can check the node's signature without any private key
 (``exchange-pki bundle verify --trust root.pem receipt-....bundle``).
@@ -27,20 +31,13 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
-import tempfile
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from cryptography import x509
+from exchange_server.outbox.writer import Delivery, Outbox, result_bundle_id
+from pki.bundle import BundleKind, Member
 
-from exchange_common.fs import fsync_dir
-from pki.bundle import Member, seal
-from pki.keys import PrivateKey
-
-__all__ = ["Receipt", "receipt_name", "write_receipt"]
+__all__ = ["Receipt", "receipt_name", "send_receipt"]
 
 
 @dataclass(frozen=True)
@@ -71,59 +68,29 @@ def receipt_name(upload_id: str) -> str:
     return f"receipt-{upload_id}.bundle"
 
 
-def write_receipt(
-    outbox: Path,
+def send_receipt(
+    outbox: Outbox,
+    dept_code: str,
     receipt: Receipt,
     *,
-    recipient: x509.Certificate,
-    node_chain: Sequence[x509.Certificate],
-    node_key: PrivateKey,
     now: dt.datetime,
     sync_dir: bool = True,
-) -> tuple[str, bool]:
-    """Seal ``receipt`` for ``recipient`` into ``outbox``; return (name, newly written).
+) -> Delivery:
+    """Seal ``receipt`` for ``dept_code`` into its outbox, once per upload.
 
-    Idempotent: if the receipt file already exists (a crash after writing it, before the state
-    was recorded), it is kept and nothing new is written, so a department never gets two
-    receipts for one upload. The file appears atomically and complete (written and fsynced
-    under a temporary name, then hard-linked exclusively). With ``sync_dir=False`` the caller
-    promises to fsync ``outbox`` before it records the receipt as sent (batches do it once).
+    If the receipt is already there (a crash after writing it, before the state was recorded)
+    it is kept and nothing new is written, so a department never gets two receipts for one
+    upload. See :meth:`Outbox.deliver` for ``sync_dir`` and the errors it raises.
     """
-    name = receipt_name(receipt.upload_id)
-    final = outbox / name
-    if final.exists():
-        return name, False
     body = json.dumps(receipt.to_json(), ensure_ascii=False, sort_keys=True, indent=2).encode()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=outbox)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            seal(
-                [
-                    Member(
-                        "receipt.json",
-                        io.BytesIO(body),
-                        size=len(body),
-                        media_type="application/json",
-                    )
-                ],
-                fh,
-                signer_key=node_key,
-                signer_chain=list(node_chain),
-                recipients=[recipient],
-                kind="receipt",
-                fields=receipt.to_json(),
-                now=now,
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.chmod(0o644)
-        try:
-            os.link(tmp, final)  # exclusive: never replaces a receipt that appeared meanwhile
-        except FileExistsError:
-            return name, False
-    finally:
-        tmp.unlink(missing_ok=True)
-    if sync_dir:
-        fsync_dir(outbox)
-    return name, True
+    member = Member("receipt.json", io.BytesIO(body), size=len(body), media_type="application/json")
+    return outbox.deliver(
+        dept_code,
+        receipt_name(receipt.upload_id),
+        [member],
+        kind=BundleKind.RECEIPT,
+        fields=receipt.to_json(),
+        now=now,
+        bundle_id=result_bundle_id("receipt", receipt.upload_id),
+        sync_dir=sync_dir,
+    )

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from exchange_server.data.compare import load_rules, rules_path, run_due
 from exchange_server.node import Node, utcnow
-from exchange_server.pipeline.workflow import node_ingest
+from exchange_server.pipeline.assembly import node_runner
 
 __all__ = ["PipelineProcess", "run_child"]
 
@@ -114,7 +114,7 @@ def run_child(node: Node, parent: int | None) -> None:
 
 
 async def _child(node: Node, parent: int | None) -> None:
-    ingest = node_ingest(node)
+    ingest = node_runner(node)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,9 +4,8 @@ The ingest pipeline hands every accepted bundle to a :class:`Router` twice: :met
 before the receipt (a :class:`Refusal` turns into a signed rejection receipt with its reason
 code; the returned details go into the "accepted" receipt), and :meth:`Router.route` after it,
 whose outcome becomes the upload's final state.
-:class:`StoreRouter` is the router of a node without a catalog: it keeps accepted data bundles
-(they are already in ``spool/store``) and leaves queries waiting. A node with a published
-catalog uses :class:`exchange_server.pipeline.workflow.Workflow`.
+The node's router is :class:`exchange_server.pipeline.workflow.Workflow`: there is no default
+that would accept data without a catalog review (fail closed).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from typing import Any, Protocol
 from exchange_common.errors import ExchangeError
 from exchange_server.store.models import BundleState
 
-__all__ = ["AcceptedBundle", "Refusal", "RouteOutcome", "Router", "StoreRouter"]
+__all__ = ["AcceptedBundle", "Refusal", "RouteOutcome", "Router"]
 
 
 class Refusal(ExchangeError):
@@ -67,17 +66,3 @@ class Router(Protocol):
     def route(self, bundle: AcceptedBundle) -> RouteOutcome:
         """Route ``bundle``; raise only for node-side failures (the bundle stays accepted)."""
         ...
-
-
-class StoreRouter:
-    """Default router until the engine exists: data is kept, queries wait."""
-
-    waiting_kinds = frozenset({"query", "recheck", "revocation", "relay", "response"})
-
-    def review(self, bundle: AcceptedBundle) -> dict[str, Any]:
-        """Nothing to check without a catalog."""
-        return {}
-
-    def route(self, bundle: AcceptedBundle) -> RouteOutcome:
-        """Data and other kinds are done once stored; query-like kinds wait for the workflow."""
-        return RouteOutcome.WAITING if bundle.kind in self.waiting_kinds else RouteOutcome.DONE

@@ -38,13 +38,14 @@ list kept between review and route is encrypted under the node data key.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,8 +57,7 @@ from exchange_server.data.datasets import DatasetStore
 from exchange_server.data.engine import match, parse_time_range
 from exchange_server.data.persons import PERSON_HEADERS, prepare_persons
 from exchange_server.node import Node, utcnow
-from exchange_server.outbox.results import deliver, result_bundle_id
-from exchange_server.pipeline.ingest import Ingest
+from exchange_server.outbox.writer import Outbox, result_bundle_id
 from exchange_server.pipeline.router import AcceptedBundle, Refusal, RouteOutcome
 from exchange_server.spool import Spool
 from exchange_server.store.audit import append_event
@@ -69,7 +69,6 @@ __all__ = [
     "Refusal",
     "ResourceRequest",
     "Workflow",
-    "node_ingest",
     "parse_application",
     "result_name",
 ]
@@ -184,9 +183,18 @@ class Workflow:
     #: Bundles whose step timings are kept (the most recent ones).
     KEEP_TIMINGS = 64
 
-    def __init__(self, node: Node, spool: Spool, datasets: DatasetStore | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        spool: Spool,
+        datasets: DatasetStore | None = None,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
         self.node = node
         self.spool = spool
+        self.outbox = Outbox(node, spool)
+        self.clock = clock
         self.datasets = datasets or DatasetStore(node)
         self.catalogs = CatalogStore.for_home(node.config.home)
         #: Seconds per step (``open``, ``persons``, ``ingest``, ``match:<CODE>``, ``seal``)
@@ -233,7 +241,7 @@ class Workflow:
                     recipient_key=key,
                     recipient_cert=chain[0],
                     trust=self.node.trust(),
-                    now=utcnow(),
+                    now=self.clock(),
                 )
         except PeerError as e:
             raise Refusal(e.code, e.message, detail=e.detail) from None
@@ -296,7 +304,7 @@ class Workflow:
                     mode=mode,
                     catalog_version=catalog_version,
                     work=work,
-                    now=utcnow(),
+                    now=self.clock(),
                 )
         except InputError as e:
             raise Refusal(e.code, e.message, detail=e.detail) from None
@@ -396,7 +404,7 @@ class Workflow:
         app = parse_application(body["application"])
         catalog_version = int(body["catalog_version"])
         _, catalog = self.catalogs.load(catalog_version)
-        now = utcnow()
+        now = self.clock()
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True, mode=0o700)
@@ -471,9 +479,7 @@ class Workflow:
             "resources": [r["resource"] for r in report["resources"]],
         }
         with self._timed(bundle.bundle_id, "seal"):
-            _, written = deliver(
-                self.node,
-                self.spool,
+            written = self.outbox.deliver(
                 bundle.sender,
                 name,
                 members,
@@ -481,7 +487,7 @@ class Workflow:
                 fields=fields,
                 bundle_id=result_bundle_id("result", bundle.bundle_id),
                 now=now,
-            )
+            ).written
         if written:
             with self.node.session() as s:
                 append_event(
@@ -519,10 +525,3 @@ class Workflow:
         )
         shutil.rmtree(work, ignore_errors=True)
         return RouteOutcome.DONE
-
-
-def node_ingest(node: Node, **kwargs: Any) -> Ingest:
-    """The node's :class:`~exchange_server.pipeline.ingest.Ingest` with this workflow as its router."""
-    ingest = Ingest(node, **kwargs)
-    ingest.router = Workflow(node, ingest.spool)
-    return ingest

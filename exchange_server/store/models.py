@@ -83,10 +83,11 @@ class DepartmentSSHKey(SQLModel, table=True):
 
 
 class BundleState(StrEnum):
-    """The ingest state machine: received -> verified -> accepted|rejected -> routed -> done."""
+    """An upload's state; every transition is decided in
+    :mod:`exchange_server.pipeline.decisions` (received -> accepted|rejected; accepted ->
+    rejected|routed|done)."""
 
     RECEIVED = "received"
-    VERIFIED = "verified"
     ACCEPTED = "accepted"
     REJECTED = "rejected"
     ROUTED = "routed"

@@ -40,6 +40,7 @@ __all__ = [
     "DepartmentView",
     "add_department",
     "add_ssh_key",
+    "department_certificate",
     "get_department",
     "list_departments",
     "parse_ssh_public_key",
@@ -314,3 +315,13 @@ def list_departments(session: Session) -> list[DepartmentView]:
     """All departments by code."""
     rows = session.exec(select(Department).order_by(col(Department.code))).all()
     return [_view(session, d) for d in rows]
+
+
+def department_certificate(session: Session, code: str) -> x509.Certificate | None:
+    """The registered certificate of department ``code`` (the one the node seals to), or None
+    when no such department is registered. Disabled departments keep theirs: a receipt for an
+    upload that arrived before the department was disabled is still owed."""
+    dept = session.get(Department, code)
+    if dept is None:
+        return None
+    return x509.load_pem_x509_certificate(dept.cert_pem.encode())

@@ -11,19 +11,38 @@ import io
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
 from exchange_common.fs import atomic_write
 from exchange_server.admin.home import create_home
 from exchange_server.node import Node
-from exchange_server.pipeline.ingest import Ingest
+from exchange_server.pipeline.assembly import handover_to
+from exchange_server.pipeline.handover import Handover
+from exchange_server.pipeline.router import AcceptedBundle, RouteOutcome
+from exchange_server.pipeline.runner import Runner
+from exchange_server.spool import Spool
 from exchange_server.store.registry import add_department
 from pki.bundle import Member, seal_to_file
 from pki.ca import IssuedCertificate
 from pki.identity import Role
 from pki.keys import certificate_pem, private_key_pem
 from tests.conftest import CAFixture
+
+
+class KeepRouter:
+    """The router of pipeline tests that exercise the generic path (verification, registry,
+    replay, receipts, recovery) rather than the catalog: reviews nothing, keeps data, and
+    leaves every other kind waiting. Never used by a node: its router is the Workflow."""
+
+    def review(self, bundle: AcceptedBundle) -> dict[str, Any]:
+        """No review: nothing to report."""
+        return {}
+
+    def route(self, bundle: AcceptedBundle) -> RouteOutcome:
+        """``data`` is done once stored; the other kinds wait."""
+        return RouteOutcome.DONE if bundle.kind == "data" else RouteOutcome.WAITING
 
 
 @dataclass
@@ -33,7 +52,10 @@ class World:
     tmp: Path
     ca: CAFixture
     node: Node
-    ingest: Ingest
+    #: The pipeline runner (with :class:`KeepRouter` unless a test sets another router).
+    ingest: Runner
+    #: The transports' hand-over, waking ``ingest``.
+    handover: Handover
     node_cert: IssuedCertificate
     depts: dict[str, IssuedCertificate]
 
@@ -74,10 +96,10 @@ class World:
 
     def upload(self, dept: str, source: Path | bytes, *, addr: str | None = "127.0.0.1") -> str:
         """Hand ``source`` to the pipeline as if ``dept`` had uploaded it over SFTP."""
-        upload_id, partial = self.ingest.new_partial()
+        upload_id, partial = self.handover.new_partial()
         data = source if isinstance(source, bytes) else source.read_bytes()
         partial.write_bytes(data)
-        self.ingest.accept_upload(
+        self.handover.accept_upload(
             upload_id=upload_id,
             dept=dept,
             partial=partial,
@@ -124,4 +146,13 @@ def build_world(tmp: Path, ca: CAFixture, database: str | None = None) -> World:
                 now=now,
                 actor="test",
             )
-    return World(tmp=tmp, ca=ca, node=node, ingest=Ingest(node), node_cert=node_cert, depts=depts)
+    runner = Runner(node, KeepRouter(), spool=Spool(node.config.path(node.config.spool)))
+    return World(
+        tmp=tmp,
+        ca=ca,
+        node=node,
+        ingest=runner,
+        handover=handover_to(runner),
+        node_cert=node_cert,
+        depts=depts,
+    )

@@ -23,7 +23,7 @@ def world(tmp_path: Path, test_ca: CAFixture) -> World:
 
 def _drop(world: World) -> DropFolder:
     return DropFolder(
-        world.ingest, world.node.config.path(world.node.config.drop), settle_seconds=0.05
+        world.handover, world.node.config.path(world.node.config.drop), settle_seconds=0.05
     )
 
 

@@ -193,7 +193,7 @@ def test_upload_book_names_and_bytes() -> None:
 
 
 class FakeIngest:
-    """The transport-facing half of Ingest, recording what the SFTP front asked of it."""
+    """A stand-in for the pipeline's Handover, recording what the SFTP front asked of it."""
 
     def __init__(self, root: Path):
         self.spool = Spool(root)

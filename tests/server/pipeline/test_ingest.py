@@ -14,12 +14,12 @@ import pytest
 from sqlmodel import select
 
 from exchange_server.outbox.receipts import receipt_name
-from exchange_server.pipeline.router import AcceptedBundle, RouteOutcome, StoreRouter
+from exchange_server.pipeline.router import AcceptedBundle, RouteOutcome
 from exchange_server.store.audit import verify_chain
 from exchange_server.store.models import Upload
 from pki.bundle import open_bundle, verify
 from tests.conftest import CAFixture
-from tests.server.world import World, build_world
+from tests.server.world import KeepRouter, World, build_world
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_replayed_bundle_is_rejected(world: World) -> None:
     assert len(list(world.ingest.spool.store.iterdir())) == 1
 
 
-class _CrashingRouter(StoreRouter):
+class _CrashingRouter(KeepRouter):
     """Dies like a killed node: after the receipt was written, before the state is recorded."""
 
     def route(self, bundle: AcceptedBundle) -> RouteOutcome:
@@ -151,7 +151,7 @@ def test_crash_after_receipt_before_state_sends_no_second_receipt(world: World) 
     assert _upload(world, upload_id).state == "accepted"
     assert _outbox_receipts(world, "MZ330100") == [receipt_name(upload_id)]
     assert world.ingest.pending() == [upload_id]
-    world.ingest.router = StoreRouter()  # restart resumes from the recorded state
+    world.ingest.router = KeepRouter()  # restart resumes from the recorded state
     assert world.ingest.process(upload_id).value == "done"
     assert _outbox_receipts(world, "MZ330100") == [receipt_name(upload_id)]
 

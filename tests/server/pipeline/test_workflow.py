@@ -1,6 +1,6 @@
 """The node's workflow: formal review, dataset ingest and query answers, through the pipeline.
 
-Every test goes through :class:`Ingest` with the :class:`Workflow` router on a real node home
+Every test goes through the pipeline :class:`Runner` with the :class:`Workflow` router on a real node home
 (SQLite, and PostgreSQL when reachable), with the example catalog published.
 """
 

@@ -1,0 +1,534 @@
+"""The runner: gathers facts, asks :func:`~exchange_server.pipeline.decisions.decide`, applies.
+
+For each pending upload the runner verifies the bundle (:func:`pki.bundle.verify`), reads the
+registry and the replay guard, runs the router's review and routing, and turns each outcome
+into an event for :func:`decide`; it then applies the returned transition: the state and the
+audit events in the store, the files in the spool, the receipt in the outbox. It decides
+nothing itself.
+
+Uploads are processed in batches that share transactions (one read, one that checks the
+senders and accepts, one that records the final states), with the same outcome as processing
+them one by one in order. Acceptance commits before any receipt is written, and the final
+state only after it, so a crash anywhere leaves each upload resumable from its recorded state;
+receipts and results are written exactly once (:mod:`exchange_server.outbox.writer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from exchange_common.errors import InputError
+from exchange_common.fs import fsync_dir
+from exchange_server.node import Node, utcnow
+from exchange_server.outbox.receipts import Receipt, send_receipt
+from exchange_server.outbox.writer import Outbox
+from exchange_server.pipeline.decisions import (
+    BundleFacts,
+    BundleInvalid,
+    BundleVerified,
+    Event,
+    RecordSeen,
+    RegistrySnapshot,
+    ReviewPassed,
+    ReviewRefused,
+    Routed,
+    SenderRecord,
+    SendReceipt,
+    Transition,
+    UploadFacts,
+    decide,
+)
+from exchange_server.pipeline.router import AcceptedBundle, Refusal, RouteOutcome, Router
+from exchange_server.spool import Spool
+from exchange_server.store.audit import EventSpec, append_events
+from exchange_server.store.models import (
+    BundleState,
+    Department,
+    DepartmentNetwork,
+    DeptState,
+    SeenBundle,
+    Upload,
+    as_utc,
+)
+from pki.bundle import BundleError, verify
+from pki.keys import fingerprint
+
+__all__ = ["OPEN_STATES", "RETRY_SECONDS", "Runner", "recover_spool"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds before uploads whose processing failed (a node-side error) are tried again.
+RETRY_SECONDS = 5.0
+
+#: States from which the pipeline still moves an upload.
+OPEN_STATES = (BundleState.RECEIVED, BundleState.ACCEPTED)
+
+
+def recover_spool(node: Node, spool: Spool) -> None:
+    """Bring the spool back to a consistent state after a crash (idempotent).
+
+    Partial uploads no transport holds are deleted; complete files in ``incoming/`` that have
+    no upload record were never acknowledged, so they are quarantined, never processed. Work
+    folders (plaintext while a bundle is reviewed or answered) of uploads that are no longer
+    open are removed; those of open uploads are redone when they are processed.
+    """
+    # Partials an upload still writes are skipped: the SFTP front holds an flock on each
+    # partial it writes, and another node process sharing the spool may be serving.
+    spool.remove_orphan_partials()
+    with node.session(write=False) as s:
+        known = set(s.exec(select(Upload.id)).all())
+    for f in spool.incoming.iterdir():
+        if f.is_file() and not f.name.startswith(".") and f.name not in known:
+            log.warning("unacknowledged upload %s quarantined at recovery", f.name)
+            f.replace(spool.quarantine / f"orphan-{f.name}")
+    work = spool.root / "work"
+    if work.is_dir():
+        still_open = set(_pending(node))
+        for d in work.iterdir():
+            if d.name not in still_open:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _pending(node: Node) -> list[str]:
+    with node.session(write=False) as s:
+        return list(
+            s.exec(
+                select(Upload.id)
+                .where(col(Upload.state).in_([st.value for st in OPEN_STATES]))
+                .order_by(col(Upload.received_at), col(Upload.id))
+            ).all()
+        )
+
+
+@dataclass
+class _Item:
+    """One upload on its way through a batch: its record and its facts so far."""
+
+    row: Upload
+
+    @property
+    def facts(self) -> UploadFacts:
+        r = self.row
+        return UploadFacts(
+            id=r.id,
+            state=BundleState(r.state),
+            dept_code=r.dept_code,
+            source=r.source,
+            remote_addr=r.remote_addr,
+            bundle_id=r.bundle_id,
+            kind=r.kind,
+            sha256=r.sha256,
+        )
+
+
+class Runner:
+    """Runs the pipeline over a node's spool and store, with ``router`` for review and routing.
+
+    There is no default router: a node reviews every bundle against its catalog
+    (:class:`~exchange_server.pipeline.workflow.Workflow`), and tests pass their own.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        router: Router,
+        *,
+        spool: Spool | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        workers: int = 2,
+        batch_size: int = 32,
+    ) -> None:
+        self.node = node
+        self.router = router
+        self.spool = spool or Spool(node.config.path(node.config.spool))
+        self.outbox = Outbox(node, self.spool)
+        self.clock = clock
+        self.workers = workers
+        self.batch_size = batch_size
+        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- scheduling --------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Tell the runner there is work (callable from any thread)."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._wakeup.set)
+        else:
+            self._wakeup.set()
+
+    def recover(self) -> None:
+        """:func:`recover_spool` for this runner's node and spool."""
+        recover_spool(self.node, self.spool)
+
+    def pending(self) -> list[str]:
+        """Upload ids not yet in a final state, oldest first."""
+        return _pending(self.node)
+
+    async def run(self, *, recover: bool = True) -> None:
+        """Process uploads until cancelled: recovery first, then whatever arrives.
+
+        ``recover=False`` when the caller already ran :meth:`recover` before any transport
+        started (the server does, so recovery never races a live upload's commit).
+        """
+        self._loop = loop = asyncio.get_running_loop()
+        if recover:
+            await asyncio.to_thread(self.recover)
+        in_flight: set[str] = set()
+        cooldown: dict[str, float] = {}
+        active = 0
+
+        def finished(ids: list[str]) -> Callable[[asyncio.Future[bool]], None]:
+            def done(fut: asyncio.Future[bool]) -> None:
+                nonlocal active
+                active -= 1
+                in_flight.difference_update(ids)
+                if not fut.result():  # failed: retry these later, not in a tight loop
+                    cooldown.update(dict.fromkeys(ids, time.monotonic() + RETRY_SECONDS))
+                self._wakeup.set()
+
+            return done
+
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest") as pool:
+            while True:
+                self._wakeup.clear()
+                if active < self.workers:
+                    now = time.monotonic()
+                    for k in [k for k, t in cooldown.items() if t <= now]:
+                        del cooldown[k]
+                    ids = [
+                        u
+                        for u in await asyncio.to_thread(self.pending)
+                        if u not in in_flight and u not in cooldown
+                    ]
+                    free = self.workers - active
+                    while ids and free:
+                        size = min(self.batch_size, -(-len(ids) // free))
+                        take, ids = ids[:size], ids[size:]
+                        in_flight.update(take)
+                        active += 1
+                        free -= 1
+                        fut = loop.run_in_executor(pool, self.process_batch_safely, take)
+                        fut.add_done_callback(finished(take))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+
+    def process_batch_safely(self, upload_ids: list[str]) -> bool:
+        """:meth:`process_batch`, logging instead of raising: one bad upload never stops the
+        node. Returns False if the batch failed (its uploads stay pending and are retried)."""
+        try:
+            self.process_batch(upload_ids)
+        except Exception:
+            log.exception("processing uploads %s failed; they stay pending", upload_ids)
+            return False
+        return True
+
+    def process(self, upload_id: str) -> BundleState:
+        """Take one upload as far as it can go; idempotent, so safe to repeat after a crash."""
+        return self.process_batch([upload_id])[upload_id]
+
+    # --- one batch ---------------------------------------------------------------------------
+
+    def process_batch(self, upload_ids: Sequence[str]) -> dict[str, BundleState]:
+        """Take several uploads as far as they can go, sharing transactions between them.
+
+        The outcome is the same as processing them one by one in order (a bundle id repeated
+        within the batch is a replay). Raises LookupError for an unknown upload id.
+        """
+        with self.node.session(write=False) as s:
+            rows = s.exec(select(Upload).where(col(Upload.id).in_(list(upload_ids)))).all()
+            items = {r.id: _Item(r.model_copy()) for r in rows}
+        missing = [u for u in upload_ids if u not in items]
+        if missing:
+            raise LookupError(missing[0])
+        now = self.clock()
+        results = {u: BundleState(items[u].row.state) for u in upload_ids}
+        trust = self.node.trust()
+        node_fp = fingerprint(self.node.identity()[0][0])
+        verified: list[tuple[_Item, BundleFacts]] = []
+        for u in upload_ids:
+            item = items[u]
+            if results[u] is not BundleState.RECEIVED:
+                continue
+            try:
+                vb = verify(self.spool.incoming_path(u), trust, now=now)
+            except BundleError as e:
+                event = BundleInvalid(e.code, e.message, e.detail)
+                results[u] = self._reject(item, self._decide(item, event, now), now)
+                continue
+            facts = BundleFacts(
+                bundle_id=str(vb.header.bundle_id),
+                kind=vb.header.kind.value,
+                signer=vb.sender.code,
+                sha256=vb.sha256,
+                addressed_to_node=vb.header.recipient(node_fp) is not None,
+            )
+            verified.append((item, facts))
+        to_review = [items[u] for u in upload_ids if results[u] is BundleState.ACCEPTED]
+        if verified:
+            try:
+                accepted, refused = self._admit(verified, now)
+            except IntegrityError:
+                # Another node process accepted one of these bundle ids meanwhile: redo them
+                # one by one, where the replay guard names the loser.
+                if len(verified) == 1:
+                    raise
+                for item, _ in verified:
+                    results[item.row.id] = self.process(item.row.id)
+                accepted, refused = [], []
+            for item, transition in refused:
+                results[item.row.id] = self._reject(item, transition, now)
+            to_review += accepted
+        return results | self._review_and_route(to_review, now)
+
+    def _decide(self, item: _Item, event: Event, now: dt.datetime) -> Transition:
+        return decide(item.facts, event, RegistrySnapshot(), now)
+
+    def _admit(
+        self, verified: list[tuple[_Item, BundleFacts]], now: dt.datetime
+    ) -> tuple[list[_Item], list[tuple[_Item, Transition]]]:
+        """Decide the admission of verified bundles and record it, in one transaction.
+
+        The registry is read in the transaction that records the decision, so a department
+        disabled or re-addressed meanwhile is seen, and the seen_bundle primary key makes a
+        second acceptance of one bundle id impossible, across node processes too.
+        """
+        accepted: list[_Item] = []
+        refused: list[tuple[_Item, Transition]] = []
+        with self.node.session() as s:
+            snapshot = _registry_snapshot(
+                s,
+                {b.signer for _, b in verified},
+                [b.bundle_id for _, b in verified],
+            )
+            seen = dict(snapshot.seen)
+            rows = {
+                r.id: r
+                for r in s.exec(
+                    select(Upload).where(col(Upload.id).in_([i.row.id for i, _ in verified]))
+                )
+            }
+            events: list[EventSpec] = []
+            for item, b in verified:
+                reg = RegistrySnapshot(snapshot.departments, seen)
+                t = decide(item.facts, BundleVerified(b), reg, now)
+                if t.state is not BundleState.ACCEPTED:
+                    refused.append((item, t))
+                    continue
+                for action in t.actions:
+                    if isinstance(action, RecordSeen):
+                        s.add(SeenBundle(bundle_id=action.bundle_id, upload_id=item.row.id, at=now))
+                        seen[action.bundle_id] = item.row.id
+                row = rows[item.row.id]
+                row.state, row.dept_code = t.state.value, t.dept_code
+                row.bundle_id, row.kind = b.bundle_id, b.kind
+                row.sha256, row.updated_at = b.sha256, now
+                s.add(row)
+                events += [EventSpec(a.actor, a.action, a.subject, dict(a.detail)) for a in t.audit]
+                accepted.append(item)
+            append_events(s, events, now=now)
+            s.flush()
+            for item in accepted:
+                item.row = rows[item.row.id].model_copy()
+        return accepted, refused
+
+    def _stored(self, row: Upload) -> Path:
+        """The accepted upload's bundle in ``store/`` (moved there from ``incoming/`` once)."""
+        assert row.bundle_id is not None
+        stored = self.spool.store / f"{row.bundle_id}.bundle"
+        incoming = self.spool.incoming_path(row.id)
+        if incoming.exists():
+            incoming.replace(stored)
+        return stored
+
+    def _review_and_route(self, items: list[_Item], now: dt.datetime) -> dict[str, BundleState]:
+        """Review, receipt and route accepted uploads, then record their states together.
+
+        Review runs before the receipt, so a refusal is a signed rejection receipt. Every
+        receipt of the batch is written (and its folder fsynced) before any route runs, so a
+        long route (a query answer) does not hold back the other senders' receipts.
+        """
+        reviewed: list[tuple[_Item, str | None, AcceptedBundle]] = []
+        refused: list[tuple[_Item, Transition]] = []
+        touched: set[Path] = set()
+        for item in items:
+            row = item.row
+            bundle = AcceptedBundle(
+                upload_id=row.id,
+                bundle_id=row.bundle_id or "",
+                kind=row.kind or "",
+                sender=row.dept_code,
+                path=self._stored(row),
+            )
+            touched.add(bundle.path.parent)
+            event: Event
+            try:
+                event = ReviewPassed(self.router.review(bundle))
+            except Refusal as e:
+                event = ReviewRefused(e.code, e.message, e.detail)
+            t = self._decide(item, event, now)
+            if t.state is BundleState.REJECTED:
+                refused.append((item, t))
+                continue
+            name = self._send(item.row, t.receipt, now, sync_dir=False)
+            if name is not None:
+                touched.add(self.spool.outbox(row.dept_code))
+            reviewed.append((item, name, bundle))
+        # One directory fsync per folder for the whole batch, before any state says "sent".
+        for folder in touched:
+            fsync_dir(folder)
+        results = {item.row.id: self._reject(item, t, now) for item, t in refused}
+        finals = [
+            (
+                item,
+                name,
+                self._decide(item, Routed(self.router.route(b) is RouteOutcome.WAITING), now),
+            )
+            for item, name, b in reviewed
+        ]
+        if not finals:
+            return results
+        with self.node.session() as s:
+            rows = {
+                r.id: r
+                for r in s.exec(
+                    select(Upload).where(col(Upload.id).in_([i.row.id for i, _, _ in finals]))
+                )
+            }
+            events: list[EventSpec] = []
+            for item, name, t in finals:
+                row = rows[item.row.id]
+                row.state, row.receipt_name, row.updated_at = t.state.value, name, now
+                s.add(row)
+                events += [EventSpec(a.actor, a.action, a.subject, dict(a.detail)) for a in t.audit]
+            append_events(s, events, now=now)
+        return results | {item.row.id: t.state for item, _, t in finals}
+
+    # --- applying transitions ----------------------------------------------------------------
+
+    def _send(
+        self, row: Upload, action: SendReceipt | None, now: dt.datetime, *, sync_dir: bool = True
+    ) -> str | None:
+        """Apply a :class:`SendReceipt`: the receipt's outbox name, or None when there is no
+        registered department to send it to."""
+        if action is None:
+            return None
+        receipt = Receipt(
+            upload_id=row.id,
+            bundle_id=row.bundle_id,
+            file_name=row.file_name,
+            file_sha256=row.sha256 or "",
+            size=row.size,
+            verdict=action.verdict.value,
+            reason_code=action.code,
+            reason=action.reason,
+            received_at=_rfc3339(as_utc(row.received_at)),
+            decided_at=_rfc3339(now),
+            node=self.node.config.code,
+            details=dict(action.details),
+        )
+        if not action.dept_code:
+            log.warning("upload %s: no sender to send a receipt to", row.id)
+            return None
+        try:
+            return send_receipt(
+                self.outbox, action.dept_code, receipt, now=now, sync_dir=sync_dir
+            ).name
+        except InputError as e:
+            if e.code != "E_UNKNOWN_DEPT":
+                raise
+            log.warning(
+                "upload %s: no registered department %r to send a receipt to",
+                row.id,
+                action.dept_code,
+            )
+            return None
+
+    def _reject(self, item: _Item, t: Transition, now: dt.datetime) -> BundleState:
+        """Apply a transition to ``rejected``: quarantine, rejection receipt, record."""
+        row = item.row
+        log.warning(
+            "upload %s from %s rejected: %s (%s)", row.id, t.dept_code or "?", t.code, t.detail
+        )
+        quarantined = self.spool.quarantine / row.id
+        sources = [self.spool.incoming_path(row.id)]
+        if row.bundle_id is not None:
+            sources.append(self.spool.store / f"{row.bundle_id}.bundle")
+        for path in sources:
+            if path.exists():
+                path.replace(quarantined)
+                fsync_dir(quarantined.parent)
+                break
+        row = row.model_copy()
+        if t.bundle is not None:
+            row.bundle_id, row.sha256 = t.bundle.bundle_id, t.bundle.sha256
+        if row.sha256 is None and quarantined.exists():
+            row.sha256 = _sha256_file(quarantined)
+        name = self._send(row, t.receipt, now)
+        with self.node.session() as s:
+            up = s.get(Upload, row.id)
+            assert up is not None
+            up.state = t.state.value
+            up.reason_code, up.reason_detail = t.code, (t.detail or "")[:2000]
+            up.sha256, up.bundle_id, up.receipt_name, up.updated_at = (
+                row.sha256,
+                row.bundle_id,
+                name,
+                now,
+            )
+            s.add(up)
+            append_events(
+                s,
+                [EventSpec(a.actor, a.action, a.subject, dict(a.detail)) for a in t.audit],
+                now=now,
+            )
+        return t.state
+
+
+def _registry_snapshot(s: Session, codes: set[str], bundle_ids: list[str]) -> RegistrySnapshot:
+    """The departments ``codes`` and the first sightings of ``bundle_ids``, as one snapshot."""
+    depts = s.exec(select(Department).where(col(Department.code).in_(sorted(codes)))).all()
+    nets: dict[str, list[str]] = {d.code: [] for d in depts}
+    for code, cidr in s.exec(
+        select(DepartmentNetwork.dept_code, DepartmentNetwork.cidr).where(
+            col(DepartmentNetwork.dept_code).in_(sorted(codes))
+        )
+    ):
+        nets.setdefault(code, []).append(cidr)
+    seen = {
+        b.bundle_id: b.upload_id
+        for b in s.exec(select(SeenBundle).where(col(SeenBundle.bundle_id).in_(bundle_ids)))
+    }
+    return RegistrySnapshot(
+        departments={
+            d.code: SenderRecord(d.code, d.state == DeptState.ACTIVE.value, tuple(nets[d.code]))
+            for d in depts
+        },
+        seen=seen,
+    )
+
+
+def _rfc3339(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
