@@ -232,8 +232,8 @@ TABLE: tuple[tuple[str, str, str, str], ...] = (
         "E_BANNED",
         _PEER,
         "The connection was refused.",
-        "The address is temporarily banned after repeated failed logins: wait, then check the "
-        "client's credentials.",
+        "The address is banned for security.ban_seconds after repeated failed logins: wait, "
+        "then check the client's credentials.",
     ),
     (
         "E_BUSY",
@@ -271,13 +271,14 @@ TABLE: tuple[tuple[str, str, str, str], ...] = (
         "E_TOO_LARGE",
         _PEER,
         "The upload exceeds the maximum upload size.",
-        "Split the data into smaller bundles, or raise the node's upload size limit.",
+        "Split the data into smaller bundles, or raise security.max_upload_bytes on the node.",
     ),
     (
         "E_QUOTA",
         _PEER,
         "The upload exceeds the department's quota.",
-        "The department's unprocessed uploads fill its quota: wait for processing or raise it.",
+        "The department's stored uploads fill its quota: wait for processing, or raise the "
+        "department's quota (security.default_quota_bytes).",
     ),
     (
         "E_IO",
@@ -491,12 +492,6 @@ TABLE: tuple[tuple[str, str, str, str], ...] = (
         "Give the private key that was used for this certificate's request.",
     ),
     (
-        "E_PASSPHRASE",
-        _LOCAL,
-        "The key passphrase is missing or wrong.",
-        "Set the passphrase environment variable named in the message, or type it again.",
-    ),
-    (
         "E_CSR",
         _LOCAL,
         "The certificate signing request is invalid.",
@@ -658,6 +653,13 @@ TABLE: tuple[tuple[str, str, str, str], ...] = (
         "The CA database or configuration is busy, damaged or incomplete: restore from backup.",
     ),
     (
+        "E_PASSPHRASE",
+        _CA,
+        "The key passphrase is missing or wrong.",
+        "Set the passphrase environment variable named in the message (or type it at the "
+        "prompt); a wrong passphrase leaves the key unusable until the right one is given.",
+    ),
+    (
         "E_UNKNOWN_SERIAL",
         _CA,
         "No certificate with this serial was issued.",
@@ -745,7 +747,7 @@ MIXED_CLASSES: dict[str, str] = {
     "E_ITEM": "an unknown item asked of the node's engine locally is an InputError (exit 3)",
     "E_LIMIT": "sealing over a limit locally is an InputError (exit 3)",
     "E_NOT_FOUND": "a department without a live certificate in the CA is a CAError (exit 4)",
-    "E_PASSPHRASE": "an encrypted or wrongly decrypted key file is a CAError (exit 4)",
+    "E_PASSPHRASE": "no CA passphrase, or a mismatched confirmation, is an InputError (exit 3)",
     "E_SCHEMA": "the formal review of a query refuses a bundle with it (peer)",
     "E_TIME_RANGE": "the formal review of a query refuses a bundle with it (peer)",
     "E_TRUST": "an empty trust store during certificate verification is a CertificateError",
