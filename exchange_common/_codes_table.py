@@ -192,7 +192,7 @@ TABLE: tuple[tuple[str, str, str, str], ...] = (
     ),
     (
         "E_TRUST",
-        _PEER,
+        _LOCAL,
         "No trusted root is configured to check the certificate.",
         "Install the ministry root certificate in the trust store (node home or client dir).",
     ),
@@ -750,6 +750,7 @@ MIXED_CLASSES: dict[str, str] = {
     "E_PASSPHRASE": "no CA passphrase, or a mismatched confirmation, is an InputError (exit 3)",
     "E_SCHEMA": "the formal review of a query refuses a bundle with it (peer)",
     "E_TIME_RANGE": "the formal review of a query refuses a bundle with it (peer)",
-    "E_TRUST": "an empty trust store during certificate verification is a CertificateError",
+    "E_TRUST": "an empty trust store met while verifying a certificate is a CertificateError "
+    "(exit 1)",
     "E_ENGINE": "raised as InputError (exit 3), though the cause is the node's engine",
 }
