@@ -45,6 +45,7 @@ from exchange_common.cli import (
     err_console,
     fail_on_error,
 )
+from exchange_common.codes import lookup
 from exchange_common.errors import InputError
 from pki.bundle import BundleKind, open_bundle, verify
 from pki.identity import parse_dept_code
@@ -279,7 +280,14 @@ def _push_json(rec: Any, path: Path) -> dict[str, Any]:
         "uploaded_at": rec.uploaded_at,
         "verdict": rec.verdict,
         "reason_code": rec.reason_code,
+        "reason_text": _reason_text(rec.reason_code),
     }
+
+
+def _reason_text(code: str | None) -> str | None:
+    """The registry's sentence for a node's reason code (None when absent or unregistered)."""
+    entry = lookup(code)
+    return entry.peer_text if entry is not None else None
 
 
 def _validate_and_seal(
@@ -568,6 +576,9 @@ def _report_verdict(rec: Any, path: Path, json_out: bool) -> None:
         console.print(
             f"bundle {rec.bundle_id} REJECTED by the node: {rec.reason_code}", markup=False
         )
+        entry = lookup(rec.reason_code)
+        if entry is not None:
+            console.print(f"  {entry.peer_text}\nhint: {entry.operator_hint}", markup=False)
     if rec.verdict != "accepted":
         raise typer.Exit(1)
 

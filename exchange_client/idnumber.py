@@ -24,6 +24,7 @@ import unicodedata
 
 from stdnum.iso7064 import mod_11_2
 
+from exchange_common.errors import InputError
 from exchange_common.masking import mask_id, mask_name
 
 __all__ = [
@@ -65,7 +66,7 @@ EARLIEST_BIRTH = dt.date(1890, 1, 1)
 _DIGITS = frozenset("0123456789")
 
 
-class IdNumberError(ValueError):
+class IdNumberError(InputError, ValueError):
     """An ID number is malformed. ``code`` is one of :data:`ID_CODES`."""
 
     def __init__(self, code: str, reason: str) -> None:

@@ -27,6 +27,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from exchange_common.codes import lookup
 from exchange_common.errors import ExchangeError, InputError
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "console",
     "emit_json",
     "err_console",
+    "error_json",
     "fail_on_error",
     "parse_time",
     "prompt_passphrase",
@@ -48,14 +50,17 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_CODES_HELP = (
-    "Exit codes: 0 success; 1 verification failed (bad certificate or bundle); 2 usage error; "
-    "3 bad input; 4 CA state forbids it; 5 network; 6 state store."
+    "Exit codes: 0 success; 1 verification failed (bad certificate or bundle) or a fault in "
+    "the node; 2 usage error; 3 bad input; 4 CA state forbids it; 5 network; 6 state store. "
+    "Reason codes: docs/reason-codes.md."
 )
 
 
 def fail_on_error(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn an :class:`ExchangeError` into one ``error:`` line (plus cause) and its exit code.
+    """Turn an :class:`ExchangeError` into an ``error:`` line and its exit code.
 
+    Prints ``error: <message> (<code>)``, then ``  cause: <detail>`` when known, then
+    ``hint: <operator hint>`` when the code is in the registry (:mod:`exchange_common.codes`).
     Anything else propagates with its traceback: that is a bug, not a user error.
     """
 
@@ -64,12 +69,30 @@ def fail_on_error(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except ExchangeError as e:
-            err_console.print(f"error: {e.message} ({e.code})", markup=False)
+            err_console.print(f"error: {e}", markup=False)
             if e.detail:
                 err_console.print(f"  cause: {e.detail}", markup=False)
+            entry = e.registry_entry
+            if entry is not None:
+                err_console.print(f"hint: {entry.operator_hint}", markup=False)
             raise typer.Exit(e.exit_code) from None
 
     return wrapper
+
+
+def error_json(error: ExchangeError) -> dict[str, str | None]:
+    """The fields a ``--json`` output carries for ``error``: code, message, registry texts.
+
+    ``text`` is the registry's peer-safe sentence (a generic one for an unregistered code);
+    ``hint`` is the operator hint, ``None`` for an unregistered code.
+    """
+    entry = lookup(error.code)
+    return {
+        "code": error.code,
+        "reason": error.message,
+        "text": error.peer_text,
+        "hint": entry.operator_hint if entry is not None else None,
+    }
 
 
 #: Below this many bytes an operation is quick enough to need no progress bar.

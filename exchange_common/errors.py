@@ -14,9 +14,16 @@ The split follows who is at fault, because the reaction differs:
 - :class:`TransportError` and :class:`StoreError`: network and database failures.
 
 Third-party exceptions are converted at the boundary with ``raise ... from e``.
+
+Every code is registered in :mod:`exchange_common.codes` with its category, a text safe for
+peers and a hint for the operator (:attr:`ExchangeError.registry_entry`). An unregistered code
+is still accepted at run time (a node must not crash over a missing text); a test keeps the
+registry complete.
 """
 
 from __future__ import annotations
+
+from exchange_common.codes import GENERIC_PEER_TEXT, Reason, lookup
 
 __all__ = [
     "CAError",
@@ -45,7 +52,21 @@ class ExchangeError(Exception):
         self.detail = detail
 
     def __str__(self) -> str:
-        return f"{self.message} ({self.code})"
+        # A message that already ends with its code (IdNumberError's) is not suffixed twice.
+        suffix = f"({self.code})"
+        return self.message if self.message.endswith(suffix) else f"{self.message} {suffix}"
+
+    @property
+    def registry_entry(self) -> Reason | None:
+        """The registry entry of :attr:`code`, or ``None`` for an unregistered code."""
+        return lookup(self.code)
+
+    @property
+    def peer_text(self) -> str:
+        """The registry's text for :attr:`code`, safe to send to a peer (a generic sentence
+        for an unregistered code). Never includes :attr:`message` or :attr:`detail`."""
+        entry = lookup(self.code)
+        return entry.peer_text if entry is not None else GENERIC_PEER_TEXT
 
     def diagnostics(self) -> str:
         """Full text for the local operator: message, code and the precise cause if known."""

@@ -16,6 +16,7 @@ from exchange_common.cli import (
     console,
     emit_json,
     err_console,
+    error_json,
     fail_on_error,
     parse_time,
     prompt_passphrase,
@@ -418,7 +419,7 @@ def verify(
             )
     except CertificateError as e:
         if json_out:  # scripts get a verdict on stdout too, not only the error line
-            emit_json({"valid": False, "code": e.code, "reason": e.message})
+            emit_json({"valid": False, **error_json(e)})
         raise
     finally:
         ca.close()

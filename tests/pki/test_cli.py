@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner, Result
 
+from exchange_common.codes import reason
 from pki.ca import CA_PASSPHRASE_ENV, CertificateAuthority
 from pki.cli import app
 from pki.identity import DeptCode
@@ -70,21 +71,26 @@ def snapshot(root: Path) -> dict[str, bytes]:
 def assert_one_line_error(
     result: Result, exit_code: int, code: str, *, json_verdict: bool = False
 ) -> str:
-    """The command failed cleanly: exit code, one ``error:`` line (plus cause), no traceback.
+    """The command failed cleanly: exit code, one ``error:`` line (plus cause), the registry's
+    ``hint:`` line, no traceback.
 
     Nothing on stdout, unless ``json_verdict`` (``--json`` prints a verdict object there)."""
     assert result.exit_code == exit_code, (result.exit_code, result.output, result.exception)
     # An uncaught exception would be a bug with a traceback; typer.Exit is a SystemExit.
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     lines = result.stderr.splitlines()
-    assert 1 <= len(lines) <= 2, result.stderr
+    assert 2 <= len(lines) <= 3, result.stderr
     assert lines[0].startswith("error: "), lines[0]
     assert lines[0].endswith(f"({code})"), lines[0]
-    if len(lines) == 2:
+    if len(lines) == 3:
         assert lines[1].startswith("  cause: "), lines[1]
+    assert lines[-1] == f"hint: {reason(code).operator_hint}", lines[-1]
     assert "Traceback" not in result.output
     if json_verdict:
-        assert json.loads(result.stdout)["valid"] is False
+        verdict = json.loads(result.stdout)
+        assert verdict["valid"] is False and verdict["code"] == code
+        assert verdict["text"] == reason(code).peer_text
+        assert verdict["hint"] == reason(code).operator_hint
     else:
         assert result.stdout == ""
     return lines[0]
@@ -583,6 +589,7 @@ def test_real_process_error_is_one_line(test_ca: CAFixture) -> None:
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [
         "error: invalid IP address or CIDR '10.0.0.1/24': 10.0.0.1/24 has host bits set "
-        "(did you mean 10.0.0.0/24?) (E_IP)"
+        "(did you mean 10.0.0.0/24?) (E_IP)",
+        f"hint: {reason('E_IP').operator_hint}",
     ]
     assert snapshot(test_ca.dir) == before
