@@ -12,7 +12,9 @@ Its manifest ``fields`` and its one member ``receipt.json`` carry the same recor
 ``size``          bytes received
 ``verdict``       ``accepted`` or ``rejected``
 ``reason_code``   stable code (``E_SIGNATURE``, ``E_REPLAY``, ...) when rejected
-``reason``        the opaque human text for that code
+``reason``        the registry's peer-facing text for that code (docs/reason-codes.md)
+``explanation``   what exactly the node found, when it says more than ``reason`` (e.g. "the
+                  application states 5 persons, the table holds 4"); never personal data
 ``received_at``   when the upload completed (RFC 3339 UTC)
 ``decided_at``    when the node decided
 ``node``          the node's code
@@ -57,6 +59,8 @@ class Receipt:
     node: str
     #: What the node's review found, e.g. a dataset's row counts and rejects (no personal data).
     details: dict[str, Any] = field(default_factory=dict)
+    #: The refusal's own words when they say more than ``reason`` (no personal data).
+    explanation: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """Plain JSON object of the receipt."""

@@ -30,6 +30,7 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from exchange_common.codes import lookup
 from exchange_common.errors import InputError
 from exchange_common.fs import fsync_dir
 from exchange_server.node import Node, utcnow
@@ -427,6 +428,8 @@ class Runner:
         registered department to send it to."""
         if action is None:
             return None
+        # the registry's text for the code; the rule's own words beside it when they say more
+        text = peer_reason(action.code)
         receipt = Receipt(
             upload_id=row.id,
             bundle_id=row.bundle_id,
@@ -435,7 +438,8 @@ class Runner:
             size=row.size,
             verdict=action.verdict.value,
             reason_code=action.code,
-            reason=action.reason,
+            reason=text or action.reason,
+            explanation=action.reason if text and action.reason != text else None,
             received_at=_rfc3339(as_utc(row.received_at)),
             decided_at=_rfc3339(now),
             node=self.node.config.code,
@@ -532,3 +536,9 @@ def _sha256_file(path: Path) -> str:
         while block := fh.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def peer_reason(code: str | None) -> str | None:
+    """The registry's peer-facing text for ``code`` (None for no code or an unregistered one)."""
+    entry = lookup(code)
+    return entry.peer_text if entry is not None else None

@@ -16,7 +16,11 @@ from pki.bundle import BundleKind, Member, open_bundle, verify
 from tests.conftest import CAFixture
 from tests.server.world import World, build_world
 
-NOW = dt.datetime.now(dt.UTC)
+
+def _now() -> dt.datetime:
+    """The current time, read when a test runs: certificates are issued at test time, so a
+    time taken when the module was collected can precede their validity on a slow run."""
+    return dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture
@@ -38,7 +42,7 @@ def _open(world: World, dept: str, path: Path, out: Path) -> tuple[dict[str, obj
         recipient_key=issued.key,
         recipient_cert=issued.certificate,
         trust=world.node.trust(),
-        now=NOW,
+        now=_now(),
     )
     return dict(opened.manifest.fields), opened.paths[0].read_bytes()
 
@@ -46,7 +50,7 @@ def _open(world: World, dept: str, path: Path, out: Path) -> tuple[dict[str, obj
 def test_delivery_is_sealed_for_the_registered_department(world: World) -> None:
     outbox = Outbox(world.node, world.ingest.spool)
     d = outbox.deliver(
-        "MZ330100", "r-1.bundle", _members(), kind=BundleKind.RESULT, fields={"k": 1}, now=NOW
+        "MZ330100", "r-1.bundle", _members(), kind=BundleKind.RESULT, fields={"k": 1}, now=_now()
     )
     assert d.written and d.name == "r-1.bundle"
     assert d.path == world.ingest.spool.outbox("MZ330100") / "r-1.bundle"
@@ -61,11 +65,11 @@ def test_delivery_is_sealed_for_the_registered_department(world: World) -> None:
 def test_second_delivery_under_the_same_name_writes_nothing(world: World) -> None:
     outbox = Outbox(world.node, world.ingest.spool)
     first = outbox.deliver(
-        "MZ330100", "r.bundle", _members("one"), kind=BundleKind.RESULT, fields={}, now=NOW
+        "MZ330100", "r.bundle", _members("one"), kind=BundleKind.RESULT, fields={}, now=_now()
     )
     before = first.path.read_bytes()
     again = outbox.deliver(
-        "MZ330100", "r.bundle", _members("two"), kind=BundleKind.RESULT, fields={}, now=NOW
+        "MZ330100", "r.bundle", _members("two"), kind=BundleKind.RESULT, fields={}, now=_now()
     )
     assert first.written and not again.written
     assert again.path.read_bytes() == before
@@ -78,7 +82,7 @@ def test_concurrent_deliveries_leave_exactly_one_bundle(world: World) -> None:
 
     def go(i: int) -> None:
         d = outbox.deliver(
-            "MZ330100", "c.bundle", _members(str(i)), kind=BundleKind.RESULT, fields={}, now=NOW
+            "MZ330100", "c.bundle", _members(str(i)), kind=BundleKind.RESULT, fields={}, now=_now()
         )
         with lock:
             results.append(d.written)
@@ -97,7 +101,7 @@ def test_unknown_department_is_refused_and_nothing_is_written(world: World) -> N
     outbox = Outbox(world.node, world.ingest.spool)
     with pytest.raises(InputError) as e:
         outbox.deliver(
-            "GA330100", "x.bundle", _members(), kind=BundleKind.RESULT, fields={}, now=NOW
+            "GA330100", "x.bundle", _members(), kind=BundleKind.RESULT, fields={}, now=_now()
         )
     assert e.value.code == "E_UNKNOWN_DEPT"
     assert not any(world.ingest.spool.outbox("GA330100").iterdir())
@@ -118,10 +122,10 @@ def test_receipt_bundle_id_is_a_function_of_the_upload(world: World) -> None:
         decided_at="2026-12-02T08:00:01Z",
         node="NODE01",
     )
-    d = send_receipt(outbox, "MZ330100", receipt, now=NOW)
+    d = send_receipt(outbox, "MZ330100", receipt, now=_now())
     assert d.name == receipt_name(receipt.upload_id)
     fields, body = _open(world, "MZ330100", d.path, world.tmp / "r")
     assert fields["reason_code"] == "E_FORMAT"
     assert b'"verdict": "rejected"' in body
-    vb = verify(d.path, world.node.trust(), now=NOW)
+    vb = verify(d.path, world.node.trust(), now=_now())
     assert vb.header.bundle_id == result_bundle_id("receipt", receipt.upload_id)

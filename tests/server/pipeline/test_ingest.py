@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
+from exchange_common.codes import REGISTRY
 from exchange_server.outbox.receipts import receipt_name
 from exchange_server.pipeline.router import AcceptedBundle, RouteOutcome
 from exchange_server.store.audit import verify_chain
@@ -132,7 +133,11 @@ def test_replayed_bundle_is_rejected(world: World) -> None:
     assert world.ingest.process(first).value == "done"
     assert world.ingest.process(second).value == "rejected"
     assert _upload(world, second).reason_code == "E_REPLAY"
-    assert _receipt(world, "MZ330100", second)["reason_code"] == "E_REPLAY"
+    receipt = _receipt(world, "MZ330100", second)
+    assert receipt["reason_code"] == "E_REPLAY"
+    # the registry's text for the code, and the rule's own words beside it
+    assert receipt["reason"] == REGISTRY["E_REPLAY"].peer_text
+    assert receipt["explanation"] == "bundle was already received"
     assert len(list(world.ingest.spool.store.iterdir())) == 1
 
 

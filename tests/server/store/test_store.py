@@ -23,7 +23,11 @@ from exchange_server.store.registry import (
 )
 from tests.conftest import CAFixture
 
-NOW = dt.datetime.now(dt.UTC)
+
+def _now() -> dt.datetime:
+    """The current time, read when a test runs: certificates are issued at test time, so a
+    time taken when the module was collected can precede their validity on a slow run."""
+    return dt.datetime.now(dt.UTC)
 
 
 def _ssh_pub() -> str:
@@ -65,7 +69,7 @@ def test_register_department_and_audit(engine: Engine, test_ca: CAFixture) -> No
             trust=trust,
             ssh_keys=[_ssh_pub()],
             quota_bytes=11 * 1024**3,
-            now=NOW,
+            now=_now(),
             actor="t",
         )
         s.commit()
@@ -73,9 +77,9 @@ def test_register_department_and_audit(engine: Engine, test_ca: CAFixture) -> No
     assert view.networks == ("10.1.0.0/16",)
     assert view.quota_bytes == 11 * 1024**3  # beyond 32 bits: BigInteger column
     with Session(engine) as s:
-        view = set_networks(s, "MZ330100", ["10.1.2.0/24", "10.1.9.9"], now=NOW, actor="t")
-        view = add_ssh_key(s, "MZ330100", _ssh_pub(), now=NOW, actor="t")
-        view = set_state(s, "MZ330100", DeptState.DISABLED, now=NOW, actor="t")
+        view = set_networks(s, "MZ330100", ["10.1.2.0/24", "10.1.9.9"], now=_now(), actor="t")
+        view = add_ssh_key(s, "MZ330100", _ssh_pub(), now=_now(), actor="t")
+        view = set_state(s, "MZ330100", DeptState.DISABLED, now=_now(), actor="t")
         s.commit()
     with Session(engine) as s:
         got = get_department(s, "MZ330100")
@@ -110,7 +114,9 @@ def test_registry_refusals_change_nothing(engine: Engine, test_ca: CAFixture, tm
     ]
     for kwargs, exc, code in cases:
         with Session(engine) as s, pytest.raises(exc) as ei:
-            add_department(s, name=None, trust=trust, quota_bytes=1, now=NOW, actor="t", **kwargs)  # type: ignore[arg-type]
+            add_department(
+                s, name=None, trust=trust, quota_bytes=1, now=_now(), actor="t", **kwargs
+            )  # type: ignore[arg-type]
         assert ei.value.code == code, kwargs
     with Session(engine) as s:
         assert list_departments(s) == []
@@ -129,7 +135,7 @@ def test_duplicate_department_and_key_refused(engine: Engine, test_ca: CAFixture
             trust=trust,
             ssh_keys=[key],
             quota_bytes=1,
-            now=NOW,
+            now=_now(),
             actor="t",
         )
         s.commit()
@@ -141,12 +147,12 @@ def test_duplicate_department_and_key_refused(engine: Engine, test_ca: CAFixture
             certificate=issued.chain,
             trust=trust,
             quota_bytes=1,
-            now=NOW,
+            now=_now(),
             actor="t",
         )
     assert ei.value.code == "E_DUPLICATE"
     with Session(engine) as s, pytest.raises(InputError) as ei:
-        add_ssh_key(s, "MZ330100", key, now=NOW, actor="t")
+        add_ssh_key(s, "MZ330100", key, now=_now(), actor="t")
     assert ei.value.code == "E_DUPLICATE"
     with Session(engine) as s:
         assert len(get_department(s, "MZ330100").ssh_keys) == 1
@@ -164,7 +170,7 @@ def test_revoked_certificate_cannot_be_registered(engine: Engine, test_ca: CAFix
             certificate=issued.chain,
             trust=test_ca.trust(),
             quota_bytes=1,
-            now=NOW,
+            now=_now(),
             actor="t",
         )
     assert ei.value.code == "E_REVOKED"
@@ -174,7 +180,7 @@ def test_revoked_certificate_cannot_be_registered(engine: Engine, test_ca: CAFix
 def test_audit_tampering_is_detected(engine: Engine, attack: str) -> None:
     with Session(engine) as s:
         for i in range(3):
-            append_event(s, actor="t", action="x", subject=str(i), detail={"i": i}, now=NOW)
+            append_event(s, actor="t", action="x", subject=str(i), detail={"i": i}, now=_now())
         s.commit()
     with Session(engine) as s:
         if attack == "edit":
