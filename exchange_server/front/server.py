@@ -54,12 +54,9 @@ from exchange_server.front.gate import (
     address_allowed,
     normalise_address,
 )
-from exchange_server.front.sftp import (
-    DepartmentSFTPServer,
-    SessionInfo,
-    SFTPServices,
-    commit_on_close_supported,
-)
+from exchange_server.front.sftp import DepartmentSFTPServer
+from exchange_server.front.sftp_handles import commit_on_close_supported
+from exchange_server.front.sftp_services import SessionInfo, SFTPServices
 from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.ingest import Ingest
 from exchange_server.pipeline.process import PipelineProcess
