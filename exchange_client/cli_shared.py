@@ -23,52 +23,36 @@ from exchange_common.cli import (
 )
 
 DirOpt = Annotated[Path, typer.Option("--dir", help="The client directory (made by `init`).")]
-
-
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-
-
 RetriesOpt = Annotated[
     int | None,
     typer.Option(
         "--retries", min=0, help="Attempts after a transient network failure (default: config, 4)."
     ),
 ]
-
-
 KindOpt = Annotated[
     str, typer.Option("--kind", help="data, query, response, revocation or recheck.")
 ]
-
-
 FieldOpt = Annotated[
     list[str] | None, typer.Option("--field", help="Manifest field KEY=VALUE (repeatable).")
 ]
-
-
 FieldsJsonOpt = Annotated[
     Path | None, typer.Option("--fields-json", help="Manifest fields from a JSON object file.")
 ]
-
-
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the node's signed receipt.")]
-
-
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", min=1, help="Seconds to wait for the receipt.")
 ]
-
-
 EncodingOpt = Annotated[
     str | None,
     typer.Option("--encoding", help="CSV encoding (default: UTF-8 if it decodes, else GB18030)."),
 ]
-
-
 ValidOnlyOpt = Annotated[
     bool,
     typer.Option("--valid-only", help="Seal only the valid rows of a table (drops reported)."),
 ]
+
+#: Show a progress bar for inputs at least this large (and only on a terminal).
 
 
 def _now() -> dt.datetime:

@@ -315,12 +315,6 @@ def content_context(header_bytes: bytes) -> bytes:
     return b"sa-exchange-bundle/1 " + hashlib.sha256(header_bytes).digest()
 
 
-# --- header --------------------------------------------------------------------------------
-
-
-# --- manifest ------------------------------------------------------------------------------
-
-
 def check_fields(value: Mapping[str, Any], what: str = "fields") -> dict[str, Any]:
     """Check that kind-specific ``fields`` are plain JSON (no floats); ``ValueError`` if not."""
 

@@ -152,7 +152,7 @@ def serve(
 
         exchange-server serve --home /srv/node --host 0.0.0.0 --port 2222
     """
-    from exchange_server.front.server import run
+    from exchange_server.front.serve import run
 
     run(_node(home), host=host, port=port)
 
@@ -171,7 +171,7 @@ def pipeline(
 
         exchange-server pipeline --home /srv/node < /dev/null
     """
-    from exchange_server.front.server import setup_logging
+    from exchange_server.front.serve import setup_logging
     from exchange_server.pipeline.process import run_child
 
     setup_logging()

@@ -24,32 +24,17 @@ from pki._bundle_format import (
 
 #: How far a bundle's created_at may lie in the future (clocks of two departments differ).
 CLOCK_SKEW = dt.timedelta(minutes=5)
-
-
 #: Default validity of a bundle from its creation.
 DEFAULT_TTL = dt.timedelta(days=30)
 
-
 Progress: TypeAlias = Callable[[int], None]
-
-
 Source: TypeAlias = Path | BinaryIO
 
-
 _U32 = struct.Struct(">I")
-
-
 _U64 = struct.Struct(">Q")
-
-
 _CHUNK = 16 * 1024  # Cobblestone plaintext chunk
-
-
 _CHUNK_OVERHEAD = 16  # GCM tag per chunk
-
-
 _STREAM_OVERHEAD = 56  # Cobblestone fixed prefix
-
 
 _MEDIA_TYPES = {
     ".csv": "text/csv",

@@ -51,20 +51,6 @@ from pki.bundle.verification import _verify_stream
 from pki.keys import PrivateKey, fingerprint
 from pki.verify import TrustStore
 
-# --- values --------------------------------------------------------------------------------
-
-
-# --- small I/O helpers ---------------------------------------------------------------------
-
-
-# --- seal ----------------------------------------------------------------------------------
-
-
-# --- verify --------------------------------------------------------------------------------
-
-
-# --- open ----------------------------------------------------------------------------------
-
 
 @dataclass
 class _PartFile:
@@ -377,6 +363,3 @@ def open_bundle(
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     return OpenedBundle(verified=verified, manifest=manifest, paths=tuple(paths))
-
-
-# --- signature pieces for stock tools --------------------------------------------------------
