@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from exchange_common.errors import InputError
-from exchange_server.front.gate import (
-    normalise_address,
-)
+from exchange_common.net import normalise_address
 from exchange_server.front.sftp_services import SessionInfo
 from pki.identity import DeptCode, parse_dept_code
 

@@ -47,12 +47,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from exchange_common.errors import CertificateError, InputError, TransportError
+from exchange_common.net import in_networks, normalise_address, parse_networks_lenient
 from exchange_server.front.gate import (
     BanPolicy,
     Gate,
     RefusalThrottle,
-    address_allowed,
-    normalise_address,
 )
 from exchange_server.front.login import (
     _PRE_BANNER,
@@ -300,7 +299,7 @@ class SFTPFront:
         if self.gate.is_banned(address):
             return E_BANNED
         networks = await self._allowlist()
-        if not address_allowed(address, networks):
+        if not in_networks(address, networks):
             return E_UNKNOWN_ADDRESS
         # Last, with no await between this check and the caller's count of the connection.
         if self._active >= self.node.config.sftp.max_connections:
@@ -321,19 +320,13 @@ class SFTPFront:
 
     def _load_allowlist(self) -> tuple[IPNetwork, ...]:
         """Every registered network of an active department (blocking)."""
-        import ipaddress
-
         with self.node.session(write=False) as s:
             rows = s.exec(
                 select(DepartmentNetwork.cidr)
                 .join(Department, col(Department.code) == col(DepartmentNetwork.dept_code))
                 .where(Department.state == DeptState.ACTIVE.value)
             ).all()
-        out: list[IPNetwork] = []
-        for cidr in rows:
-            with contextlib.suppress(ValueError):
-                out.append(ipaddress.ip_network(cidr, strict=False))
-        return tuple(out)
+        return parse_networks_lenient(rows)
 
     # -- login ---------------------------------------------------------------------------------
 
@@ -369,7 +362,7 @@ class SFTPFront:
             state, cert_pem, cert_fp = dept.state, dept.cert_pem, dept.cert_fingerprint
         if state != DeptState.ACTIVE.value:
             return Admission.refuse(E_DISABLED)
-        if not address_allowed(address, networks):
+        if not in_networks(address, networks):
             return Admission.refuse(E_ADDRESS, f"{address} is not registered for {code}")
         try:
             cert = x509.load_pem_x509_certificate(cert_pem.encode())
