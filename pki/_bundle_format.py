@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from exchange_common.errors import PeerError
+from exchange_common.timefmt import RFC3339_UTC, rfc3339
 
 __all__ = [
     "CERTIFICATE_PARSE_ERRORS",
@@ -52,7 +53,6 @@ __all__ = [
     "check_media_type",
     "check_member_name",
     "content_context",
-    "format_time",
     "reject",
 ]
 
@@ -231,21 +231,14 @@ _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 MAX_NAME_BYTES = 255
 
 
-def format_time(when: dt.datetime) -> str:
-    """RFC 3339 UTC with whole seconds: ``2026-11-22T08:00:00Z``."""
-    if when.tzinfo is None:
-        raise ValueError("time must be timezone-aware")
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _parse_time(value: object, what: str) -> dt.datetime:
     if not isinstance(value, str) or not _TIME_RE.fullmatch(value):
         raise reject("E_FORMAT", f"header {what} is not an RFC 3339 UTC time")
     try:
-        when = dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        when = dt.datetime.strptime(value, RFC3339_UTC).replace(tzinfo=dt.UTC)
     except ValueError:
         raise reject("E_FORMAT", f"header {what} is not a valid date and time") from None
-    if format_time(when) != value:
+    if rfc3339(when) != value:
         raise reject("E_FORMAT", f"header {what} is not canonical")
     return when
 

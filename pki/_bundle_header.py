@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
 from exchange_common.limits import Limits
+from exchange_common.timefmt import rfc3339
 from pki._bundle_format import (
     _HEX64_RE,
     CERTIFICATE_PARSE_ERRORS,
@@ -36,7 +37,6 @@ from pki._bundle_format import (
     _strict_json,
     b64,
     canonical_json,
-    format_time,
     reject,
 )
 
@@ -108,8 +108,8 @@ class BundleHeader:
             "version": self.version,
             "bundle_id": str(self.bundle_id),
             "kind": self.kind.value,
-            "created_at": format_time(self.created_at),
-            "expires_at": format_time(self.expires_at),
+            "created_at": rfc3339(self.created_at),
+            "expires_at": rfc3339(self.expires_at),
             "sender_chain": [b64(c) for c in self.sender_chain],
             "signature_alg": self.signature_alg,
             "content_alg": self.content_alg,

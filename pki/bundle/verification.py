@@ -18,6 +18,7 @@ from typing import IO
 
 from exchange_common.errors import CertificateError, InputError
 from exchange_common.limits import DEFAULT_LIMITS, Limits
+from exchange_common.timefmt import rfc3339
 from pki._bundle_crypto import (
     verify_digest,
 )
@@ -31,7 +32,6 @@ from pki._bundle_format import (
     PREFIX_LEN,
     REASONS,
     BundleError,
-    format_time,
     reject,
 )
 from pki._bundle_header import BundleHeader, parse_header
@@ -74,15 +74,14 @@ def _check_bundle_times(header: BundleHeader, now: dt.datetime) -> None:
     if header.created_at > now + CLOCK_SKEW:
         raise reject(
             "E_NOT_YET_VALID",
-            f"bundle created_at {format_time(header.created_at)} is in the future "
-            f"(now {format_time(now)})",
+            f"bundle created_at {rfc3339(header.created_at)} is in the future (now {rfc3339(now)})",
             reason="bundle is dated in the future",
         )
     if now > header.expires_at:
         raise reject(
             "E_EXPIRED",
-            f"the bundle (not the certificate) expired at {format_time(header.expires_at)} "
-            f"(now {format_time(now)})",
+            f"the bundle (not the certificate) expired at {rfc3339(header.expires_at)} "
+            f"(now {rfc3339(now)})",
             reason="bundle has expired",
         )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange_common.errors import InputError
-from exchange_common.fs import atomic_write
+from exchange_common.fs import atomic_write, sha256_file
 from exchange_server.data.catalog.model import (
     Catalog,
 )
@@ -78,7 +78,7 @@ class CatalogStore:
         for entry in self._load_index():
             path = self.root / entry["file"]
             try:
-                intact = hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+                intact = sha256_file(path) == entry["sha256"]
             except OSError:
                 intact = False
             out.append(CatalogVersion(**entry, intact=intact))
