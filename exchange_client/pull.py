@@ -12,7 +12,6 @@ whose SHA-256 was seen before (the same bytes under a new name) is not processed
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 import tempfile
@@ -29,7 +28,8 @@ from exchange_client.state import PulledItem, State, locked_state, read_state
 from exchange_client.tables import convert_csv
 from exchange_client.transport import Session, run_with_node
 from exchange_common.errors import InputError, PeerError
-from exchange_common.fs import atomic_write
+from exchange_common.fs import atomic_write, sha256_file
+from exchange_common.timefmt import rfc3339
 from pki.bundle import BundleError, open_bundle, verify
 
 __all__ = ["PullOutcome", "convert_opened", "process_download", "pull", "safe_outbox_name"]
@@ -66,20 +66,8 @@ def safe_outbox_name(name: str) -> bool:
     return all(unicodedata.category(c)[0] != "C" for c in name)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _stamp(now: dt.datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _reject(
@@ -90,7 +78,7 @@ def _reject(
     if target.exists():
         target = folder / f"{name}.{uuid.uuid4().hex[:8]}"
     path.replace(target)
-    reason = {"name": name, "reason_code": code, "reason": message, "at": _stamp(now)}
+    reason = {"name": name, "reason_code": code, "reason": message, "at": rfc3339(now)}
     atomic_write(
         target.with_name(target.name + ".reason.json"),
         json.dumps(reason, ensure_ascii=False, indent=2).encode() + b"\n",
@@ -112,12 +100,12 @@ def process_download(
     ``path`` is the download in a private folder; afterwards it is in ``DIR/pulled/`` (opened)
     or ``DIR/rejected/`` (with the reason), or deleted (duplicate bytes).
     """
-    digest = _sha256(path)
+    digest = sha256_file(path)
     size = path.stat().st_size
     if digest in state.pulled_digests():
         path.unlink()
         return PullOutcome(name, "duplicate")
-    item = PulledItem(name=name, sha256=digest, size=size, pulled_at=_stamp(now), status="opened")
+    item = PulledItem(name=name, sha256=digest, size=size, pulled_at=rfc3339(now), status="opened")
     try:
         vb = verify(path, creds.trust, now=now)
         # Only the node we pinned may speak to us through /outbox: a bundle signed by any

@@ -29,6 +29,7 @@ from exchange_client.state import WAITING, PushedBundle, locked_state, read_stat
 from exchange_client.tables import TABULAR_SUFFIXES, ValidationReport, validate_table
 from exchange_client.transport import Session, TransferProgress, run_with_node
 from exchange_common.errors import InputError, TransportError
+from exchange_common.timefmt import rfc3339
 from pki.bundle import BundleKind, Member, seal_to_file
 
 __all__ = [
@@ -122,10 +123,6 @@ class SealedBundle:
     record: PushedBundle
 
 
-def _stamp(now: dt.datetime) -> str:
-    return now.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _no_float(text: str) -> Any:
     raise InputError(f"fields may not hold decimal numbers ({text}): write them as strings")
 
@@ -192,7 +189,7 @@ def seal_files(
     record = PushedBundle(
         bundle_id=str(result.bundle_id),
         kind=kind.value,
-        created_at=_stamp(now),
+        created_at=rfc3339(now),
         members=len(files),
         size=result.length,
         sha256=result.sha256,
@@ -223,7 +220,7 @@ def upload_bundle(
     with locked_state(cfg.state_path) as state:
         rec = state.pushed.get(sealed.record.bundle_id)
         if rec is not None:
-            rec.uploaded_at = _stamp(dt.datetime.now(dt.UTC))
+            rec.uploaded_at = rfc3339(dt.datetime.now(dt.UTC))
 
 
 def wait_for_receipt(

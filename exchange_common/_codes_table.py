@@ -196,7 +196,7 @@ TABLE: tuple[tuple[str, str, str, str], ...] = (
         "No trusted root is configured to check the certificate.",
         "Install the ministry root certificate in the trust store (node home or client dir).",
     ),
-    # --- node-level checks of a verified bundle (exchange_server.pipeline.ingest) ------------
+    # --- node-level checks of a verified bundle (exchange_server.pipeline.decisions) ------------
     (
         "E_REPLAY",
         _PEER,

@@ -1,4 +1,4 @@
-"""Crash-safe file writes shared by every package.
+"""Crash-safe file writes and file digests shared by every package.
 
 A reader must never see a half-written key, certificate, CRL or bundle: data goes to a
 temporary file in the same folder, is flushed and fsynced, then renamed over the target with
@@ -9,6 +9,7 @@ power loss.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -18,7 +19,17 @@ from typing import BinaryIO
 
 from exchange_common.errors import InputError
 
-__all__ = ["atomic_output", "atomic_write", "fsync_dir", "new_directory", "require_empty_dir"]
+__all__ = [
+    "atomic_output",
+    "atomic_write",
+    "fsync_dir",
+    "new_directory",
+    "require_empty_dir",
+    "sha256_file",
+]
+
+#: Read size when hashing a file: large enough to be fast, small enough to keep memory flat.
+_HASH_BLOCK = 1 << 20
 
 
 def fsync_dir(path: Path) -> None:
@@ -102,3 +113,16 @@ def new_directory(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def sha256_file(path: Path) -> str:
+    """Lower-case hex SHA-256 of the file at ``path``, read in 1 MiB blocks (memory stays flat).
+
+    Raises ``OSError`` (``FileNotFoundError``, ``IsADirectoryError``, ...) when the file cannot
+    be read; the caller decides what a missing file means.
+    """
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(_HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()

@@ -24,14 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pki._bundle_format import (
-    KEY_ECDH_P256,
-    KEY_RSA_OAEP,
-    SIG_ECDSA_P256,
-    SIG_RSA_PSS,
-    RecipientEntry,
-    reject,
-)
+from pki._bundle_format import KEY_ECDH_P256, KEY_RSA_OAEP, SIG_ECDSA_P256, SIG_RSA_PSS, reject
+from pki._bundle_header import RecipientEntry
 from pki.keys import PrivateKey, fingerprint
 
 __all__ = [

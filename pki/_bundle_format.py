@@ -1,8 +1,10 @@
-"""Bundle format v1: constants, the error class, and the strict header and manifest codecs.
+"""Bundle format v1: constants, the error class, canonical JSON and the field checks.
 
 Pure functions over bytes and values; no I/O. Everything a peer supplies is parsed strictly
 (canonical JSON only, exact key sets, exact types) and every failure becomes a
-:class:`BundleError` with a stable code. See docs/bundle-format.md for the byte layout.
+:class:`BundleError` with a stable code. The header and manifest codecs built on these live in
+:mod:`pki._bundle_header` and :mod:`pki._bundle_manifest`. See docs/bundle-format.md for the
+byte layout.
 """
 
 from __future__ import annotations
@@ -15,18 +17,15 @@ import logging
 import re
 import unicodedata
 import uuid
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NewType
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.utils import CryptographyDeprecationWarning
 
 from exchange_common.errors import PeerError
-from exchange_common.limits import Limits
+from exchange_common.timefmt import RFC3339_UTC, rfc3339
 
 __all__ = [
     "CERTIFICATE_PARSE_ERRORS",
@@ -48,19 +47,12 @@ __all__ = [
     "SIG_ECDSA_P256",
     "SIG_RSA_PSS",
     "BundleError",
-    "BundleHeader",
     "BundleId",
     "BundleKind",
-    "Manifest",
-    "ManifestMember",
-    "RecipientEntry",
     "canonical_json",
     "check_media_type",
     "check_member_name",
     "content_context",
-    "format_time",
-    "parse_header",
-    "parse_manifest",
     "reject",
 ]
 
@@ -239,21 +231,14 @@ _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 MAX_NAME_BYTES = 255
 
 
-def format_time(when: dt.datetime) -> str:
-    """RFC 3339 UTC with whole seconds: ``2026-11-22T08:00:00Z``."""
-    if when.tzinfo is None:
-        raise ValueError("time must be timezone-aware")
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _parse_time(value: object, what: str) -> dt.datetime:
     if not isinstance(value, str) or not _TIME_RE.fullmatch(value):
         raise reject("E_FORMAT", f"header {what} is not an RFC 3339 UTC time")
     try:
-        when = dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        when = dt.datetime.strptime(value, RFC3339_UTC).replace(tzinfo=dt.UTC)
     except ValueError:
         raise reject("E_FORMAT", f"header {what} is not a valid date and time") from None
-    if format_time(when) != value:
+    if rfc3339(when) != value:
         raise reject("E_FORMAT", f"header {what} is not canonical")
     return when
 
@@ -321,342 +306,6 @@ def check_media_type(value: str) -> str:
 def content_context(header_bytes: bytes) -> bytes:
     """Cobblestone context binding the ciphertext to the exact header bytes."""
     return b"sa-exchange-bundle/1 " + hashlib.sha256(header_bytes).digest()
-
-
-# --- header --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RecipientEntry:
-    """One recipient: certificate fingerprint and the content key wrapped for it."""
-
-    fingerprint: str
-    key_alg: str
-    wrapped_key: bytes
-    #: Ephemeral public key (uncompressed X9.62), ECDH recipients only.
-    epk: bytes | None = None
-
-    def to_json(self) -> dict[str, str]:
-        """The entry as it appears in the header."""
-        out = {
-            "fingerprint": self.fingerprint,
-            "key_alg": self.key_alg,
-            "wrapped_key": b64(self.wrapped_key),
-        }
-        if self.epk is not None:
-            out["epk"] = b64(self.epk)
-        return out
-
-
-_HEADER_KEYS = frozenset(
-    {
-        "bundle_id",
-        "content_alg",
-        "created_at",
-        "expires_at",
-        "format",
-        "kind",
-        "recipients",
-        "sender_chain",
-        "signature_alg",
-        "version",
-    }
-)
-
-
-@dataclass(frozen=True)
-class BundleHeader:
-    """The cleartext header: who sent the bundle, to whom, what kind, valid when."""
-
-    bundle_id: BundleId
-    kind: BundleKind
-    created_at: dt.datetime
-    expires_at: dt.datetime
-    #: DER of the sender's certificates, leaf first.
-    sender_chain: tuple[bytes, ...]
-    signature_alg: str
-    content_alg: str
-    recipients: tuple[RecipientEntry, ...]
-    version: int = FORMAT_VERSION
-    certificates: tuple[x509.Certificate, ...] = field(default=(), repr=False, compare=False)
-
-    def to_json(self) -> dict[str, Any]:
-        """The header as a JSON object (before canonical serialisation)."""
-        return {
-            "format": FORMAT_NAME,
-            "version": self.version,
-            "bundle_id": str(self.bundle_id),
-            "kind": self.kind.value,
-            "created_at": format_time(self.created_at),
-            "expires_at": format_time(self.expires_at),
-            "sender_chain": [b64(c) for c in self.sender_chain],
-            "signature_alg": self.signature_alg,
-            "content_alg": self.content_alg,
-            "recipients": [r.to_json() for r in self.recipients],
-        }
-
-    def encode(self) -> bytes:
-        """Canonical JSON bytes of the header."""
-        return canonical_json(self.to_json())
-
-    @property
-    def chain_der(self) -> bytes:
-        """The sender chain as stored in the footer: DER certificates concatenated."""
-        return b"".join(self.sender_chain)
-
-    def recipient(self, fingerprint: str) -> RecipientEntry | None:
-        """The entry for the certificate with this SHA-256 fingerprint, if any."""
-        for entry in self.recipients:
-            if entry.fingerprint == fingerprint:
-                return entry
-        return None
-
-
-def _expect(value: object, kind: type, what: str) -> None:
-    if not isinstance(value, kind):
-        raise reject("E_FORMAT", f"{what} has the wrong type")
-
-
-def _parse_recipient(item: object, index: int) -> RecipientEntry:
-    what = f"recipient {index}"
-    if not isinstance(item, dict):
-        raise reject("E_FORMAT", f"{what} is not an object")
-    key_alg = item.get("key_alg")
-    if not isinstance(key_alg, str):
-        raise reject("E_FORMAT", f"{what} has no key_alg")
-    if key_alg not in KEY_ALGORITHMS:
-        raise reject("E_ALGORITHM", f"{what}: unknown key_alg {key_alg[:64]!r}")
-    expected = {"fingerprint", "key_alg", "wrapped_key"}
-    if key_alg == KEY_ECDH_P256:
-        expected.add("epk")
-    if set(item) != expected:
-        raise reject("E_FORMAT", f"{what}: fields {sorted(item)} != {sorted(expected)}")
-    fp = item["fingerprint"]
-    if not isinstance(fp, str) or not _HEX64_RE.fullmatch(fp):
-        raise reject("E_FORMAT", f"{what}: fingerprint is not 64 lower-case hex digits")
-    wrapped = _b64(item["wrapped_key"], f"{what} wrapped_key")
-    epk: bytes | None = None
-    if key_alg == KEY_ECDH_P256:
-        epk = _b64(item["epk"], f"{what} epk")
-        if len(epk) != EPK_LEN or epk[0] != 4:
-            raise reject("E_FORMAT", f"{what}: epk is not an uncompressed P-256 point")
-        if len(wrapped) != WRAPPED_KEY_LEN_AESKW:
-            raise reject("E_FORMAT", f"{what}: wrapped key has {len(wrapped)} bytes, not 24")
-    elif not 256 <= len(wrapped) <= MAX_SIGNATURE_SIZE:
-        raise reject("E_FORMAT", f"{what}: RSA wrapped key has {len(wrapped)} bytes")
-    return RecipientEntry(fingerprint=fp, key_alg=key_alg, wrapped_key=wrapped, epk=epk)
-
-
-def parse_header(data: bytes, limits: Limits) -> BundleHeader:
-    """Parse and check a header strictly; raise :class:`BundleError` on anything else.
-
-    Checks, in order: size, canonical JSON object, ``format``, ``version`` (anything but 1 is
-    ``E_VERSION``: a reader never guesses at a newer or older layout), the exact key set,
-    every field's type and form, algorithm names (unknown ones are ``E_ALGORITHM``), limits on
-    the chain and recipients, and that the certificates parse. It does *not* verify the chain,
-    the signature or the times against a clock: :func:`pki.bundle.verify` does.
-    """
-    if len(data) > limits.max_header_size:
-        raise reject("E_LIMIT", f"header has {len(data)} bytes > {limits.max_header_size}")
-    obj = _strict_json(data, "header")
-    if obj.get("format") != FORMAT_NAME:
-        raise reject("E_FORMAT", "header format is not sa-exchange-bundle")
-    version = obj.get("version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise reject("E_FORMAT", "header version is not an integer")
-    if version != FORMAT_VERSION:
-        raise reject("E_VERSION", f"header claims format version {version}; this reader knows 1")
-    if set(obj) != _HEADER_KEYS:
-        extra = sorted(set(obj) - _HEADER_KEYS)[:5]
-        missing = sorted(_HEADER_KEYS - set(obj))
-        raise reject("E_FORMAT", f"header fields: unknown {extra}, missing {missing}")
-
-    raw_id = obj["bundle_id"]
-    try:
-        if not isinstance(raw_id, str):
-            raise ValueError
-        bundle_id = uuid.UUID(raw_id)
-    except ValueError:
-        raise reject("E_FORMAT", "header bundle_id is not a UUID") from None
-    if str(bundle_id) != raw_id:
-        raise reject("E_FORMAT", "header bundle_id is not in canonical lower-case form")
-
-    raw_kind = obj["kind"]
-    if not isinstance(raw_kind, str) or raw_kind not in BundleKind.__members__.values():
-        raise reject("E_FORMAT", f"header kind {str(raw_kind)[:32]!r} is unknown")
-    kind = BundleKind(raw_kind)
-
-    created_at = _parse_time(obj["created_at"], "created_at")
-    expires_at = _parse_time(obj["expires_at"], "expires_at")
-    if expires_at <= created_at:
-        raise reject("E_FORMAT", "header expires_at is not after created_at")
-
-    signature_alg = obj["signature_alg"]
-    _expect(signature_alg, str, "header signature_alg")
-    if signature_alg not in SIGNATURE_ALGORITHMS:
-        raise reject("E_ALGORITHM", f"unknown signature_alg {str(signature_alg)[:64]!r}")
-    content_alg = obj["content_alg"]
-    _expect(content_alg, str, "header content_alg")
-    if content_alg not in CONTENT_ALGORITHMS:
-        raise reject("E_ALGORITHM", f"unknown content_alg {str(content_alg)[:64]!r}")
-
-    chain_raw = obj["sender_chain"]
-    _expect(chain_raw, list, "header sender_chain")
-    if not 1 <= len(chain_raw) <= limits.max_chain_length:
-        raise reject(
-            "E_LIMIT" if chain_raw else "E_FORMAT",
-            f"sender_chain has {len(chain_raw)} certificates (1..{limits.max_chain_length})",
-        )
-    chain = tuple(_b64(c, f"sender_chain[{i}]") for i, c in enumerate(chain_raw))
-    certs: list[x509.Certificate] = []
-    for i, der in enumerate(chain):
-        try:
-            cert = x509.load_der_x509_certificate(der)
-            # cryptography parses these lazily; touch them now so that a malformed
-            # certificate is a format error here, not a surprise deep in chain building.
-            _ = (cert.subject, cert.issuer, cert.extensions, cert.not_valid_after_utc)
-            cert.public_key()
-            with warnings.catch_warnings():
-                # cryptography warns (and will one day refuse) non-positive serials.
-                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-                if cert.serial_number <= 0:
-                    raise ValueError("serial number is not positive (RFC 5280)")
-        except CERTIFICATE_PARSE_ERRORS as e:
-            raise reject(
-                "E_FORMAT", f"sender_chain[{i}] is not a usable DER certificate: {e}"
-            ) from None
-        certs.append(cert)
-
-    recipients_raw = obj["recipients"]
-    _expect(recipients_raw, list, "header recipients")
-    if not recipients_raw:
-        raise reject("E_FORMAT", "header lists no recipients")
-    if len(recipients_raw) > limits.max_recipients:
-        raise reject("E_LIMIT", f"{len(recipients_raw)} recipients > {limits.max_recipients}")
-    recipients = tuple(_parse_recipient(r, i) for i, r in enumerate(recipients_raw))
-    if len({r.fingerprint for r in recipients}) != len(recipients):
-        raise reject("E_FORMAT", "a recipient is listed twice")
-
-    return BundleHeader(
-        bundle_id=BundleId(bundle_id),
-        kind=kind,
-        created_at=created_at,
-        expires_at=expires_at,
-        sender_chain=chain,
-        signature_alg=signature_alg,
-        content_alg=content_alg,
-        recipients=recipients,
-        version=version,
-        certificates=tuple(certs),
-    )
-
-
-# --- manifest ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ManifestMember:
-    """One file in a bundle as the (signed, encrypted) manifest describes it."""
-
-    name: str
-    size: int
-    #: Lower-case hex SHA-256 of the member's bytes.
-    sha256: str
-    media_type: str
-    #: Number of data records (rows), when the sender counted them.
-    records: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The member as it appears in the manifest."""
-        return {
-            "name": self.name,
-            "size": self.size,
-            "sha256": self.sha256,
-            "media_type": self.media_type,
-            "records": self.records,
-        }
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """The encrypted table of contents: members and kind-specific fields."""
-
-    members: tuple[ManifestMember, ...]
-    #: Kind-specific data, e.g. the query application (查询申请) for ``query`` bundles.
-    fields: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        """The manifest as a JSON object (before canonical serialisation)."""
-        return {"members": [m.to_json() for m in self.members], "fields": dict(self.fields)}
-
-    def encode(self) -> bytes:
-        """Canonical JSON bytes of the manifest."""
-        return canonical_json(self.to_json())
-
-
-_MEMBER_KEYS = frozenset({"name", "size", "sha256", "media_type", "records"})
-
-
-def _manifest_error(detail: str) -> BundleError:
-    return reject("E_MANIFEST", detail)
-
-
-def parse_manifest(data: bytes, limits: Limits) -> Manifest:
-    """Parse the decrypted manifest strictly; raise :class:`BundleError` ``E_MANIFEST``.
-
-    Member names must already be in the safe NFC form :func:`check_member_name` returns and
-    be unique (case-insensitively); sizes are within limits.
-    """
-    if len(data) > limits.max_manifest_size:
-        raise reject("E_LIMIT", f"manifest has {len(data)} bytes > {limits.max_manifest_size}")
-    try:
-        obj = _strict_json(data, "manifest")
-    except BundleError as e:
-        raise _manifest_error(e.detail or "manifest is not canonical JSON") from None
-    if set(obj) != {"members", "fields"}:
-        raise _manifest_error(f"manifest fields {sorted(obj)[:5]} != ['fields', 'members']")
-    raw_members, fields_obj = obj["members"], obj["fields"]
-    if not isinstance(raw_members, list) or not isinstance(fields_obj, dict):
-        raise _manifest_error("manifest members/fields have the wrong type")
-    if len(raw_members) > limits.max_members:
-        raise reject("E_LIMIT", f"manifest lists {len(raw_members)} members")
-    members: list[ManifestMember] = []
-    seen: set[str] = set()
-    for i, item in enumerate(raw_members):
-        if not isinstance(item, dict) or set(item) != _MEMBER_KEYS:
-            raise _manifest_error(f"manifest member {i} has the wrong fields")
-        name, size, digest = item["name"], item["size"], item["sha256"]
-        media_type, records = item["media_type"], item["records"]
-        if not isinstance(name, str):
-            raise _manifest_error(f"member {i} name is not a string")
-        try:
-            safe = check_member_name(name)
-        except ValueError as e:
-            raise _manifest_error(f"member {i} has an unsafe name: {e}") from None
-        if safe != name:
-            raise _manifest_error(f"member {i} name is not in NFC form")
-        if name_key(name) in seen:
-            raise _manifest_error(f"member {i} repeats an earlier name")
-        seen.add(name_key(name))
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise _manifest_error(f"member {i} size is not a non-negative integer")
-        if size > limits.max_member_size:
-            raise reject("E_LIMIT", f"member {i} size {size} > {limits.max_member_size}")
-        if not isinstance(digest, str) or not _HEX64_RE.fullmatch(digest):
-            raise _manifest_error(f"member {i} sha256 is not 64 lower-case hex digits")
-        if not isinstance(media_type, str):
-            raise _manifest_error(f"member {i} media_type is not a string")
-        try:
-            if check_media_type(media_type) != media_type:
-                raise ValueError("not lower-case")
-        except ValueError as e:
-            raise _manifest_error(f"member {i}: {e}") from None
-        if records is not None and (
-            not isinstance(records, int) or isinstance(records, bool) or records < 0
-        ):
-            raise _manifest_error(f"member {i} records is not null or a non-negative integer")
-        members.append(ManifestMember(name, size, digest, media_type, records))
-    return Manifest(tuple(members), fields_obj)
 
 
 def check_fields(value: Mapping[str, Any], what: str = "fields") -> dict[str, Any]:

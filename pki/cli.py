@@ -29,11 +29,9 @@ from pki.ca import (
     DEFAULT_CERT_DAYS,
     DEFAULT_CRL_DAYS,
     CertificateAuthority,
-    parse_csr,
-    parse_reason,
-    parse_serial,
     utcnow,
 )
+from pki.ca_input import parse_csr, parse_reason, parse_serial
 from pki.identity import Role, parse_dept_code, parse_networks
 from pki.keys import (
     KEY_PASSPHRASE_ENV,

@@ -20,12 +20,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NewType, TypeAlias
+from typing import NewType
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from exchange_common.errors import CertificateError, InputError
+from exchange_common.net import IPNetwork
 
 __all__ = [
     "OID_REGISTERED_NETWORKS",
@@ -52,7 +53,6 @@ OID_SECURE_SHELL_SERVER = ObjectIdentifier("1.3.6.1.5.5.7.3.22")
 
 DeptCode = NewType("DeptCode", str)
 CertSerial = NewType("CertSerial", str)
-IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 

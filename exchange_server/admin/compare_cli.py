@@ -13,6 +13,7 @@ import typer
 
 from exchange_common.cli import console, emit_json, err_console, fail_on_error, parse_time
 from exchange_common.errors import ExchangeError
+from exchange_server.admin.cli_shared import HomeOpt, JsonOpt
 from exchange_server.data.compare import RunResult
 
 __all__ = ["compare_app"]
@@ -26,8 +27,6 @@ compare_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-HomeOpt = Annotated[Path, typer.Option("--home", help="Node home directory.", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 RulesOpt = Annotated[
     Path | None,
     typer.Option("--rules", help="Rules file (default: HOME/rules.toml).", show_default=False),

@@ -10,65 +10,25 @@ see the SSH banner and after every login attempt.
 - :class:`RefusalThrottle` decides which refusals go to the audit trail when one address
   hammers the node: the first refusal per (reason, address) in a window is recorded, with the
   number of identical refusals suppressed before it, so a flood cannot flood the trail.
-- :func:`normalise_address` and :func:`address_allowed` implement the IP registration check
-  (部省 第五条): an IPv4 peer seen through a dual-stack socket (``::ffff:10.1.2.3``) is the IPv4
-  address it maps, so a registration cannot be bypassed by the socket family.
+
+The IP registration check itself (部省 第五条) is :func:`exchange_common.net.in_networks`, the one
+definition every caller shares.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from pki.identity import IPNetwork
 
 __all__ = [
     "BanPolicy",
     "Gate",
     "RefusalThrottle",
-    "address_allowed",
-    "normalise_address",
 ]
 
 Clock = Callable[[], float]
-
-
-def normalise_address(text: str) -> str | None:
-    """Canonical text of a peer address, or ``None`` if it is not an IP address.
-
-    IPv4-mapped IPv6 addresses become IPv4 and a zone suffix (``%eth0``) is dropped, so one host
-    always has one spelling in the ban list, the logs and the registry check.
-    """
-    try:
-        ip = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
-def address_allowed(address: str, networks: Iterable[IPNetwork | str]) -> bool:
-    """True when ``address`` lies in one of ``networks`` (CIDR text or parsed networks).
-
-    Malformed input on either side never admits anything: a network that does not parse is
-    skipped, an address that does not parse is refused.
-    """
-    canonical = normalise_address(address)
-    if canonical is None:
-        return False
-    ip = ipaddress.ip_address(canonical)
-    for net in networks:
-        try:
-            parsed = ipaddress.ip_network(net, strict=False) if isinstance(net, str) else net
-        except ValueError:
-            continue
-        if parsed.version == ip.version and ip in parsed:
-            return True
-    return False
 
 
 @dataclass(frozen=True)

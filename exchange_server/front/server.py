@@ -1,4 +1,8 @@
-"""``exchange-server serve``: the node process, its SFTP front and (when built) the pipeline.
+"""The node's SFTP front (:class:`SFTPFront`): its own accept loop and the login checks.
+
+The process around it (recovery, the pipeline process, the drop folder, signals) is
+:mod:`exchange_server.front.serve`; asyncssh's per-connection callbacks, the :class:`Admission`
+value and the refusal codes are :mod:`exchange_server.front.login`.
 
 The SFTP front runs its own accept loop instead of asyncssh's listener, because the IP
 registration (部省 第五条) must be enforced *before* the SSH banner: an address that belongs to no
@@ -30,14 +34,11 @@ import contextlib
 import datetime as dt
 import errno
 import logging
-import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import asyncssh
@@ -45,26 +46,31 @@ from cryptography import x509
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from exchange_common.errors import CertificateError, ExchangeError, InputError, TransportError
-from exchange_server.front.dropfolder import DropFolder
+from exchange_common.errors import CertificateError, InputError, TransportError
+from exchange_common.net import in_networks, normalise_address, parse_networks_lenient
 from exchange_server.front.gate import (
     BanPolicy,
     Gate,
     RefusalThrottle,
-    address_allowed,
-    normalise_address,
 )
-from exchange_server.front.sftp import (
-    DepartmentSFTPServer,
-    SessionInfo,
-    SFTPServices,
-    commit_on_close_supported,
+from exchange_server.front.login import (
+    _PRE_BANNER,
+    E_ADDRESS,
+    E_BANNED,
+    E_BUSY,
+    E_DISABLED,
+    E_UNAVAILABLE,
+    E_UNKNOWN_ADDRESS,
+    E_UNKNOWN_USER,
+    Admission,
+    _LoginServer,
+    _safe_user,
 )
+from exchange_server.front.sftp import DepartmentSFTPServer
+from exchange_server.front.sftp_handles import commit_on_close_supported
+from exchange_server.front.sftp_services import SessionInfo, SFTPServices
 from exchange_server.node import Node, utcnow
-from exchange_server.pipeline.assembly import handover_to_process, node_spool
 from exchange_server.pipeline.handover import Handover
-from exchange_server.pipeline.process import PipelineProcess
-from exchange_server.pipeline.runner import recover_spool
 from exchange_server.store.audit import append_event
 from exchange_server.store.models import (
     Department,
@@ -76,7 +82,9 @@ from pki.identity import DeptCode, IPNetwork, Role, parse_dept_code
 from pki.keys import certificate_pem, load_certificates
 from pki.verify import verify_certificate
 
-__all__ = ["Admission", "SFTPFront", "run"]
+__all__ = [
+    "SFTPFront",
+]
 
 #: Login decisions and refusals (one line each), as the operator guide documents.
 log = logging.getLogger("exchange_server.front.sftp")
@@ -89,129 +97,6 @@ ALLOWLIST_TTL_SECONDS = 1.0
 _AUDIT_ATTEMPTS = 8
 #: Identical pre-banner refusals (same reason and address) within this window are audited once.
 REFUSAL_AUDIT_WINDOW_SECONDS = 60.0
-
-# Refusal reasons (stable codes, in the log and the audit trail).
-E_UNKNOWN_ADDRESS = "E_UNKNOWN_ADDRESS"
-E_BANNED = "E_BANNED"
-E_BUSY = "E_BUSY"
-E_UNKNOWN_USER = "E_UNKNOWN_USER"
-E_DISABLED = "E_DISABLED"
-E_ADDRESS = "E_ADDRESS"
-E_CREDENTIALS = "E_CREDENTIALS"
-E_UNAVAILABLE = "E_UNAVAILABLE"
-_PRE_BANNER = frozenset({E_UNKNOWN_ADDRESS, E_BANNED, E_BUSY})
-
-
-def _safe_user(user: str | None) -> str:
-    """A user name fit for one log line (a peer chooses it: no newlines, bounded length)."""
-    if user is None:
-        return "-"
-    try:
-        return parse_dept_code(user)
-    except InputError:
-        return repr(user[:64])
-
-
-@dataclass(frozen=True)
-class Admission:
-    """The outcome of the login checks for one (user, address): a refusal or the credentials."""
-
-    dept: DeptCode | None
-    refusal: str | None = None
-    detail: str | None = None
-    ssh_keys: tuple[tuple[str, Any], ...] = ()  # (fingerprint, asyncssh.SSHKey)
-    x509_entry: str | None = None  # authorized_keys line for the registered certificate
-
-    @classmethod
-    def refuse(cls, reason: str, detail: str | None = None) -> Admission:
-        return cls(dept=None, refusal=reason, detail=detail)
-
-
-class _LoginServer(asyncssh.SSHServer):
-    """asyncssh's per-connection callbacks: admission at begin_auth, bookkeeping after."""
-
-    def __init__(self, front: SFTPFront):
-        self._front = front
-        self._conn: Any = None
-        self._address = "?"
-        self._user: str | None = None
-        self._admission: Admission | None = None
-        self._attempted = False
-        self._reason: str | None = None
-        self._key_fp: str | None = None
-        self.session_info: SessionInfo | None = None
-
-    def connection_made(self, conn: Any) -> None:
-        self._conn = conn
-        peer = conn.get_extra_info("peername")
-        if peer:
-            self._address = normalise_address(str(peer[0])) or str(peer[0])
-        self._front.connection_opened(conn)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._front.connection_closed(self._conn)
-        if self._attempted and self.session_info is None:
-            self._front.login_failed(self._reason or E_CREDENTIALS, self._address, self._user)
-
-    async def begin_auth(self, username: str) -> bool:
-        # Called again if the client switches user names mid-connection; asyncssh resets the
-        # authorized keys each time, so nothing admitted for one name carries over.
-        self._attempted = True
-        self._user = username
-        self._admission = None
-        self._key_fp = None
-        admission = await self._front.admit_login(username, self._address)
-        self._admission = admission
-        if admission.refusal is not None:
-            self._reason = admission.refusal
-            if admission.detail:
-                log.info(
-                    "login check failed: reason=%s address=%s user=%s cause=%s",
-                    admission.refusal,
-                    self._address,
-                    _safe_user(username),
-                    admission.detail,
-                )
-        else:
-            self._reason = E_CREDENTIALS
-            if admission.x509_entry is not None:
-                self._conn.set_authorized_keys(
-                    asyncssh.import_authorized_keys(admission.x509_entry + "\n")
-                )
-        return True  # authentication is always required
-
-    def public_key_auth_supported(self) -> bool:
-        return True
-
-    def password_auth_supported(self) -> bool:
-        return False
-
-    def kbdint_auth_supported(self) -> bool:
-        return False
-
-    def host_based_auth_supported(self) -> bool:
-        return False
-
-    def validate_public_key(self, username: str, key: Any) -> bool:
-        adm = self._admission
-        if adm is None or adm.refusal is not None or username != adm.dept:
-            return False
-        data = key.public_data
-        for fp, registered in adm.ssh_keys:
-            if registered.public_data == data:
-                self._key_fp = fp
-                return True
-        return False
-
-    def validate_ca_key(self, username: str, key: Any) -> bool:
-        return False  # OpenSSH user certificates are not a registered credential
-
-    def auth_completed(self) -> None:
-        adm = self._admission
-        assert adm is not None and adm.dept is not None
-        self.session_info = SessionInfo(dept=adm.dept, address=self._address)
-        method = f"ssh-key {self._key_fp}" if self._key_fp else "x509"
-        self._front.login_ok(adm.dept, self._address, method)
 
 
 class SFTPFront:
@@ -414,7 +299,7 @@ class SFTPFront:
         if self.gate.is_banned(address):
             return E_BANNED
         networks = await self._allowlist()
-        if not address_allowed(address, networks):
+        if not in_networks(address, networks):
             return E_UNKNOWN_ADDRESS
         # Last, with no await between this check and the caller's count of the connection.
         if self._active >= self.node.config.sftp.max_connections:
@@ -435,19 +320,13 @@ class SFTPFront:
 
     def _load_allowlist(self) -> tuple[IPNetwork, ...]:
         """Every registered network of an active department (blocking)."""
-        import ipaddress
-
         with self.node.session(write=False) as s:
             rows = s.exec(
                 select(DepartmentNetwork.cidr)
                 .join(Department, col(Department.code) == col(DepartmentNetwork.dept_code))
                 .where(Department.state == DeptState.ACTIVE.value)
             ).all()
-        out: list[IPNetwork] = []
-        for cidr in rows:
-            with contextlib.suppress(ValueError):
-                out.append(ipaddress.ip_network(cidr, strict=False))
-        return tuple(out)
+        return parse_networks_lenient(rows)
 
     # -- login ---------------------------------------------------------------------------------
 
@@ -483,7 +362,7 @@ class SFTPFront:
             state, cert_pem, cert_fp = dept.state, dept.cert_pem, dept.cert_fingerprint
         if state != DeptState.ACTIVE.value:
             return Admission.refuse(E_DISABLED)
-        if not address_allowed(address, networks):
+        if not in_networks(address, networks):
             return Admission.refuse(E_ADDRESS, f"{address} is not registered for {code}")
         try:
             cert = x509.load_pem_x509_certificate(cert_pem.encode())
@@ -584,76 +463,3 @@ class SFTPFront:
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "not authenticated"
             )
         return DepartmentSFTPServer(chan, self.services, info)
-
-
-# --- the process ------------------------------------------------------------------------------
-
-
-def setup_logging() -> None:
-    """Log to stderr at INFO, one line per event (the node's and the pipeline's format)."""
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    # asyncssh logs every packet exchange at INFO; its warnings are what an operator needs.
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
-
-
-async def _serve(node: Node, host: str, port: int) -> None:
-    # Recovery runs to completion before the listener opens, so it never races a live upload.
-    await asyncio.to_thread(recover_spool, node, node_spool(node))
-    # The pipeline runs in its own process so that it and the SFTP front each get a core;
-    # each committed upload wakes it.
-    pipeline = PipelineProcess(node.config.home)
-    ingest = handover_to_process(node, pipeline.wake)
-    front = SFTPFront(node, ingest)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    bound_host, bound_port = await front.start(host, port)
-    pipeline.start()
-    supervisor = asyncio.create_task(pipeline.supervise(), name="pipeline-supervisor")
-    drop = DropFolder(ingest, node.config.path(node.config.drop))
-    await asyncio.to_thread(drop.start)
-    srv_log.info("node %s serving SFTP on %s:%d", node.config.code, bound_host, bound_port)
-    print(f"listening on {bound_host}:{bound_port}", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        srv_log.info("shutting down")
-        await asyncio.to_thread(drop.stop)
-        await front.close()
-        supervisor.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await supervisor
-        await asyncio.to_thread(pipeline.stop)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    srv_log.info("stopped")
-
-
-def run(node: Node, *, host: str | None = None, port: int | None = None) -> None:
-    """Serve SFTP (and the pipeline, when present) until SIGINT or SIGTERM.
-
-    ``host``/``port`` default to ``[sftp]`` in node.toml; port 0 picks a free port. Prints
-    ``listening on HOST:PORT`` on stdout once connections are accepted. Raises
-    :class:`~exchange_common.errors.ExchangeError` for a start-up problem (no host key, no trust root,
-    address in use).
-    """
-    setup_logging()
-    cfg = node.config
-    try:
-        asyncio.run(
-            _serve(
-                node,
-                host if host is not None else cfg.sftp.host,
-                cfg.sftp.port if port is None else port,
-            )
-        )
-    except ExchangeError:
-        raise
-    finally:
-        node.engine.dispose()

@@ -1,7 +1,8 @@
 """What a department sees over SFTP: a virtual two-folder tree, ``/inbox`` and ``/outbox``.
 
 This is a virtual filesystem, not a chroot onto real folders: every path a client sends is
-normalised lexically (:func:`normalise`) and classified (:func:`resolve`) into one of a handful
+normalised lexically (:func:`~exchange_server.front.sftp_paths.normalise`) and classified
+(:func:`~exchange_server.front.sftp_paths.resolve`) into one of a handful
 of virtual places; only two of them ever touch the disk, and then only through a checked name
 joined to a folder the node chose:
 
@@ -23,10 +24,15 @@ at the requested offset, because clients pipeline their writes). Only a close re
 client (``SSH_FXP_CLOSE``) commits the upload, through :meth:`Handover.accept_upload`, *before* the
 client is told it succeeded. When the session ends with the file still open (connection lost,
 client killed, channel closed), asyncssh calls the same :meth:`SFTPServer.close` from its
-session clean-up; we tell the two apart by the caller (see :func:`_called_by_client_close`) and
+session clean-up; we tell the two apart by the caller (see :func:`~exchange_server.front.sftp_handles._called_by_client_close`) and
 discard the partial. A partial left by a crash is removed at the next start
 (:meth:`Spool.remove_orphan_partials`); an upload's writer holds an ``flock`` on its partial so that a
 second node process sharing the spool never deletes an upload in progress.
+
+This module is the asyncssh adapter (:class:`DepartmentSFTPServer`). The pure path rules live in
+:mod:`~exchange_server.front.sftp_paths`, the process-wide services (upload book, quota usage) in
+:mod:`~exchange_server.front.sftp_services`, and the open-file handles, attribute builders and
+close-caller detection in :mod:`~exchange_server.front.sftp_handles`.
 """
 
 from __future__ import annotations
@@ -39,400 +45,47 @@ import fcntl
 import logging
 import os
 import stat
-import sys
 import time
-import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from enum import Enum
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import asyncssh
-from sqlalchemy import func
-from sqlmodel import select
 
-from exchange_server.node import Node
-from exchange_server.pipeline.handover import Handover
-from exchange_server.spool import Spool
-from exchange_server.store.models import BundleState, Department, Upload
-from pki.identity import DeptCode
+from exchange_server.front.sftp_handles import (
+    _called_by_client_close,
+    _denied,
+    _dir_attrs,
+    _Download,
+    _file_attrs,
+    _missing,
+    _Upload,
+)
+from exchange_server.front.sftp_paths import (
+    INBOX,
+    OUTBOX,
+    VKind,
+    VPath,
+    name_problem,
+    normalise,
+    resolve,
+)
+from exchange_server.front.sftp_services import SessionInfo, SFTPServices
 
 __all__ = [
-    "MAX_NAME_BYTES",
-    "MAX_PATH_BYTES",
     "DepartmentSFTPServer",
-    "SFTPServices",
-    "SessionInfo",
-    "UploadBook",
-    "VKind",
-    "VPath",
-    "commit_on_close_supported",
-    "name_problem",
-    "normalise",
-    "resolve",
 ]
 
 log = logging.getLogger("exchange_server.front.sftp")
 
-#: Longest file name a department may upload or see (bytes of UTF-8), as in most filesystems.
-MAX_NAME_BYTES = 255
-#: Longest path a client may send; anything longer names nothing.
-MAX_PATH_BYTES = 4096
 #: Largest single read served (asyncssh caps requests too; this bounds our own allocation).
 _MAX_READ = 256 * 1024
 #: Names of this session's committed uploads remembered for stat/setstat after the upload.
 _RECENT_UPLOADS = 256
 
-INBOX = "inbox"
-OUTBOX = "outbox"
-
-
-# --- the pure part: path normalisation and name checks --------------------------------------
-
-
-class VKind(Enum):
-    """The places of the virtual tree."""
-
-    ROOT = "root"
-    INBOX = "inbox"
-    OUTBOX = "outbox"
-    INBOX_FILE = "inbox-file"
-    OUTBOX_FILE = "outbox-file"
-    NOWHERE = "nowhere"
-
 
 #: An upload starts a background fdatasync after every this many new bytes.
 WRITEBACK_BYTES = 32 * 1024 * 1024
-
-#: How long a department's spool usage is reused for quota checks.
-USAGE_CACHE_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class VPath:
-    """A client path, normalised (``path``) and classified (``kind``, ``name``)."""
-
-    kind: VKind
-    path: str
-    name: str | None = None
-
-
-_NOWHERE = VPath(VKind.NOWHERE, "")
-
-# Unicode categories refused in names: controls (Cc), invisible format characters such as the
-# right-to-left override used to disguise file extensions (Cf), surrogates (Cs), private use
-# (Co), unassigned code points (Cn) and line/paragraph separators (Zl, Zp).
-_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-
-
-def name_problem(name: str) -> str | None:
-    """Why ``name`` is not acceptable as a file name in the virtual tree, or ``None`` if it is.
-
-    Every name a peer supplies is hostile (STYLE 8): no separators (``/``, ``\\``), no ``.`` or
-    ``..``, no leading dot (hidden files and the node's own ``.partial``), no control or
-    invisible characters, at most :data:`MAX_NAME_BYTES` bytes of UTF-8, no surrounding spaces.
-    """
-    if not name:
-        return "empty name"
-    if name in {".", ".."}:
-        return "relative name"
-    if name.startswith("."):
-        return "name starts with a dot"
-    if "/" in name or "\\" in name:
-        return "name contains a path separator"
-    if name != name.strip():
-        return "name starts or ends with white space"
-    for ch in name:
-        if unicodedata.category(ch) in _BAD_CATEGORIES:
-            return f"name contains a control or invisible character (U+{ord(ch):04X})"
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "name is not valid Unicode"
-    if size > MAX_NAME_BYTES:
-        return f"name is longer than {MAX_NAME_BYTES} bytes"
-    return None
-
-
-def normalise(path: bytes | str) -> str | None:
-    """The virtual absolute path ``path`` denotes, or ``None`` if it denotes nothing at all.
-
-    Lexical, like a chroot: relative paths start at ``/``, ``.`` and empty segments vanish and
-    ``..`` never climbs above ``/``. The result always starts with ``/`` and holds no ``.``,
-    ``..`` or empty segment, so no output can name anything outside the virtual tree. Paths
-    that are not UTF-8, hold NUL or control characters, or exceed :data:`MAX_PATH_BYTES` give
-    ``None``.
-    """
-    if isinstance(path, bytes):
-        if len(path) > MAX_PATH_BYTES:
-            return None
-        try:
-            text = path.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    else:
-        text = path
-        try:
-            if len(text.encode("utf-8")) > MAX_PATH_BYTES:
-                return None
-        except UnicodeEncodeError:
-            return None
-    if any(unicodedata.category(ch) == "Cc" for ch in text):
-        return None
-    parts: list[str] = []
-    for seg in text.split("/"):
-        if seg in {"", "."}:
-            continue
-        if seg == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(seg)
-    return "/" + "/".join(parts)
-
-
-def resolve(path: bytes | str) -> VPath:
-    """Classify a client path; anything that is not one of the virtual places is NOWHERE."""
-    norm = normalise(path)
-    if norm is None:
-        return _NOWHERE
-    parts = [p for p in norm.split("/") if p]
-    if not parts:
-        return VPath(VKind.ROOT, norm)
-    if len(parts) == 1 and parts[0] in {INBOX, OUTBOX}:
-        return VPath(VKind.INBOX if parts[0] == INBOX else VKind.OUTBOX, norm)
-    if len(parts) == 2 and parts[0] in {INBOX, OUTBOX} and name_problem(parts[1]) is None:
-        kind = VKind.INBOX_FILE if parts[0] == INBOX else VKind.OUTBOX_FILE
-        return VPath(kind, norm, parts[1])
-    return VPath(VKind.NOWHERE, norm)
-
-
-# --- process-wide services the SFTP sessions share --------------------------------------------
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    """Who is on the other end of an authenticated connection."""
-
-    dept: DeptCode
-    address: str
-
-
-class UploadBook:
-    """Uploads in progress in this node process: names per department and bytes per department.
-
-    Used for the "new names only" rule and for the quota, across all connections. Only the
-    event loop touches it.
-    """
-
-    def __init__(self) -> None:
-        self._names: dict[str, set[str]] = {}
-        self._bytes: dict[str, int] = {}
-
-    def reserve(self, dept: str, name: str) -> bool:
-        """Claim ``name`` for an upload of ``dept``; False if one with that name is under way."""
-        names = self._names.setdefault(dept, set())
-        if name in names:
-            return False
-        names.add(name)
-        return True
-
-    def grow(self, dept: str, delta: int) -> None:
-        """Account ``delta`` more bytes to ``dept``'s uploads in progress."""
-        self._bytes[dept] = self._bytes.get(dept, 0) + delta
-
-    def in_flight(self, dept: str) -> int:
-        """Bytes of ``dept``'s uploads in progress."""
-        return self._bytes.get(dept, 0)
-
-    def release(self, dept: str, name: str, size: int) -> None:
-        """An upload ended (committed or discarded): drop its name and bytes."""
-        names = self._names.get(dept)
-        if names is not None:
-            names.discard(name)
-            if not names:
-                del self._names[dept]
-        left = self._bytes.get(dept, 0) - size
-        if left > 0:
-            self._bytes[dept] = left
-        else:
-            self._bytes.pop(dept, None)
-
-
-@dataclass
-class SFTPServices:
-    """What every SFTP session of one node process needs."""
-
-    node: Node
-    ingest: Handover
-    executor: Executor
-    max_upload_bytes: int
-    book: UploadBook = field(default_factory=UploadBook)
-    started: int = field(default_factory=lambda: int(time.time()))
-
-    @property
-    def spool(self) -> Spool:
-        """The node's spool (the one the ingest pipeline reads)."""
-        return self.ingest.spool
-
-    _usage_cache: dict[str, tuple[float, tuple[int, int]]] = field(default_factory=dict)
-
-    def usage(self, dept: str) -> tuple[int, int]:
-        """``(outstanding bytes, quota)`` of a department; blocking (run it in the executor).
-
-        The answer is cached for :data:`USAGE_CACHE_SECONDS` per department: scanning an outbox
-        that holds thousands of receipts at every upload would make each upload slower than
-        the last. Within that window a department can exceed its quota by what it uploads
-        meanwhile (each upload is still bounded by ``max_upload_bytes``).
-
-        Outstanding = the regular files in its outbox (not yet removed by the node) + its
-        uploads committed but still waiting in ``incoming/`` (state ``received``). Uploads in
-        progress are added by the caller from :class:`UploadBook`. Accepted bundles kept in
-        ``store/`` do not count: returned data is kept for ever and must not lock a department
-        out.
-        """
-        now = time.monotonic()
-        cached = self._usage_cache.get(dept)
-        if cached is not None and now - cached[0] < USAGE_CACHE_SECONDS:
-            return cached[1]
-        outbox = 0
-        with contextlib.suppress(OSError), os.scandir(self.spool.outbox(dept)) as entries:
-            for entry in entries:
-                with contextlib.suppress(OSError):
-                    if entry.is_file(follow_symlinks=False):
-                        outbox += entry.stat(follow_symlinks=False).st_size
-        with self.node.session(write=False) as s:
-            waiting = s.exec(
-                select(func.coalesce(func.sum(Upload.size), 0)).where(
-                    Upload.dept_code == dept, Upload.state == BundleState.RECEIVED.value
-                )
-            ).one()
-            row = s.get(Department, dept)
-            quota = row.quota_bytes if row is not None else 0
-        result = (outbox + int(waiting), quota)
-        self._usage_cache[dept] = (now, result)
-        return result
-
-
-# --- the asyncssh adapter ----------------------------------------------------------------------
-
-
-class _Download:
-    """An open ``/outbox`` file: a read-only descriptor."""
-
-    def __init__(self, fd: int, name: str):
-        self.fd = fd
-        self.name = name
-        self.closed = False
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        # asyncssh's ranges@asyncssh.com extension probes holes with seek(SEEK_DATA/SEEK_HOLE).
-        return os.lseek(self.fd, offset, whence)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            os.close(self.fd)
-
-
-class _Upload:
-    """An upload in progress: the partial file, its size so far and the limits it must keep."""
-
-    def __init__(
-        self,
-        *,
-        upload_id: str,
-        partial: Path,
-        fd: int,
-        name: str,
-        dept: str,
-        base_usage: int,
-        quota: int,
-    ):
-        self.upload_id = upload_id
-        self.partial = partial
-        self.fd = fd
-        self.name = name
-        self.dept = dept
-        self.base_usage = base_usage
-        self.quota = quota
-        self.size = 0
-        self.failed: str | None = None
-        self.finished = False
-        #: Bytes handed to a background fdatasync so far, and that sync while it runs.
-        self.synced = 0
-        self.sync: concurrent.futures.Future[None] | None = None
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return os.lseek(self.fd, offset, whence)
-
-
-def _client_close_code() -> Any:
-    handler = getattr(getattr(asyncssh, "sftp", None), "SFTPServerHandler", None)
-    method = getattr(handler, "_process_close", None)
-    return getattr(method, "__code__", None)
-
-
-# The code object of asyncssh's handler for SSH_FXP_CLOSE. asyncssh calls SFTPServer.close()
-# from exactly two places: that handler (the client closed the file: commit) and the session's
-# clean-up (the session ended with the file open: abort). They differ only in the caller. If a
-# future asyncssh renames the handler, this is None and every close counts as an abort: uploads
-# then fail visibly (the client gets an error), never half-committed.
-_CLIENT_CLOSE_CODE = _client_close_code()
-
-
-def commit_on_close_supported() -> bool:
-    """False when this asyncssh no longer has the close handler we recognise (see above):
-    every upload would then be discarded, and the server says so loudly at start-up."""
-    return _CLIENT_CLOSE_CODE is not None
-
-
-def _called_by_client_close(depth: int = 2) -> bool:
-    """True when the frame ``depth`` levels up is asyncssh's SSH_FXP_CLOSE handler."""
-    if _CLIENT_CLOSE_CODE is None:
-        return False
-    try:
-        frame = sys._getframe(depth)
-    except ValueError:
-        return False
-    return frame.f_code is _CLIENT_CLOSE_CODE
-
-
-def _dir_attrs(mode: int, when: int) -> asyncssh.SFTPAttrs:
-    return asyncssh.SFTPAttrs(
-        type=asyncssh.FILEXFER_TYPE_DIRECTORY,
-        permissions=stat.S_IFDIR | mode,
-        uid=0,
-        gid=0,
-        atime=when,
-        mtime=when,
-        nlink=2,
-    )
-
-
-def _file_attrs(size: int, mtime: int, mode: int = 0o400) -> asyncssh.SFTPAttrs:
-    # Built from scratch: host uid/gid, inode numbers and real modes are not the client's business.
-    return asyncssh.SFTPAttrs(
-        type=asyncssh.FILEXFER_TYPE_REGULAR,
-        size=size,
-        permissions=stat.S_IFREG | mode,
-        uid=0,
-        gid=0,
-        atime=mtime,
-        mtime=mtime,
-        nlink=1,
-    )
-
-
-def _denied(what: str = "permission denied") -> asyncssh.SFTPError:
-    return asyncssh.SFTPPermissionDenied(what)
-
-
-def _missing() -> asyncssh.SFTPError:
-    return asyncssh.SFTPNoSuchFile("no such file")
 
 
 class DepartmentSFTPServer(asyncssh.SFTPServer):

@@ -28,12 +28,12 @@ peer's. The sender of a drop-folder bundle is its signer (there is no login to c
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from exchange_common.net import in_networks
 from exchange_server.store.models import BundleState
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "UploadFacts",
     "Verdict",
     "decide",
-    "in_networks",
 ]
 
 
@@ -236,15 +235,6 @@ class InvalidTransition(Exception):
 
 
 # --- the rules -----------------------------------------------------------------------------
-
-
-def in_networks(address: str, cidrs: Sequence[str]) -> bool:
-    """True when ``address`` lies in one of ``cidrs``; False for a malformed address."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
 def _reject(

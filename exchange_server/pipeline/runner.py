@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import shutil
 import time
@@ -32,7 +31,8 @@ from sqlmodel import Session, col, select
 
 from exchange_common.codes import lookup
 from exchange_common.errors import InputError
-from exchange_common.fs import fsync_dir
+from exchange_common.fs import fsync_dir, sha256_file
+from exchange_common.timefmt import rfc3339
 from exchange_server.node import Node, utcnow
 from exchange_server.outbox.receipts import Receipt, send_receipt
 from exchange_server.outbox.writer import Outbox
@@ -440,8 +440,8 @@ class Runner:
             reason_code=action.code,
             reason=text or action.reason,
             explanation=action.reason if text and action.reason != text else None,
-            received_at=_rfc3339(as_utc(row.received_at)),
-            decided_at=_rfc3339(now),
+            received_at=rfc3339(as_utc(row.received_at)),
+            decided_at=rfc3339(now),
             node=self.node.config.code,
             details=dict(action.details),
         )
@@ -481,7 +481,7 @@ class Runner:
         if t.bundle is not None:
             row.bundle_id, row.sha256 = t.bundle.bundle_id, t.bundle.sha256
         if row.sha256 is None and quarantined.exists():
-            row.sha256 = _sha256_file(quarantined)
+            row.sha256 = sha256_file(quarantined)
         name = self._send(row, t.receipt, now)
         with self.node.session() as s:
             up = s.get(Upload, row.id)
@@ -524,18 +524,6 @@ def _registry_snapshot(s: Session, codes: set[str], bundle_ids: list[str]) -> Re
         },
         seen=seen,
     )
-
-
-def _rfc3339(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def peer_reason(code: str | None) -> str | None:

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exchange_common.limits import DEFAULT_LIMITS
-from pki._bundle_format import canonical_json, parse_manifest
+from pki._bundle_format import canonical_json
+from pki._bundle_manifest import parse_manifest
 from pki.bundle import BundleError, parse_header, verify
 from tests.conftest import make_ca
 from tests.pki.bundlegen import Parties, Parts, make_parties, manifest_for, seal_bytes

@@ -18,7 +18,7 @@ from exchange_client.push import parse_fields
 from exchange_client.state import State
 from exchange_common.errors import InputError
 from pki.bundle import Member, seal_to_file
-from pki.ca import parse_csr
+from pki.ca_input import parse_csr
 from pki.identity import DeptCode, Role, parse_networks
 from pki.keys import certificate_pem, private_key_pem
 from tests.conftest import CAFixture

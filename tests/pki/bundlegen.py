@@ -35,13 +35,12 @@ from pki._bundle_format import (
     FOOTER_MAGIC,
     INNER_MAGIC,
     MAGIC,
-    BundleHeader,
     BundleId,
     BundleKind,
     canonical_json,
     content_context,
-    parse_header,
 )
+from pki._bundle_header import BundleHeader, parse_header
 from pki.bundle import Member, seal
 from pki.ca import IssuedCertificate
 from pki.keys import KeyType, PrivateKey, fingerprint

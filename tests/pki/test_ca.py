@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from exchange_common.errors import CAError, InputError
-from pki.ca import CertificateAuthority, parse_csr, parse_reason, parse_serial
+from pki.ca import CertificateAuthority
+from pki.ca_input import parse_csr, parse_reason, parse_serial
 from pki.identity import (
     OID_REGISTERED_NETWORKS,
     OID_SECURE_SHELL_CLIENT,

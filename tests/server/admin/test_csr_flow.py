@@ -8,7 +8,7 @@ from typer.testing import CliRunner, Result
 
 from exchange_server.admin.cli import app
 from exchange_server.config import load_config
-from pki.ca import parse_csr
+from pki.ca_input import parse_csr
 from pki.identity import DeptCode, Role
 from pki.keys import certificate_pem
 from tests.conftest import CAFixture

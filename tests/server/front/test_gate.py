@@ -1,11 +1,11 @@
-"""The SFTP front's admission logic: brute-force bans, refusal throttling, address checks.
+"""The SFTP front's admission logic: brute-force bans and refusal throttling.
+
+The address check is exchange_common.net (tests/common/test_net.py).
 
 Pure logic with a hand-driven clock: no sockets, no sleeping.
 """
 
 from __future__ import annotations
-
-import ipaddress
 
 import pytest
 
@@ -13,8 +13,6 @@ from exchange_server.front.gate import (
     BanPolicy,
     Gate,
     RefusalThrottle,
-    address_allowed,
-    normalise_address,
 )
 
 
@@ -137,32 +135,3 @@ def test_refusal_throttle_is_bounded() -> None:
     for i in range(50):
         assert throttle.admit("E_UNKNOWN_ADDRESS", f"10.0.0.{i}") == 0
     assert len(throttle._last) <= 5
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        ("127.0.0.1", "127.0.0.1"),
-        ("::ffff:10.1.2.3", "10.1.2.3"),  # dual-stack socket view of an IPv4 peer
-        ("fe80::1%eth0", "fe80::1"),
-        ("2001:DB8::1", "2001:db8::1"),
-        ("not an address", None),
-        ("", None),
-        ("10.1.2.3/24", None),
-    ],
-)
-def test_normalise_address(raw: str, expected: str | None) -> None:
-    assert normalise_address(raw) == expected
-
-
-def test_address_allowed() -> None:
-    nets = ["10.1.0.0/16", "192.0.2.7/32", "2001:db8::/32", "garbage"]
-    assert address_allowed("10.1.200.3", nets)
-    assert address_allowed("::ffff:10.1.200.3", nets)  # mapped IPv4 is the IPv4 host
-    assert address_allowed("192.0.2.7", nets)
-    assert not address_allowed("192.0.2.8", nets)
-    assert address_allowed("2001:db8::42", nets)
-    assert not address_allowed("2001:db9::42", nets)
-    assert not address_allowed("garbage", nets)
-    assert not address_allowed("10.1.2.3", [])
-    assert address_allowed("10.1.2.3", [ipaddress.ip_network("10.0.0.0/8")])

@@ -22,17 +22,9 @@ from asyncssh.packet import SSHPacket, String
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange_server.front.sftp import (
-    MAX_NAME_BYTES,
-    DepartmentSFTPServer,
-    SessionInfo,
-    SFTPServices,
-    UploadBook,
-    VKind,
-    name_problem,
-    normalise,
-    resolve,
-)
+from exchange_server.front.sftp import DepartmentSFTPServer
+from exchange_server.front.sftp_paths import MAX_NAME_BYTES, VKind, name_problem, normalise, resolve
+from exchange_server.front.sftp_services import SessionInfo, SFTPServices, UploadBook
 from exchange_server.spool import Spool
 from pki.identity import DeptCode
 

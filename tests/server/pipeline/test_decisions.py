@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 
+from exchange_common.net import in_networks
 from exchange_server.pipeline.decisions import (
     TRANSITIONS,
     BundleFacts,
@@ -31,7 +32,6 @@ from exchange_server.pipeline.decisions import (
     UploadFacts,
     Verdict,
     decide,
-    in_networks,
 )
 from exchange_server.store.models import BundleState
 
@@ -288,6 +288,8 @@ def test_decisions_are_deterministic() -> None:
         ("10.33.2.7", ("10.33.1.0/24",), False),
         ("10.33.2.7", ("10.33.1.0/24", "10.33.2.0/24"), True),
         ("2001:db8::1", ("2001:db8::/32",), True),
+        # an IPv4 peer seen through a dual-stack socket: the gate admits it, so must the pipeline
+        ("::ffff:10.33.1.7", ("10.33.1.0/24",), True),
         ("10.33.1.7", (), False),
         ("", ("0.0.0.0/0",), False),
         ("10.33.1.7; rm -rf /", ("0.0.0.0/0",), False),

@@ -1,0 +1,117 @@
+"""Options and small helpers shared by the ``exchange-client`` command modules.
+
+The ``Annotated`` option types (``--dir``, ``--json``, ``--retries`` ...), the clock the commands
+read (:func:`_now`, the only place a command takes the time), the retry warning, and the push
+record/outcome printers several commands use. Printers show ids, kinds, sizes and reason codes,
+never member file names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from exchange_client.pull import PullOutcome
+from exchange_common.cli import (
+    console,
+    emit_json,
+    err_console,
+)
+from exchange_common.codes import lookup
+
+DirOpt = Annotated[Path, typer.Option("--dir", help="The client directory (made by `init`).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+RetriesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--retries", min=0, help="Attempts after a transient network failure (default: config, 4)."
+    ),
+]
+KindOpt = Annotated[
+    str, typer.Option("--kind", help="data, query, response, revocation or recheck.")
+]
+FieldOpt = Annotated[
+    list[str] | None, typer.Option("--field", help="Manifest field KEY=VALUE (repeatable).")
+]
+FieldsJsonOpt = Annotated[
+    Path | None, typer.Option("--fields-json", help="Manifest fields from a JSON object file.")
+]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the node's signed receipt.")]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout", min=1, help="Seconds to wait for the receipt.")
+]
+EncodingOpt = Annotated[
+    str | None,
+    typer.Option("--encoding", help="CSV encoding (default: UTF-8 if it decodes, else GB18030)."),
+]
+ValidOnlyOpt = Annotated[
+    bool,
+    typer.Option("--valid-only", help="Seal only the valid rows of a table (drops reported)."),
+]
+
+#: Show a progress bar for inputs at least this large (and only on a terminal).
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _say_retry(json_out: bool) -> Callable[[BaseException, float], None]:
+    def say(e: BaseException, delay: float) -> None:
+        err_console.print(f"warning: {e}; retrying in {delay:.1f} s", markup=False)
+
+    return say
+
+
+def _push_json(rec: Any, path: Path) -> dict[str, Any]:
+    return {
+        "bundle_id": rec.bundle_id,
+        "kind": rec.kind,
+        "members": rec.members,
+        "size": rec.size,
+        "sha256": rec.sha256,
+        "file": str(path),
+        "uploaded_at": rec.uploaded_at,
+        "verdict": rec.verdict,
+        "reason_code": rec.reason_code,
+        "reason_text": _reason_text(rec.reason_code),
+    }
+
+
+def _reason_text(code: str | None) -> str | None:
+    """The registry's sentence for a node's reason code (None when absent or unregistered)."""
+    entry = lookup(code)
+    return entry.peer_text if entry is not None else None
+
+
+def _report_verdict(rec: Any, path: Path, json_out: bool) -> None:
+    if json_out:
+        emit_json(_push_json(rec, path))
+    elif rec.verdict == "accepted":
+        console.print(
+            f"bundle {rec.bundle_id} accepted by the node (signed receipt verified)", markup=False
+        )
+    else:
+        console.print(
+            f"bundle {rec.bundle_id} REJECTED by the node: {rec.reason_code}", markup=False
+        )
+        entry = lookup(rec.reason_code)
+        if entry is not None:
+            console.print(f"  {entry.peer_text}\nhint: {entry.operator_hint}", markup=False)
+    if rec.verdict != "accepted":
+        raise typer.Exit(1)
+
+
+def _outcome_line(o: PullOutcome) -> str:
+    if o.status == "rejected":
+        return f"{o.name}: REJECTED, not opened ({o.reason_code}); kept in rejected/"
+    if o.status == "duplicate":
+        return f"{o.name}: same content as a file pulled before; skipped"
+    if o.kind == "receipt":
+        extra = f" ({o.reason_code})" if o.reason_code else ""
+        return f"{o.name}: receipt for {o.receipt_for}: {o.verdict}{extra}"
+    return f"{o.name}: {o.kind} {o.bundle_id} opened into {o.opened_to}"

@@ -1,0 +1,238 @@
+"""``exchange-client push`` and ``respond``: validate tables, seal, upload and optionally wait.
+
+Invalid rows are reported on stderr by line, reason code and masked ID number only (never
+names); nothing is uploaded when a table has invalid rows unless ``--valid-only``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from exchange_client.cli_shared import (
+    DirOpt,
+    EncodingOpt,
+    FieldOpt,
+    FieldsJsonOpt,
+    JsonOpt,
+    KindOpt,
+    RetriesOpt,
+    TimeoutOpt,
+    ValidOnlyOpt,
+    WaitOpt,
+    _now,
+    _push_json,
+    _report_verdict,
+    _say_retry,
+)
+from exchange_client.config import ClientConfig, load_config
+from exchange_client.credentials import Credentials, load_credentials
+from exchange_client.push import (
+    PUSH_KINDS,
+    RowsRejected,
+    SealedBundle,
+    parse_fields,
+    prepare_inputs,
+    seal_files,
+    upload_bundle,
+    wait_for_receipt,
+)
+from exchange_client.state import read_state
+from exchange_client.tables import ValidationReport
+from exchange_common.cli import (
+    byte_progress,
+    console,
+    emit_json,
+    err_console,
+    fail_on_error,
+)
+from exchange_common.errors import InputError
+from pki.bundle import BundleKind
+
+#: At most this many invalid rows are listed per file (all are counted).
+REPORT_LINES = 50
+
+
+def _print_reports(reports: list[tuple[int, ValidationReport]], *, sent: bool = False) -> None:
+    """Invalid rows on stderr: line, reason code, masked ID number only (never names)."""
+    for position, r in reports:
+        if not r.invalid:
+            continue
+        fate = "dropped (--valid-only)" if sent else "invalid"
+        err_console.print(
+            f"file {position}: {r.rows} row(s), {r.valid} valid, {r.invalid} {fate}",
+            markup=False,
+        )
+        for p in r.problems[:REPORT_LINES]:
+            err_console.print(f"  {p}", markup=False)
+        if r.invalid > REPORT_LINES:
+            err_console.print(f"  … and {r.invalid - REPORT_LINES} more", markup=False)
+
+
+def _validate_and_seal(
+    directory: Path,
+    kind: str,
+    files: list[Path],
+    field: list[str] | None,
+    fields_json: Path | None,
+    encoding: str | None,
+    valid_only: bool,
+    extra_fields: dict[str, Any] | None = None,
+) -> tuple[ClientConfig, Credentials, SealedBundle]:
+    """What push, respond and export share: validate tables, check certificates, seal."""
+    try:
+        bundle_kind = BundleKind(kind)
+    except ValueError as e:
+        raise InputError(
+            f"unknown kind {kind!r}: choose one of {', '.join(k.value for k in PUSH_KINDS)}"
+        ) from e
+    fields = {**parse_fields(field or [], fields_json), **(extra_fields or {})}
+    cfg = load_config(directory)
+    creds = load_credentials(cfg)
+    with tempfile.TemporaryDirectory(prefix=".validated-", dir=cfg.dir) as work:
+        try:
+            inputs, reports = prepare_inputs(
+                files, bundle_kind, Path(work), encoding=encoding, valid_only=valid_only
+            )
+        except RowsRejected as e:
+            _print_reports(e.reports)
+            raise
+        _print_reports(reports, sent=True)
+        total = 0
+        for f in inputs:
+            with contextlib.suppress(OSError):
+                total += f.stat().st_size
+        with byte_progress(total, "sealing") as progress:
+            sealed = seal_files(
+                cfg, creds, inputs, bundle_kind, fields, now=_now(), progress=progress
+            )
+    return cfg, creds, sealed
+
+
+def _upload_and_report(
+    cfg: ClientConfig,
+    creds: Credentials,
+    sealed: SealedBundle,
+    wait: bool,
+    timeout: float,
+    retries: int | None,
+    json_out: bool,
+) -> None:
+    """Upload a sealed bundle, then report it (or wait for and report the node's verdict)."""
+    with byte_progress(sealed.record.size, "uploading") as advance:
+        state = {"done": 0}
+
+        def moved(done: int, _total: int) -> None:
+            if advance is not None:
+                advance(done - state["done"])
+            state["done"] = done
+
+        upload_bundle(cfg, sealed, retries=retries, progress=moved, on_retry=_say_retry(json_out))
+    rec = sealed.record
+    if not wait:
+        rec = read_state(cfg.state_path).pushed[rec.bundle_id]
+        if json_out:
+            emit_json(_push_json(rec, sealed.path))
+        else:
+            console.print(
+                f"uploaded bundle {rec.bundle_id} ({rec.kind}, {rec.members} file(s), {rec.size} bytes)",
+                markup=False,
+            )
+        return
+    rec, _ = wait_for_receipt(
+        cfg, creds, rec.bundle_id, cfg.dir / "received", timeout=timeout, retries=retries
+    )
+    _report_verdict(rec, sealed.path, json_out)
+
+
+@fail_on_error
+def push(
+    directory: DirOpt,
+    kind: KindOpt,
+    files: Annotated[list[Path], typer.Argument(help="Files to seal into one bundle.")],
+    field: FieldOpt = None,
+    fields_json: FieldsJsonOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 120.0,
+    retries: RetriesOpt = None,
+    encoding: EncodingOpt = None,
+    valid_only: ValidOnlyOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Seal files for the node, upload the bundle into /inbox, optionally wait for the receipt.
+
+    For `query` and `data`, tables (.csv .xlsx .parquet) are validated first (columns 身份证号 /
+    id_number and, for queries, 姓名 / name; GB 11643 ID numbers) and sealed as UTF-8 CSV.
+    Invalid rows are listed by line with masked ID numbers and nothing is sent (exit 3,
+    E_ROWS) unless `--valid-only` is given.
+
+    Checks your own certificate first (an expired or revoked one stops here, nothing is
+    uploaded). The bundle is kept as `DIR/sent/<BUNDLE_ID>.bundle`. Transient network failures
+    are retried with backoff. With `--wait`: exit 0 when the node accepted the bundle, 1 when
+    it rejected it (the reason code is printed), 5 on network trouble or timeout.
+
+    **Examples**
+
+        exchange-client push --dir ~/rs --kind data --field resource=RS-SI-01 --wait rs-2026-11.csv
+
+        exchange-client push --dir ~/mz --kind query --fields-json application.json --wait persons.csv
+
+        exchange-client push --dir ~/rs --kind data --field resource=RS-SI-01 --field mode=increment --json --wait rs-12.csv
+
+        exchange-client push --dir ~/mz --kind query --fields-json application.json --encoding gbk --valid-only persons.csv
+    """
+    cfg, creds, sealed = _validate_and_seal(
+        directory, kind, files, field, fields_json, encoding, valid_only
+    )
+    _upload_and_report(cfg, creds, sealed, wait, timeout, retries, json_out)
+
+
+@fail_on_error
+def respond(
+    directory: DirOpt,
+    query: Annotated[
+        str, typer.Option("--to-query", help="Bundle id of the relayed query you answer.")
+    ],
+    files: Annotated[list[Path], typer.Argument(help="Files with your answer.")],
+    field: FieldOpt = None,
+    fields_json: FieldsJsonOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 120.0,
+    retries: RetriesOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Answer a query the node relayed to your department (a data-source department's reply).
+
+    The query must have been pulled into this directory (`pull`); the answer is sealed as a
+    `response` bundle whose manifest names the query (`in_reply_to`), uploaded, and with
+    `--wait` its receipt is awaited as for `push` (exit 0 accepted, 1 rejected, 5 network).
+
+    **Examples**
+
+        exchange-client pull --dir ~/rs
+
+        exchange-client respond --dir ~/rs --to-query 3f2c8a6e-5d1b-4c1e-9a57-0c2d5e7f9b10 --wait answer.csv
+    """
+    cfg = load_config(directory)
+    pulled = read_state(cfg.state_path).pulled.values()
+    if not any(p.bundle_id == query and p.kind in ("relay", "query") for p in pulled):
+        raise InputError(
+            f"no relayed query {query} was pulled into {cfg.dir}: run `exchange-client pull` "
+            "first, and answer only queries the node relayed to you",
+            code="E_NOT_FOUND",
+        )
+    cfg, creds, sealed = _validate_and_seal(
+        directory,
+        "response",
+        files,
+        field,
+        fields_json,
+        None,
+        False,
+        extra_fields={"in_reply_to": query},
+    )
+    _upload_and_report(cfg, creds, sealed, wait, timeout, retries, json_out)

@@ -1,0 +1,99 @@
+"""``exchange-server serve``: the node process around the SFTP front.
+
+:func:`run` recovers interrupted work before the listener opens (so recovery never races a live
+upload), starts the SFTP front, the pipeline in its own process and the drop-folder watcher, and
+stops them all in order on SIGINT or SIGTERM. :func:`setup_logging` is the node's one log format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from exchange_common.errors import ExchangeError
+from exchange_server.front.dropfolder import DropFolder
+from exchange_server.front.server import SFTPFront
+from exchange_server.node import Node
+from exchange_server.pipeline.assembly import handover_to_process, node_spool
+from exchange_server.pipeline.process import PipelineProcess
+from exchange_server.pipeline.runner import recover_spool
+
+__all__ = [
+    "run",
+]
+
+#: Process lifecycle (the same logger the SFTP front's accept loop uses).
+srv_log = logging.getLogger("exchange_server.front.server")
+
+
+def setup_logging() -> None:
+    """Log to stderr at INFO, one line per event (the node's and the pipeline's format)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    # asyncssh logs every packet exchange at INFO; its warnings are what an operator needs.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+
+async def _serve(node: Node, host: str, port: int) -> None:
+    # Recovery runs to completion before the listener opens, so it never races a live upload.
+    await asyncio.to_thread(recover_spool, node, node_spool(node))
+    # The pipeline runs in its own process so that it and the SFTP front each get a core;
+    # each committed upload wakes it.
+    pipeline = PipelineProcess(node.config.home)
+    ingest = handover_to_process(node, pipeline.wake)
+    front = SFTPFront(node, ingest)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    bound_host, bound_port = await front.start(host, port)
+    pipeline.start()
+    supervisor = asyncio.create_task(pipeline.supervise(), name="pipeline-supervisor")
+    drop = DropFolder(ingest, node.config.path(node.config.drop))
+    await asyncio.to_thread(drop.start)
+    srv_log.info("node %s serving SFTP on %s:%d", node.config.code, bound_host, bound_port)
+    print(f"listening on {bound_host}:{bound_port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        srv_log.info("shutting down")
+        await asyncio.to_thread(drop.stop)
+        await front.close()
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        await asyncio.to_thread(pipeline.stop)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    srv_log.info("stopped")
+
+
+def run(node: Node, *, host: str | None = None, port: int | None = None) -> None:
+    """Serve SFTP (and the pipeline, when present) until SIGINT or SIGTERM.
+
+    ``host``/``port`` default to ``[sftp]`` in node.toml; port 0 picks a free port. Prints
+    ``listening on HOST:PORT`` on stdout once connections are accepted. Raises
+    :class:`~exchange_common.errors.ExchangeError` for a start-up problem (no host key, no trust root,
+    address in use).
+    """
+    setup_logging()
+    cfg = node.config
+    try:
+        asyncio.run(
+            _serve(
+                node,
+                host if host is not None else cfg.sftp.host,
+                cfg.sftp.port if port is None else port,
+            )
+        )
+    except ExchangeError:
+        raise
+    finally:
+        node.engine.dispose()

@@ -1,0 +1,138 @@
+"""Process-wide services every SFTP session of one node process shares.
+
+:class:`SessionInfo` (who is connected), :class:`UploadBook` (uploads in progress: the "new
+names only" rule and the bytes counted against the quota, across all connections; touched only
+by the event loop) and :class:`SFTPServices` (node, ingest, executor, limits and the cached
+quota usage of each department).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from exchange_server.node import Node
+from exchange_server.pipeline.handover import Handover
+from exchange_server.spool import Spool
+from exchange_server.store.models import BundleState, Department, Upload
+from pki.identity import DeptCode
+
+__all__ = [
+    "SFTPServices",
+    "SessionInfo",
+    "UploadBook",
+]
+
+
+#: How long a department's spool usage is reused for quota checks.
+USAGE_CACHE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """Who is on the other end of an authenticated connection."""
+
+    dept: DeptCode
+    address: str
+
+
+class UploadBook:
+    """Uploads in progress in this node process: names per department and bytes per department.
+
+    Used for the "new names only" rule and for the quota, across all connections. Only the
+    event loop touches it.
+    """
+
+    def __init__(self) -> None:
+        self._names: dict[str, set[str]] = {}
+        self._bytes: dict[str, int] = {}
+
+    def reserve(self, dept: str, name: str) -> bool:
+        """Claim ``name`` for an upload of ``dept``; False if one with that name is under way."""
+        names = self._names.setdefault(dept, set())
+        if name in names:
+            return False
+        names.add(name)
+        return True
+
+    def grow(self, dept: str, delta: int) -> None:
+        """Account ``delta`` more bytes to ``dept``'s uploads in progress."""
+        self._bytes[dept] = self._bytes.get(dept, 0) + delta
+
+    def in_flight(self, dept: str) -> int:
+        """Bytes of ``dept``'s uploads in progress."""
+        return self._bytes.get(dept, 0)
+
+    def release(self, dept: str, name: str, size: int) -> None:
+        """An upload ended (committed or discarded): drop its name and bytes."""
+        names = self._names.get(dept)
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self._names[dept]
+        left = self._bytes.get(dept, 0) - size
+        if left > 0:
+            self._bytes[dept] = left
+        else:
+            self._bytes.pop(dept, None)
+
+
+@dataclass
+class SFTPServices:
+    """What every SFTP session of one node process needs."""
+
+    node: Node
+    ingest: Handover
+    executor: Executor
+    max_upload_bytes: int
+    book: UploadBook = field(default_factory=UploadBook)
+    started: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def spool(self) -> Spool:
+        """The node's spool (the one the ingest pipeline reads)."""
+        return self.ingest.spool
+
+    _usage_cache: dict[str, tuple[float, tuple[int, int]]] = field(default_factory=dict)
+
+    def usage(self, dept: str) -> tuple[int, int]:
+        """``(outstanding bytes, quota)`` of a department; blocking (run it in the executor).
+
+        The answer is cached for :data:`USAGE_CACHE_SECONDS` per department: scanning an outbox
+        that holds thousands of receipts at every upload would make each upload slower than
+        the last. Within that window a department can exceed its quota by what it uploads
+        meanwhile (each upload is still bounded by ``max_upload_bytes``).
+
+        Outstanding = the regular files in its outbox (not yet removed by the node) + its
+        uploads committed but still waiting in ``incoming/`` (state ``received``). Uploads in
+        progress are added by the caller from :class:`UploadBook`. Accepted bundles kept in
+        ``store/`` do not count: returned data is kept for ever and must not lock a department
+        out.
+        """
+        now = time.monotonic()
+        cached = self._usage_cache.get(dept)
+        if cached is not None and now - cached[0] < USAGE_CACHE_SECONDS:
+            return cached[1]
+        outbox = 0
+        with contextlib.suppress(OSError), os.scandir(self.spool.outbox(dept)) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.is_file(follow_symlinks=False):
+                        outbox += entry.stat(follow_symlinks=False).st_size
+        with self.node.session(write=False) as s:
+            waiting = s.exec(
+                select(func.coalesce(func.sum(Upload.size), 0)).where(
+                    Upload.dept_code == dept, Upload.state == BundleState.RECEIVED.value
+                )
+            ).one()
+            row = s.get(Department, dept)
+            quota = row.quota_bytes if row is not None else 0
+        result = (outbox + int(waiting), quota)
+        self._usage_cache[dept] = (now, result)
+        return result
