@@ -26,6 +26,15 @@ from tests.conftest import CAFixture
 NOW = dt.datetime.now(dt.UTC)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_now() -> None:
+    """NOW as each test starts. The CA fixture issues certificates at test time, valid from 5
+    minutes before (BACKDATE); a NOW frozen at collection made these tests fail with
+    E_NOT_YET_VALID whenever the full suite reached them more than 5 minutes later."""
+    global NOW
+    NOW = dt.datetime.now(dt.UTC)
+
+
 def _ssh_pub() -> str:
     return asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
 
