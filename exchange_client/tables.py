@@ -7,7 +7,7 @@ are streamed: only the list of problems (capped) is kept in memory.
 Validation (kinds ``query`` and ``data``): a ``query`` needs the ID column (``身份证号`` or
 ``id_number``) and the name column (``姓名`` or ``name``); in ``data`` they are checked when
 present (a dataset need not be about persons). ID numbers are
-normalised by :mod:`exchange_client.idnumber`; names by NFKC (full-width letters and digits
+normalised by the one GB 11643 rule the node applies too (:mod:`exchange_common.idnumber`); names by NFKC (full-width letters and digits
 become half-width), stripping and collapsing inner white space. The validated table is written
 as UTF-8 CSV (no BOM), every column kept, header as given.
 
@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exchange_client.idnumber import IdNumberError, mask_id, normalize_id
 from exchange_common.errors import InputError
+from exchange_common.idnumber import IdNumberError, china_today, normalize_id
+from exchange_common.masking import mask_id
 
 __all__ = [
     "ID_COLUMNS",
@@ -240,6 +241,7 @@ def validate_table(
     or ``E_FORMAT``. Invalid rows do not raise: they are in the report, and the caller decides
     (refuse with ``E_ROWS``, or send only the valid rows with ``--valid-only``).
     """
+    today = today or china_today()
     header, rows, used = read_table(path, encoding=encoding)
     id_col = _find_column(header, ID_COLUMNS, "ID number")
     name_col = _find_column(header, NAME_COLUMNS, "name")

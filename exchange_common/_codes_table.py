@@ -423,7 +423,7 @@ TABLE: tuple[tuple[str, str, str, str], ...] = (
         "A value is invalid.",
         "Correct the named item in the rejected rows.",
     ),
-    # --- client ID-number checks (exchange_client.idnumber) ----------------------------------
+    # --- client ID-number checks (exchange_common.idnumber) ---------------------------------
     (
         "ID_LENGTH",
         _LOCAL,

@@ -8,9 +8,10 @@ stores the valid rows as a new version:
   the key item and every ``required`` item must be there, other items missing from the table
   are stored empty;
 - rows (text trimmed of spaces first; blank = missing): the key item and every ``required``
-  item must have a value (``E_REQUIRED``); ``id_number`` items must pass GB 11643 (17 digits
-  and a check character, a real birth date from 1880 on, the MOD 11-2 check character;
-  ``x`` = ``X``, stored upper-case; ``E_ID``); ``integer``/``decimal``/``date`` items must
+  item must have a value (``E_REQUIRED``); ``id_number`` items must pass GB 11643 as
+  :mod:`exchange_common.idnumber` states it (check character, a region code that ever
+  existed, a real birth date from 1880 until the day of the push in China; ``x`` = ``X``,
+  15-digit numbers converted, stored canonical; ``E_ID``); ``integer``/``decimal``/``date`` items must
   parse (``E_INTEGER``/``E_DECIMAL``/``E_DATE``; dates as ``YYYY-MM-DD``, ``YYYY/MM/DD`` or
   ``YYYYMMDD``); ``code`` items must be one of their ``values`` (``E_CODE``). A bad row is
   rejected with the first failing reason and its column (``E_ID:公民身份号码``); the rest are
@@ -29,7 +30,7 @@ bundle at once (each writes a file of its own) the one that records second remov
 
 Speed (2 cores, RS-SI-01, bench/compare.py): about 1.1 M rows/s from CSV, 1.6 M rows/s from
 Parquet. DuckDB's CSV parsing and the encrypted Parquet writing take most of it; the GB 11643
-check costs about 0.3 µs of CPU per row.
+check (normalise and check) costs about 0.6 µs of CPU per row.
 """
 
 # SQL is assembled from quoted identifiers (_q) and literals (_lit) only; numbers pass through
@@ -56,6 +57,7 @@ from sqlmodel import col, func, select
 
 from exchange_common.errors import InputError
 from exchange_common.fs import fsync_dir
+from exchange_common.idnumber import china_today, id_normalize_sql, id_valid_sql
 from exchange_common.masking import mask_id, mask_text
 from exchange_server.data.catalog import NUMERIC_TYPES, ItemType, Resource
 from exchange_server.data.duck import KEY_NAME, connect, load_data_key, quote_ident, quote_literal
@@ -69,7 +71,6 @@ __all__ = [
     "IngestReport",
     "clean_sql",
     "date_sql",
-    "id_valid_sql",
     "parquet_source",
     "quote_ident",
     "quote_literal",
@@ -83,74 +84,7 @@ MODES = ("full", "increment")
 #: At most this many rejected rows are described one by one (all are counted).
 MAX_REJECT_SAMPLES = 20
 
-_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-#: 17 ASCII digits and a digit or ``X``: GLOB is about twice as fast as a regular expression.
-_ID_GLOB = "[0-9]" * 17 + "[0-9X]"
-#: The 17 body digits in chunks of at most three, each looked up in a 1,000-entry table.
-_CHUNKS = ((0, 3), (3, 6), (6, 9), (9, 12), (12, 15), (15, 17))
-_MONTH_DAYS = "[31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]"
-
-
 _q, _lit = quote_ident, quote_literal
-
-
-def _weight_table(start: int, stop: int) -> str:
-    """SQL for a constant list: for every value of digits ``start:stop`` (index value + 1),
-    their weighted sum mod 11.
-
-    Written as a lambda over ``range`` that DuckDB folds once per query: a list literal of the
-    same 1,000 numbers costs about 10 ms of parsing in every statement that uses it.
-    """
-    width = stop - start
-    terms = " + ".join(
-        f"((v // {10 ** (width - 1 - k)}) % 10) * {_WEIGHTS[start + k]}" for k in range(width)
-    )
-    return f"list_transform(range({10**width}), lambda v: ({terms}) % 11)"
-
-
-def _id_check(text: str, number: str) -> str:
-    """SQL that is true when ``text`` is a valid GB 11643 number, false when it is not, NULL
-    when ``text`` is NULL.
-
-    ``number`` is ``TRY_CAST(text AS BIGINT)`` (all 18 characters; NULL when the check
-    character is ``X``), or a column holding it. The check is one string-to-number cast, a
-    GLOB, then integer arithmetic and table lookups: the body is ``number // 10`` (or the first
-    17 characters cast, for an ``X``), the check value ``number % 10`` (or 10), and the number
-    is valid when the weighted digit sum plus the check value is 1 mod 11 (ISO 7064 MOD 11-2).
-    The cast is permissive (``0x1F``, ``1e5``, ``1_0``) but its value matters only once the GLOB
-    has established 18 ASCII digits (or 17 and an ``X``); then every term is non-NULL, so the
-    result is never NULL for a non-NULL ``text``. The year test comes first on purpose: DuckDB
-    computes a repeated subexpression once only if it occurs in the first operand of an AND.
-    """
-    body = f"coalesce({number} // 10, TRY_CAST(left({text}, 17) AS BIGINT))"
-    check = f"coalesce({number} % 10, 10)"
-    terms = []
-    for a, z in _CHUNKS:
-        part = body if z == 17 else f"({body} // {10 ** (17 - z)})"
-        if a > 0:
-            part = f"({part} % {10 ** (z - a)})"
-        terms.append(f"{_weight_table(a, z)}[{part} + 1]")
-    ymd = f"(({body} // 1000) % 100000000)"
-    y, m, d = f"({ymd} // 10000)", f"(({ymd} // 100) % 100)", f"({ymd} % 100)"
-    leap = f"({y} % 4 = 0 AND ({y} % 100 <> 0 OR {y} % 400 = 0))"
-    return (
-        f"({y} >= 1880 AND {text} GLOB '{_ID_GLOB}' AND {m} BETWEEN 1 AND 12 AND {d} >= 1 "
-        f"AND ({d} <= {_MONTH_DAYS}[{m}] OR ({m} = 2 AND {d} = 29 AND {leap})) "
-        f"AND ({' + '.join(terms)} + {check}) % 11 = 1)"
-    )
-
-
-def id_valid_sql(expr: str) -> str:
-    """SQL that is true when ``expr`` (trimmed, upper-cased text) is a valid GB 11643 number:
-    17 digits and a check character (a digit or ``X``), a real birth date (digits 7-14, Feb 29
-    only in leap years) from 1880 on, and the ISO 7064 MOD 11-2 check character.
-
-    False for any other text, NULL for NULL. ``expr`` appears several times: pass a column.
-    Costs about 0.3 µs of CPU per value as a projection or filter term of its own; inside
-    ``coalesce()`` or after another AND operand DuckDB no longer shares its repeated parts and
-    it costs about twice that.
-    """
-    return _id_check(expr, f"TRY_CAST({expr} AS BIGINT)")
 
 
 def date_sql(expr: str) -> str:
@@ -274,8 +208,9 @@ class _Plan:
         return f"SELECT {', '.join(self.outputs)}, {reason} AS _reject FROM ({layer3})"
 
 
-def _plan(resource: Resource, columns: dict[str, str]) -> _Plan:
-    """The ingest query for a source with ``columns`` (name -> DuckDB type)."""
+def _plan(resource: Resource, columns: dict[str, str], today: dt.date) -> _Plan:
+    """The ingest query for a source with ``columns`` (name -> DuckDB type); ID numbers born
+    after ``today`` are refused."""
     plan = _Plan()
     for n, item in enumerate(resource.items):
         v, t, ok = f"v{n}", f"t{n}", f"ok{n}"
@@ -299,9 +234,9 @@ def _plan(resource: Resource, columns: dict[str, str]) -> _Plan:
         else:
             plan.values.append(f"{text_sql(item.name, source_type)} AS {v}")
             if item.type is ItemType.ID_NUMBER:
-                # stored upper-case; only a final x can make a valid number lower-case
-                plan.typed.append(f"CASE WHEN suffix({v}, 'x') THEN upper({v}) ELSE {v} END AS {t}")
-                plan.oks.append(f"{id_valid_sql(t)} AS {ok}")
+                # stored canonical (exchange_common.idnumber): X upper-case, 15 digits converted
+                plan.typed.append(f"{id_normalize_sql(v)} AS {t}")
+                plan.oks.append(f"{id_valid_sql(t, today=today)} AS {ok}")
                 bad = f"{t} IS NOT NULL AND NOT {ok}"
             elif item.type is ItemType.DATE:
                 plan.typed.append(f"{date_sql(v)} AS {t}")
@@ -411,7 +346,7 @@ class DatasetStore:
                 stored = parquet_source([self.root / done.file], valid_only=False)
             else:
                 src = table_source(table)
-                plan = _plan(resource, _columns(con, resource, table, src))
+                plan = _plan(resource, _columns(con, resource, table, src), china_today(now))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
                 con.execute("SET preserve_insertion_order = false")

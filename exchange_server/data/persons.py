@@ -7,8 +7,9 @@ the household id is optional (each person is then a household of their own). Oth
 are ignored.
 
 :func:`prepare_persons` reads the table once: each value is trimmed (blank = missing), ID
-numbers are upper-cased and checked (GB 11643, :func:`~exchange_server.data.datasets.id_valid_sql`),
-the household defaults to the person's ID number. The normalised rows go straight into Parquet
+numbers are normalised and checked by the one GB 11643 rule (:mod:`exchange_common.idnumber`:
+``x`` = ``X``, full-width digits, 15-digit numbers converted; a region code that ever existed;
+born from 1880 until ``today``), the household defaults to the person's normalised ID number. The normalised rows go straight into Parquet
 encrypted under the node data key, with the check result beside them; a second, small read of
 that file counts the invalid IDs and the missing authorizations. The caller decides what a
 count means (the node refuses the whole query for one bad ID, 先授权、后核对 for one missing
@@ -24,14 +25,15 @@ encrypted write. Reading the table and the checks are shared with the dataset in
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 
 from exchange_common.errors import InputError
+from exchange_common.idnumber import china_today, id_normalize_sql, id_valid_sql
 from exchange_server.data.datasets import (
-    id_valid_sql,
     quote_literal,
     table_source,
     text_sql,
@@ -92,10 +94,18 @@ def _text(column: tuple[str, str] | None) -> str:
     return "CAST(NULL AS VARCHAR)" if column is None else text_sql(*column)
 
 
-def prepare_persons(con: duckdb.DuckDBPyConnection, table: Path, target: Path) -> PersonsCheck:
+def prepare_persons(
+    con: duckdb.DuckDBPyConnection,
+    table: Path,
+    target: Path,
+    *,
+    today: dt.date | None = None,
+) -> PersonsCheck:
     """Read the persons ``table`` and write it normalised to ``target`` (Parquet encrypted
-    under the data key registered on ``con``): columns ``id_number`` (trimmed, upper-case),
-    ``name``, ``household_id`` (the ID number when blank), ``authorization``.
+    under the data key registered on ``con``): columns ``id_number`` (canonical GB 11643 text,
+    :func:`~exchange_common.idnumber.id_normalize_sql`), ``name``, ``household_id`` (the ID
+    number when blank), ``authorization``. ``today`` (default: today in China) is the latest
+    accepted birth date.
 
     Returns the counts; when any row has a bad ID or no authorization, ``target`` is removed
     before returning. Raises InputError ``E_SCHEMA`` (unreadable table, wrong suffix, a required
@@ -107,16 +117,21 @@ def prepare_persons(con: duckdb.DuckDBPyConnection, table: Path, target: Path) -
     except duckdb.Error as e:
         raise unreadable("persons", table, e) from None
     chosen = persons_columns({str(r[0]): str(r[1]) for r in described})
-    rows = (
-        f"SELECT upper({_text(chosen['id_number'])}) AS id_number, "
+    today = today or china_today()
+    cleaned = (
+        f"SELECT {_text(chosen['id_number'])} AS raw_id, "
         f"{_text(chosen['name'])} AS name, {_text(chosen['household_id'])} AS household_id, "
         f'{_text(chosen["authorization"])} AS "authorization" FROM {src}'
+    )
+    rows = (
+        f'SELECT {id_normalize_sql("raw_id")} AS id_number, name, household_id, "authorization" '
+        f"FROM ({cleaned})"
     )
     # The check is its own projection (not inside coalesce): DuckDB then computes its repeated
     # parts once. NULL (a blank ID) counts as invalid below.
     checked = (
         'SELECT id_number, name, coalesce(household_id, id_number) AS household_id, "authorization", '
-        f"{id_valid_sql('id_number')} AS id_ok FROM ({rows})"
+        f"{id_valid_sql('id_number', today=today)} AS id_ok FROM ({rows})"
     )
     encryption = f"{{footer_key: {quote_literal(KEY_NAME)}}}"
     try:

@@ -10,7 +10,9 @@ number ``p`` has the same ID number, name and household in the persons list and 
 dataset, which is what makes known answers possible.
 
 - ID numbers (GB 11643): a real region code (e.g. 330102 杭州市上城区, 420625 谷城县), a birth
-  date 1925–2024, a sequence number and the ISO 7064 MOD 11-2 check character. Birth date and
+  date 1925–2024, a sequence number and the ISO 7064 MOD 11-2 check character
+  (:func:`exchange_common.idnumber.check_character_sql`): valid under
+  :func:`exchange_common.idnumber.normalize_id` for any ``today`` after 2024-12-06. Birth date and
   sequence are a bijection of the person number, so the first 36,500,000 persons have distinct
   numbers.
 - Names: common surnames and given-name characters, one or two of them.
@@ -31,15 +33,13 @@ from pathlib import Path
 
 import duckdb
 
+from exchange_common.idnumber import check_character_sql
 from exchange_server.data.catalog import ItemType, Resource
 from exchange_server.data.duck import quote_ident, quote_literal
 
 __all__ = [
-    "ID_WEIGHTS",
     "REGIONS",
-    "check_char",
     "dataset_sql",
-    "id_valid",
     "persons_sql",
     "write_dataset",
     "write_persons",
@@ -68,25 +68,10 @@ COMPANIES = (
     "浙江省农村信用社联合社", "杭州公交集团有限公司", "个体工商户（餐饮）", "灵活就业人员",
 )  # fmt: skip
 
-#: GB 11643 weights of the first 17 digits; the check character is CHECK[sum % 11].
-ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-CHECK = "10X98765432"
-
 #: Birth dates span this many days from 1925-01-01; times 1000 sequence numbers = unique IDs.
 _DAYS = 36_500
 _SPACE = _DAYS * 1000
 _STRIDE = 12_345_679  # coprime to _SPACE (2^5 5^6 73): p -> p * _STRIDE mod _SPACE is a bijection
-
-
-def check_char(body17: str) -> str:
-    """The GB 11643 check character of the first 17 digits."""
-    return CHECK[sum(int(c) * w for c, w in zip(body17, ID_WEIGHTS, strict=True)) % 11]
-
-
-def id_valid(number: str) -> bool:
-    """Whether an 18-character ID number has digits where due and the right check character."""
-    n = number.strip().upper()
-    return len(n) == 18 and n[:17].isdigit() and check_char(n[:17]) == n[17]
 
 
 def _lit_list(values: tuple[object, ...] | list[str]) -> str:
@@ -109,8 +94,7 @@ def _body_expr(pid: str, seed: int) -> str:
 
 def _id_from_body(b: str) -> str:
     """SQL for the ID number whose first 17 digits are the column ``b``."""
-    terms = " + ".join(f"(({b} // {10 ** (16 - k)}) % 10) * {w}" for k, w in enumerate(ID_WEIGHTS))
-    return f"CAST({b} AS VARCHAR) || substr('{CHECK}', CAST(({terms}) % 11 AS INTEGER) + 1, 1)"
+    return f"CAST({b} AS VARCHAR) || {check_character_sql(b)}"
 
 
 def _name_expr(pid: str, seed: int) -> str:

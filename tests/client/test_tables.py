@@ -15,12 +15,12 @@ from openpyxl import Workbook, load_workbook
 from typer.testing import CliRunner
 
 from exchange_client.cli import app
-from exchange_client.idnumber import check_character
 from exchange_client.pull import PullOutcome, convert_opened
 from exchange_client.push import RowsRejected, prepare_inputs
 from exchange_client.state import read_state
 from exchange_client.tables import convert_csv, normalize_name, read_table, validate_table
 from exchange_common.errors import InputError
+from exchange_common.idnumber import check_character
 from pki.bundle import BundleKind, open_bundle
 from pki.identity import Role
 from pki.keys import certificate_pem, load_certificates, load_private_key, private_key_pem

@@ -8,13 +8,13 @@ a node must not crash over a missing text).
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from exchange_client.idnumber import IdNumberError, normalize_id
 from exchange_common import codes
 from exchange_common.codes import (
     EXIT_CODES,
@@ -36,6 +36,7 @@ from exchange_common.errors import (
     StoreError,
     TransportError,
 )
+from exchange_common.idnumber import IdNumberError, normalize_id
 from pki._bundle_format import BundleError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,7 +215,7 @@ def test_error_carries_its_entry_and_unknown_codes_do_not_crash() -> None:
 
 def test_id_number_errors_are_input_errors() -> None:
     with pytest.raises(IdNumberError) as info:
-        normalize_id("11010519491231002")  # 17 characters
+        normalize_id("11010519491231002", today=dt.date(2026, 12, 2))  # 17 characters
     e = info.value
     assert isinstance(e, InputError) and isinstance(e, ValueError)
     assert e.code == "ID_LENGTH" and e.exit_code == 3

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from exchange_client.idnumber import check_character
+from exchange_common.idnumber import check_character
 from tests.integration.node_harness import DeptSpec, NodeHarness, wait_until, write_application
 from tests.integration.test_client_node import MZ, RS, cli, init_args
 

@@ -24,6 +24,7 @@ from sqlmodel import col, select
 from typer.testing import CliRunner, Result
 
 from exchange_common.errors import InputError
+from exchange_common.idnumber import check_character
 from exchange_server.admin.compare_cli import compare_app
 from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.compare import (
@@ -43,7 +44,6 @@ from exchange_server.data.compare import (
     stamp_of,
 )
 from exchange_server.data.datasets import DatasetStore
-from exchange_server.data.synthetic import check_char
 from exchange_server.spool import Spool
 from exchange_server.store.audit import verify_chain
 from exchange_server.store.models import AuditEvent
@@ -100,7 +100,7 @@ def ident(n: int) -> str:
     """A valid GB 11643 number for person ``n`` (born 1940-01-01 + n days)."""
     born = dt.date(1940, 1, 1) + dt.timedelta(days=n)
     body = f"330102{born:%Y%m%d}{n % 1000:03d}"
-    return body + check_char(body)
+    return body + check_character(body)
 
 
 def name_of(n: int) -> str:

@@ -16,13 +16,12 @@ import duckdb
 import pytest
 
 from exchange_common.errors import InputError
+from exchange_common.idnumber import check_character, is_valid_id
 from exchange_server.data.catalog import Resource, check_access, parse_catalog
 from exchange_server.data.datasets import DatasetStore, quote_literal
 from exchange_server.data.duck import KEY_NAME
 from exchange_server.data.engine import MatchResult, match, parse_time_range
 from exchange_server.data.synthetic import (
-    check_char,
-    id_valid,
     persons_sql,
     write_dataset,
     write_persons,
@@ -87,17 +86,17 @@ name = "备注"
 
 
 def _id(body: str) -> str:
-    return body + check_char(body)
+    return body + check_character(body)
 
 
 A = _id("33010219800101001")
 B = _id("33010219900202002")
 C = next(
-    _id(f"4206251975030300{d}") for d in range(10) if check_char(f"4206251975030300{d}") == "X"
+    _id(f"4206251975030300{d}") for d in range(10) if check_character(f"4206251975030300{d}") == "X"
 )
 D = _id("33010520000404004")
 E = next(
-    _id(f"3301061965050500{d}") for d in range(10) if check_char(f"3301061965050500{d}") == "X"
+    _id(f"3301061965050500{d}") for d in range(10) if check_character(f"3301061965050500{d}") == "X"
 )
 assert C.endswith("X") and E.endswith("X")
 
@@ -431,7 +430,7 @@ def test_parse_time_range_forms() -> None:
 def test_generated_ids_are_valid_unique_and_stable() -> None:
     rows = duckdb.sql(persons_sql(20_000, seed=3)).fetchall()
     ids = [r[0] for r in rows]
-    assert all(id_valid(i) for i in ids)
+    assert all(is_valid_id(i, today=dt.date(2026, 12, 1)) for i in ids)
     assert len(set(ids)) == len(ids)
     assert all(1925 <= int(i[6:10]) <= 2025 for i in ids)
     assert all(r[1] and 2 <= len(r[1]) <= 3 for r in rows)
@@ -452,7 +451,7 @@ def test_engine_agrees_with_python_on_generated_data(tmp_path: Path) -> None:
     write_dataset(data, res, 20_000, population=6_000, seed=7)
     wanted = {r[0] for r in duckdb.sql(f"SELECT id_number FROM '{persons}'").fetchall()}
     records = duckdb.sql(f"SELECT 公民身份号码, 数据日期 FROM '{data}'").fetchall()
-    assert all(id_valid(r[0]) for r in records)
+    assert all(is_valid_id(r[0], today=dt.date(2026, 12, 1)) for r in records)
     latest: dict[str, dt.date] = {}
     for key, day in records:
         if key in wanted:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,14 +13,14 @@ import duckdb
 import pytest
 
 from exchange_common.errors import InputError
+from exchange_common.idnumber import check_character
 from exchange_server.data.duck import KEY_NAME, connect
 from exchange_server.data.persons import persons_columns, prepare_persons
-from exchange_server.data.synthetic import check_char
 
 KEY = base64.b64encode(bytes(range(32))).decode()
-A = "33010219800101001" + check_char("33010219800101001")
+A = "33010219800101001" + check_character("33010219800101001")
 X = next(
-    b + "X" for d in range(10) if check_char(b := f"1101051949123100{d}") == "X"
+    b + "X" for d in range(10) if check_character(b := f"1101051949123100{d}") == "X"
 )  # a valid number ending in X
 
 
@@ -91,6 +92,31 @@ def test_bad_ids_and_missing_authorizations_are_counted_and_nothing_is_kept(
     target = tmp_path / "out.parquet"
     check = prepare_persons(con, table, target)
     assert (check.rows, check.bad_ids, check.unauthorized, check.ok) == (4, 2, 1, False)
+    assert not target.exists()
+
+
+def test_the_common_rule_converts_old_numbers_and_refuses_unknown_regions_and_the_future(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    sample = "11010519491231002X"  # GB 11643's example, listed in its 15-digit form
+    nowhere = "99010519800101001" + check_character("99010519800101001")
+    newborn = "33010220261123001" + check_character("33010220261123001")
+    table = tmp_path / "persons.csv"
+    table.write_text(
+        f"身份证号,姓名,授权编号\n110105491231002,张三,SQ-1\n{newborn},李四,SQ-2\n",
+        encoding="utf-8",
+    )
+    target = tmp_path / "out.parquet"
+    check = prepare_persons(con, table, target, today=dt.date(2026, 11, 23))
+    assert check.ok
+    assert [r["id_number"] for r in _read(con, target)] == [sample, newborn]
+    assert [r["household_id"] for r in _read(con, target)] == [sample, newborn]
+    # the day before the birth, and a region code that never existed
+    check = prepare_persons(con, table, target, today=dt.date(2026, 11, 22))
+    assert (check.rows, check.bad_ids) == (2, 1)
+    table.write_text(f"身份证号,姓名,授权编号\n{nowhere},王五,SQ-3\n", encoding="utf-8")
+    check = prepare_persons(con, table, target, today=dt.date(2026, 11, 22))
+    assert (check.rows, check.bad_ids, check.ok) == (1, 1, False)
     assert not target.exists()
 
 

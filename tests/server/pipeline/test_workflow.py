@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from exchange_client.idnumber import check_character
+from exchange_common.idnumber import check_character
 from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.datasets import DatasetStore
 from exchange_server.pipeline.workflow import Workflow, result_name
