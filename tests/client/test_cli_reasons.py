@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import typer
 
-from exchange_client.cli import _report_verdict
+from exchange_client.cli_shared import _report_verdict
 from exchange_common.codes import REGISTRY
 
 
