@@ -28,17 +28,21 @@ from exchange_client.pull import PullOutcome, pull
 from exchange_client.state import WAITING, PushedBundle, locked_state, read_state
 from exchange_client.tables import TABULAR_SUFFIXES, ValidationReport, validate_table
 from exchange_client.transport import Session, TransferProgress, run_with_node
+from exchange_common.catalog import Resource, load_catalog
 from exchange_common.errors import InputError, TransportError
+from exchange_common.idnumber import china_today
 from exchange_common.timefmt import rfc3339
 from pki.bundle import BundleKind, Member, seal_to_file
 
 __all__ = [
+    "CATALOG_NAME",
     "PUSH_KINDS",
     "VALIDATED_KINDS",
     "RowsRejected",
     "SealedBundle",
     "parse_fields",
     "prepare_inputs",
+    "push_resource",
     "seal_files",
     "upload_bundle",
     "wait_for_receipt",
@@ -77,14 +81,19 @@ def prepare_inputs(
     encoding: str | None = None,
     valid_only: bool = False,
     today: dt.date | None = None,
+    resource: Resource | None = None,
 ) -> tuple[list[Path], list[tuple[int, ValidationReport]]]:
-    """Validate the tabular inputs of a ``query`` or ``data`` push; return what to seal.
+    """Check the tabular inputs of a ``query`` or ``data`` push as the node will; return what
+    to seal.
 
-    Each table (by suffix) is read, validated and written as ``workdir/<stem>.csv`` (UTF-8);
-    other files and other kinds pass through unchanged. Raises :class:`RowsRejected`
-    (``E_ROWS``) when rows are invalid and ``valid_only`` is false, or when a table had rows
-    but none is valid; ``E_COLUMNS``, ``E_ENCODING``, ``E_FORMAT`` from :func:`validate_table`.
+    Each table (by suffix) is read, checked (:func:`validate_table`, against ``resource`` for
+    a data push) and written as ``workdir/<stem>.csv`` (UTF-8); other files and other kinds
+    pass through unchanged. ``today`` (default: today in China) bounds birth dates. Raises
+    :class:`RowsRejected` (``E_ROWS``) when rows are invalid and ``valid_only`` is false, or
+    when a table had rows but none is valid; ``E_SCHEMA``, ``E_COLUMNS``, ``E_ENCODING``,
+    ``E_FORMAT`` from :func:`validate_table`.
     """
+    today = today or china_today()
     if kind not in VALIDATED_KINDS:
         return list(files), []
     out: list[Path] = []
@@ -97,7 +106,9 @@ def prepare_inputs(
         if target.exists():
             raise InputError("two tables share a name stem: a bundle's member names must be unique")
         try:
-            report = validate_table(f, kind.value, target, encoding=encoding, today=today)
+            report = validate_table(
+                f, kind.value, target, encoding=encoding, today=today, resource=resource
+            )
         except InputError as e:
             e.message = f"file {position}: {e.message}"
             raise
@@ -113,6 +124,31 @@ def prepare_inputs(
     if empty:
         raise RowsRejected(f"file {empty[0]}: no valid row to send", reports)
     return out, reports
+
+
+#: Where a department keeps the published resource catalog (数据资源目录) its data pushes are
+#: checked against before sealing.
+CATALOG_NAME = "catalog.toml"
+
+
+def push_resource(directory: Path, kind: BundleKind, fields: dict[str, Any]) -> Resource | None:
+    """The catalog resource a ``data`` push is checked against: ``fields["resource"]`` in
+    ``DIR/catalog.toml``. None for other kinds, or when the department has no catalog file
+    (then only ID-number columns are checked). Raises InputError (``E_CATALOG``, ``E_NOT_FOUND``) for an
+    unreadable catalog and ``E_UNKNOWN_RESOURCE`` for a code the catalog does not list (the node would
+    refuse the push for it)."""
+    path = Path(directory) / CATALOG_NAME
+    if kind is not BundleKind.DATA or not path.is_file():
+        return None
+    catalog = load_catalog(path)
+    code = fields.get("resource")
+    resource = catalog.resource(code) if isinstance(code, str) else None
+    if resource is None:
+        raise InputError(
+            f"resource {code!r} is not in the catalog {path} (--field resource=CODE)",
+            code="E_UNKNOWN_RESOURCE",
+        )
+    return resource
 
 
 @dataclass(frozen=True)

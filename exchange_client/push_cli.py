@@ -37,6 +37,7 @@ from exchange_client.push import (
     SealedBundle,
     parse_fields,
     prepare_inputs,
+    push_resource,
     seal_files,
     upload_bundle,
     wait_for_receipt,
@@ -96,7 +97,12 @@ def _validate_and_seal(
     with tempfile.TemporaryDirectory(prefix=".validated-", dir=cfg.dir) as work:
         try:
             inputs, reports = prepare_inputs(
-                files, bundle_kind, Path(work), encoding=encoding, valid_only=valid_only
+                files,
+                bundle_kind,
+                Path(work),
+                encoding=encoding,
+                valid_only=valid_only,
+                resource=push_resource(cfg.dir, bundle_kind, fields),
             )
         except RowsRejected as e:
             _print_reports(e.reports)

@@ -4,18 +4,21 @@ Reading (push): CSV (UTF-8 with or without BOM, or GB18030/GBK: strict UTF-8 is 
 else GB18030; ``encoding=`` overrides), XLSX (first sheet, read-only mode) and Parquet. Rows
 are streamed: only the list of problems (capped) is kept in memory.
 
-Validation (kinds ``query`` and ``data``): a ``query`` needs the ID column (``身份证号`` or
-``id_number``) and the name column (``姓名`` or ``name``); in ``data`` they are checked when
-present (a dataset need not be about persons). ID numbers are
-normalised by the one GB 11643 rule the node applies too (:mod:`exchange_common.idnumber`); names by NFKC (full-width letters and digits
-become half-width), stripping and collapsing inner white space. The validated table is written
-as UTF-8 CSV (no BOM), every column kept, header as given.
+Validation (kinds ``query`` and ``data``) is the node's own check
+(:func:`exchange_common.tables.check.check_table`): the table is transcoded to the UTF-8 CSV
+that will be sealed (every column kept, header as given, cells as given), then checked by the
+same DuckDB SQL the node runs on arrival — a query's persons list (ID number, name and
+authorization columns; valid GB 11643 numbers, an authorization reference per person), a data
+push against its catalog resource (columns, key item, item types, code lists, dates, ID
+numbers), or, without a catalog, its ID-number columns. Problems name the line of the original
+file and the node's reason code, with the ID number masked.
 
 Writing (pull): a UTF-8 CSV member becomes CSV UTF-8 with BOM (Excel), GB18030 CSV, XLSX or
 Parquet (all columns as text, so ID numbers keep every digit).
 
-Errors are :class:`~exchange_common.errors.InputError` with codes ``E_ENCODING``, ``E_COLUMNS``,
-``E_FORMAT`` (unreadable file) and ``E_ROWS`` (the caller's decision, see :func:`validate_table`).
+Errors are :class:`~exchange_common.errors.InputError` with codes ``E_ENCODING``, ``E_SCHEMA``
+(columns that do not fit, as the node says it), ``E_COLUMNS`` (an empty table), ``E_FORMAT``
+(unreadable file) and ``E_ROWS`` (the caller's decision, see :func:`validate_table`).
 No message or report holds a full ID number or name.
 """
 
@@ -24,83 +27,31 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
-import re
-import unicodedata
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from exchange_common.catalog import Resource
 from exchange_common.errors import InputError
-from exchange_common.idnumber import IdNumberError, china_today, normalize_id
-from exchange_common.masking import mask_id
+from exchange_common.tables.check import RowProblem, check_table
+from exchange_common.tables.check import TableCheck as ValidationReport
 
 __all__ = [
-    "ID_COLUMNS",
-    "NAME_COLUMNS",
     "OUTPUT_FORMATS",
     "TABULAR_SUFFIXES",
     "RowProblem",
     "ValidationReport",
     "convert_csv",
-    "normalize_name",
     "read_table",
     "validate_table",
 ]
 
 TABULAR_SUFFIXES = frozenset({".csv", ".xlsx", ".parquet"})
-#: Accepted header names (matched after NFKC, strip and lower-casing).
-ID_COLUMNS = ("身份证号", "id_number")
-NAME_COLUMNS = ("姓名", "name")
 #: ``pull --format`` values.
 OUTPUT_FORMATS = ("csv", "csv-gb18030", "xlsx", "parquet")
-#: At most this many row problems are kept (all are counted).
-MAX_PROBLEMS = 1000
-
-_SPACES = re.compile(r"\s+")
 _CHUNK = 1 << 20
 _BATCH = 4096
-
-
-@dataclass(frozen=True)
-class RowProblem:
-    """One rejected row: its line (header = line 1), reason code and the masked ID."""
-
-    line: int
-    code: str
-    masked_id: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.code}" + (f" ({self.masked_id})" if self.masked_id else "")
-
-
-@dataclass
-class ValidationReport:
-    """What :func:`validate_table` found."""
-
-    rows: int = 0
-    valid: int = 0
-    problems: list[RowProblem] = field(default_factory=list)
-    encoding: str | None = None
-
-    @property
-    def invalid(self) -> int:
-        """Rows rejected."""
-        return self.rows - self.valid
-
-    def add(self, problem: RowProblem) -> None:
-        """Remember a problem (up to :data:`MAX_PROBLEMS`)."""
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(problem)
-
-
-def normalize_name(value: str) -> str:
-    """NFKC (full-width letters/digits to half-width), strip, collapse inner white space."""
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", value)).strip()
-
-
-def _header_key(value: str) -> str:
-    return unicodedata.normalize("NFKC", value).strip().lstrip("\ufeff").lower()
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -219,66 +170,55 @@ def read_table(
     raise InputError("the table is empty: no header row", code="E_COLUMNS")
 
 
-def _find_column(header: Sequence[str], names: Sequence[str], what: str) -> int | None:
-    keys = [_header_key(h) for h in header]
-    found = [i for i, k in enumerate(keys) if k in names]
-    if len(found) > 1:
-        raise InputError(f"more than one {what} column ({' / '.join(names)})", code="E_COLUMNS")
-    return found[0] if found else None
-
-
 def validate_table(
     path: Path,
     kind: str,
     out: Path,
     *,
     encoding: str | None = None,
-    today: dt.date | None = None,
+    today: dt.date,
+    resource: Resource | None = None,
 ) -> ValidationReport:
-    """Validate ``path`` for a push of ``kind`` and write the valid rows to ``out`` (UTF-8 CSV).
+    """Check ``path`` for a push of ``kind`` as the node will, and write the valid rows to
+    ``out`` (UTF-8 CSV, header and cells as given).
 
-    Raises :class:`InputError` ``E_COLUMNS`` (a required column is missing or doubled), ``E_ENCODING``
-    or ``E_FORMAT``. Invalid rows do not raise: they are in the report, and the caller decides
-    (refuse with ``E_ROWS``, or send only the valid rows with ``--valid-only``).
+    ``resource`` is the catalog resource of a data push (None: only ID-number columns are
+    checked). Raises :class:`InputError` ``E_SCHEMA`` (columns the node would refuse),
+    ``E_COLUMNS`` (no header), ``E_ENCODING`` or ``E_FORMAT``. Invalid rows do not raise: they
+    are in the report, and the caller decides (refuse with ``E_ROWS``, or send only the valid
+    rows with ``--valid-only``). A row with more non-empty cells than the header is reported
+    as ``ROW_CELLS`` and left out of the check (the node could not read it).
     """
-    today = today or china_today()
     header, rows, used = read_table(path, encoding=encoding)
-    id_col = _find_column(header, ID_COLUMNS, "ID number")
-    name_col = _find_column(header, NAME_COLUMNS, "name")
-    missing = []
-    if kind == "query":
-        if id_col is None:
-            missing.append("身份证号 (or id_number)")
-        if name_col is None:
-            missing.append("姓名 (or name)")
-    if missing:
-        raise InputError(f"missing column(s): {', '.join(missing)}", code="E_COLUMNS")
-    report = ValidationReport(encoding=used)
+    raw = out.with_name(f".{out.name}.all.csv")
+    lines = array("L")
+    cells_problems: list[RowProblem] = []
     width = len(header)
-    with out.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        for line, cells in rows:
-            report.rows += 1
-            raw_id = cells[id_col] if id_col is not None and id_col < len(cells) else ""
-            if len(cells) > width and any(c.strip() for c in cells[width:]):
-                report.add(RowProblem(line, "ROW_CELLS", mask_id(raw_id)))
-                continue
-            cells = (cells + [""] * width)[:width]
-            if id_col is not None:
-                try:
-                    cells[id_col] = normalize_id(raw_id, today=today)
-                except IdNumberError as e:
-                    report.add(RowProblem(line, e.code, mask_id(raw_id)))
+    try:
+        with raw.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            for line, cells in rows:
+                if len(cells) > width and any(c.strip() for c in cells[width:]):
+                    cells_problems.append(RowProblem(line, "ROW_CELLS", ""))
                     continue
-            if name_col is not None:
-                cells[name_col] = normalize_name(cells[name_col])
-                if kind == "query" and not cells[name_col]:
-                    report.add(RowProblem(line, "NAME_EMPTY", mask_id(raw_id)))
-                    continue
-            writer.writerow(cells)
-            report.valid += 1
-    return report
+                writer.writerow((cells + [""] * width)[:width])
+                lines.append(line)
+        check = check_table(raw, kind=kind, today=today, resource=resource, lines=lines)
+        if check.invalid:
+            check = check_table(
+                raw, kind=kind, today=today, resource=resource, lines=lines, valid_out=out
+            )
+        else:
+            raw.replace(out)
+    finally:
+        raw.unlink(missing_ok=True)
+    check.encoding = used
+    for problem in cells_problems:
+        check.rows += 1
+        check.add(problem)
+    check.problems.sort(key=lambda p: p.line)
+    return check
 
 
 # -- writing ----------------------------------------------------------------------------------

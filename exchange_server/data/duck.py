@@ -18,6 +18,7 @@ import duckdb
 
 from exchange_common.errors import InputError
 from exchange_common.fs import atomic_write
+from exchange_common.tables.sql import quote_literal
 
 __all__ = ["DATA_KEY_NAME", "KEY_NAME", "connect", "load_data_key"]
 
@@ -27,16 +28,6 @@ DATA_KEY_NAME = "data.key"
 KEY_NAME = "node_data_key"
 
 _B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
-
-
-def quote_ident(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    """A quoted SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _httpfs_path() -> Path:

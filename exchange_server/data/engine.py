@@ -49,15 +49,10 @@ import duckdb
 
 from exchange_common.errors import InputError
 from exchange_common.masking import mask_text
+from exchange_common.tables.source import CSV_DIALECT
+from exchange_common.tables.sql import clean_sql, date_sql, quote_ident, quote_literal
 from exchange_server.data.catalog import NUMERIC_TYPES, Resource
-from exchange_server.data.datasets import (
-    CSV_DIALECT,
-    clean_sql,
-    date_sql,
-    parquet_source,
-    quote_ident,
-    quote_literal,
-)
+from exchange_server.data.datasets import parquet_source
 from exchange_server.data.duck import KEY_NAME, connect
 
 __all__ = [
@@ -202,7 +197,7 @@ def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
 
 def _date_sql(column: str, column_type: str) -> str:
     """The column as a DATE: DATE/TIMESTAMP as is, text as YYYY-MM-DD, YYYY/MM/DD or YYYYMMDD
-    (anything else NULL, see :func:`~exchange_server.data.datasets.date_sql`)."""
+    (anything else NULL, see :func:`~exchange_common.tables.sql.date_sql`)."""
     c = _q(column)
     if column_type == "DATE":
         return c
@@ -215,7 +210,7 @@ def _normalised(expr: str) -> str:
     """SQL: the ID number ``expr`` as compared, ``upper(trim(expr))``, NULL when blank (a blank
     ID matches nothing).
 
-    The trimming is :func:`~exchange_server.data.datasets.clean_sql`'s (``trim`` only on values with
+    The trimming is :func:`~exchange_common.tables.sql.clean_sql`'s (``trim`` only on values with
     a space at either end).
     """
     return f"upper({clean_sql(expr)})"

@@ -1,10 +1,8 @@
 """The persons list of a query (核对对象名单): its columns, its checks, its normalised copy.
 
 A query bundle carries one table (CSV, UTF-8, with a header; or Parquet) of the persons to
-check. Columns are found by name, case-insensitive, first match per role
-(:data:`PERSON_HEADERS`): the ID number, the name and the authorization reference are required;
-the household id is optional (each person is then a household of their own). Other columns
-are ignored.
+check. Its columns and row checks are the ones the client runs before sealing
+(:mod:`exchange_common.tables.persons`).
 
 :func:`prepare_persons` reads the table once: each value is trimmed (blank = missing), ID
 numbers are normalised and checked by the one GB 11643 rule (:mod:`exchange_common.idnumber`:
@@ -31,27 +29,13 @@ from pathlib import Path
 
 import duckdb
 
-from exchange_common.errors import InputError
-from exchange_common.idnumber import china_today, id_normalize_sql, id_valid_sql
-from exchange_server.data.datasets import (
-    quote_literal,
-    table_source,
-    text_sql,
-    unreadable,
-)
+from exchange_common.idnumber import china_today
+from exchange_common.tables.persons import PERSON_HEADERS, persons_columns, persons_sql
+from exchange_common.tables.source import describe, table_source, unreadable
+from exchange_common.tables.sql import quote_literal
 from exchange_server.data.duck import KEY_NAME
 
 __all__ = ["PERSON_HEADERS", "PersonsCheck", "persons_columns", "prepare_persons"]
-
-#: Accepted headers of the persons list, by role (first match wins; compared case-insensitive).
-PERSON_HEADERS: dict[str, tuple[str, ...]] = {
-    "id_number": ("id_number", "身份证号", "公民身份号码", "身份证号码"),
-    "name": ("name", "姓名"),
-    "household_id": ("household_id", "户编号", "户号", "家庭编号"),
-    "authorization": ("authorization", "authorization_ref", "授权编号", "授权书编号"),
-}
-#: Roles a persons list must have a column for.
-REQUIRED_ROLES = ("id_number", "name", "authorization")
 
 
 @dataclass(frozen=True)
@@ -67,31 +51,6 @@ class PersonsCheck:
     def ok(self) -> bool:
         """True when every row has a valid ID number and an authorization reference."""
         return self.bad_ids == 0 and self.unauthorized == 0
-
-
-def persons_columns(columns: dict[str, str]) -> dict[str, tuple[str, str] | None]:
-    """For each role of :data:`PERSON_HEADERS`, the table column (name, DuckDB type) that
-    fills it, or None. Raises InputError ``E_SCHEMA`` naming the missing required columns."""
-    lowered = {name.strip().lower(): (name, kind) for name, kind in columns.items()}
-    chosen = {
-        role: next((lowered[n] for n in names if n in lowered), None)
-        for role, names in PERSON_HEADERS.items()
-    }
-    missing = [
-        f"{role} ({' / '.join(PERSON_HEADERS[role])})"
-        for role in REQUIRED_ROLES
-        if chosen[role] is None
-    ]
-    if missing:
-        raise InputError(
-            f"the persons table has no column for {', '.join(missing)}", code="E_SCHEMA"
-        )
-    return chosen
-
-
-def _text(column: tuple[str, str] | None) -> str:
-    """SQL: the column as trimmed text, NULL when blank or absent."""
-    return "CAST(NULL AS VARCHAR)" if column is None else text_sql(*column)
 
 
 def prepare_persons(
@@ -112,31 +71,12 @@ def prepare_persons(
     column missing) or ``E_ENCODING`` (a CSV that is not UTF-8); nothing is left at ``target``.
     """
     src = table_source(table)
-    try:
-        described = con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
-    except duckdb.Error as e:
-        raise unreadable("persons", table, e) from None
-    chosen = persons_columns({str(r[0]): str(r[1]) for r in described})
-    today = today or china_today()
-    cleaned = (
-        f"SELECT {_text(chosen['id_number'])} AS raw_id, "
-        f"{_text(chosen['name'])} AS name, {_text(chosen['household_id'])} AS household_id, "
-        f'{_text(chosen["authorization"])} AS "authorization" FROM {src}'
-    )
-    rows = (
-        f'SELECT {id_normalize_sql("raw_id")} AS id_number, name, household_id, "authorization" '
-        f"FROM ({cleaned})"
-    )
-    # The check is its own projection (not inside coalesce): DuckDB then computes its repeated
-    # parts once. NULL (a blank ID) counts as invalid below.
-    checked = (
-        'SELECT id_number, name, coalesce(household_id, id_number) AS household_id, "authorization", '
-        f"{id_valid_sql('id_number', today=today)} AS id_ok FROM ({rows})"
-    )
+    chosen = persons_columns(describe(con, "persons", table, src))
+    checked = persons_sql(chosen, src, today=today or china_today())
     encryption = f"{{footer_key: {quote_literal(KEY_NAME)}}}"
     try:
         con.execute(
-            f"COPY ({checked}) TO {quote_literal(str(target))} "
+            f"COPY (SELECT * EXCLUDE (_reject) FROM ({checked})) TO {quote_literal(str(target))} "
             f"(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, "
             f"ENCRYPTION_CONFIG {encryption})"
         )

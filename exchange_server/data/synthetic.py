@@ -34,8 +34,8 @@ from pathlib import Path
 import duckdb
 
 from exchange_common.idnumber import check_character_sql
+from exchange_common.tables.sql import quote_ident, quote_literal
 from exchange_server.data.catalog import ItemType, Resource
-from exchange_server.data.duck import quote_ident, quote_literal
 
 __all__ = [
     "REGIONS",

@@ -18,7 +18,7 @@ from exchange_client.cli import app
 from exchange_client.pull import PullOutcome, convert_opened
 from exchange_client.push import RowsRejected, prepare_inputs
 from exchange_client.state import read_state
-from exchange_client.tables import convert_csv, normalize_name, read_table, validate_table
+from exchange_client.tables import convert_csv, read_table, validate_table
 from exchange_common.errors import InputError
 from exchange_common.idnumber import check_character
 from pki.bundle import BundleKind, open_bundle
@@ -51,6 +51,13 @@ CLEAN = [
     [ID1, "张三丰", "低保"],
     [ID2, "李 四", "特困"],
     [ID3, "ABC 王五", ""],
+]
+#: A persons list as the node requires it: ID number, name and authorization reference.
+PERSONS = [
+    ["身份证号", "姓名", "授权编号"],
+    [ID1, "张三丰", "SQ-1"],
+    [ID2.lower(), "  李 四  ", "SQ-2"],
+    [ID3, "ＡＢＣ　王五", "SQ-3"],
 ]
 
 
@@ -102,7 +109,7 @@ def test_undecodable_csv_refused(tmp_path: Path) -> None:
     src = tmp_path / "in.csv"
     src.write_bytes("身份证号,姓名\n".encode("utf-16"))  # neither UTF-8 nor GB18030
     with pytest.raises(InputError) as e:
-        validate_table(src, "query", tmp_path / "out.csv")
+        validate_table(src, "query", tmp_path / "out.csv", today=TODAY)
     assert e.value.code == "E_ENCODING"
 
 
@@ -143,76 +150,74 @@ def test_empty_table_and_missing_file(tmp_path: Path) -> None:
 # -- validation -------------------------------------------------------------------------------
 
 
-def test_normalize_name() -> None:
-    assert normalize_name("  张三丰 ") == "张三丰"
-    assert normalize_name("ＡＢＣ\u3000 王五") == "ABC 王五"
-    assert normalize_name("Li  \t Si") == "Li Si"
-
-
-def test_validate_normalises_and_writes_utf8(tmp_path: Path) -> None:
-    src = write_csv(tmp_path / "in.csv", ROWS, "gb18030")
+def test_validate_writes_utf8_rows_as_given(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "in.csv", PERSONS, "gb18030")
     out = tmp_path / "out.csv"
     report = validate_table(src, "query", out, today=TODAY)
     assert (report.rows, report.valid, report.problems) == (3, 3, [])
     assert report.encoding == "gb18030"
     assert out.read_bytes()[:3] != b"\xef\xbb\xbf"
-    assert read_csv(out) == CLEAN
+    # transcoded, not rewritten: the node normalises (x, full-width) by the same rule
+    assert read_csv(out) == PERSONS
 
 
 def test_english_headers_and_data_kind(tmp_path: Path) -> None:
     src = write_csv(tmp_path / "in.csv", [[" ID_Number ", "amount"], [ID1, "12.50"]], "utf-8")
     report = validate_table(src, "data", tmp_path / "out.csv", today=TODAY)
-    assert report.valid == 1  # data: no required column, the ID column is checked
+    assert report.valid == 1  # data without a catalog: the ID column is checked
+    bad = write_csv(tmp_path / "bad.csv", [["id_number", "amount"], [BAD_ID, "1"]], "utf-8")
+    report = validate_table(bad, "data", tmp_path / "out.csv", today=TODAY)
+    assert [(p.line, p.code, p.detail) for p in report.problems] == [
+        (2, "E_ID:id_number", "ID_CHECKSUM")
+    ]
     with pytest.raises(InputError) as e:
         validate_table(src, "query", tmp_path / "out.csv", today=TODAY)
-    assert e.value.code == "E_COLUMNS" and "姓名" in e.value.message
+    assert e.value.code == "E_SCHEMA" and "姓名" in e.value.message
 
 
-def test_missing_and_ambiguous_columns(tmp_path: Path) -> None:
+def test_missing_columns_are_refused_as_the_node_refuses_them(tmp_path: Path) -> None:
     src = write_csv(tmp_path / "in.csv", [["姓名"], ["张三"]], "utf-8")
     with pytest.raises(InputError) as e:
-        validate_table(src, "query", tmp_path / "out.csv")
-    assert e.value.code == "E_COLUMNS" and "身份证号" in e.value.message
+        validate_table(src, "query", tmp_path / "out.csv", today=TODAY)
+    assert e.value.code == "E_SCHEMA" and "身份证号" in e.value.message
+    assert "授权编号" in e.value.message  # the authorization column is required too
     # a dataset without person columns is only re-encoded
-    assert validate_table(src, "data", tmp_path / "out.csv").valid == 1
-    src = write_csv(
-        tmp_path / "in.csv", [["身份证号", "id_number", "name"], [ID1, ID1, "x"]], "utf-8"
-    )
-    with pytest.raises(InputError) as e:
-        validate_table(src, "data", tmp_path / "out.csv")
-    assert e.value.code == "E_COLUMNS"
+    assert validate_table(src, "data", tmp_path / "out.csv", today=TODAY).valid == 1
 
 
 def test_invalid_rows_reported_by_line_with_masked_ids(tmp_path: Path) -> None:
     rows = [
-        ["身份证号", "姓名"],
-        [ID1, "张三"],
-        [BAD_ID, "李四"],
-        ["12345", "王五"],
-        [ID2, "   "],
-        [ID3, "赵六", "extra"],
-        [make_id("110105", "20300101", 1), "未来"],
+        ["身份证号", "姓名", "授权编号"],
+        [ID1, "张三", "A1"],
+        [BAD_ID, "李四", "A2"],
+        ["12345", "王五", "A3"],
+        [ID2, "钱七", "  "],
+        [ID3, "赵六", "A5", "extra"],
+        [make_id("110105", "20300101", 1), "未来", "A6"],
     ]
     report = validate_table(
         write_csv(tmp_path / "in.csv", rows, "utf-8"), "query", tmp_path / "o.csv", today=TODAY
     )
     assert report.valid == 1 and report.invalid == 5
-    assert [(p.line, p.code) for p in report.problems] == [
-        (3, "ID_CHECKSUM"),
-        (4, "ID_LENGTH"),
-        (5, "NAME_EMPTY"),
-        (6, "ROW_CELLS"),
-        (7, "ID_DATE"),
+    assert [(p.line, p.code, p.detail) for p in report.problems] == [
+        (3, "E_ID", "ID_CHECKSUM"),
+        (4, "E_ID", "ID_LENGTH"),
+        (5, "E_AUTHORIZATION", ""),
+        (6, "ROW_CELLS", ""),
+        (7, "E_ID", "ID_DATE"),
     ]
+    assert report.by_reason == {"E_ID": 3, "E_AUTHORIZATION": 1, "ROW_CELLS": 1}
     text = "\n".join(str(p) for p in report.problems)
     assert BAD_ID not in text and ID2 not in text and "12345" not in text
-    assert f"line 3: ID_CHECKSUM ({BAD_ID[:6]}********{BAD_ID[-4:]})" in text
-    assert read_csv(tmp_path / "o.csv") == [["身份证号", "姓名"], [ID1, "张三"]]
+    assert f"line 3: E_ID (ID_CHECKSUM) [{BAD_ID[:6]}********{BAD_ID[-4:]}]" in text
+    assert read_csv(tmp_path / "o.csv") == [["身份证号", "姓名", "授权编号"], [ID1, "张三", "A1"]]
 
 
 def test_prepare_inputs_refuses_or_drops(tmp_path: Path) -> None:
     src = write_csv(
-        tmp_path / "persons.csv", [["身份证号", "姓名"], [ID1, "张三"], [BAD_ID, "李四"]], "gbk"
+        tmp_path / "persons.csv",
+        [["身份证号", "姓名", "授权编号"], [ID1, "张三", "A1"], [BAD_ID, "李四", "A2"]],
+        "gbk",
     )
     other = tmp_path / "note.txt"
     other.write_text("hi")
@@ -228,23 +233,27 @@ def test_prepare_inputs_refuses_or_drops(tmp_path: Path) -> None:
     )
     assert files == [work / "persons.csv", other]
     assert reports[0][1].invalid == 1 and read_csv(files[0]) == [
-        ["身份证号", "姓名"],
-        [ID1, "张三"],
+        ["身份证号", "姓名", "授权编号"],
+        [ID1, "张三", "A1"],
     ]
     # other kinds pass through untouched
     assert prepare_inputs([src], BundleKind.REVOCATION, work)[0] == [src]
 
 
 def test_prepare_inputs_no_valid_row_and_duplicate_stem(tmp_path: Path) -> None:
-    only_bad = write_csv(tmp_path / "a.csv", [["身份证号", "姓名"], [BAD_ID, "李四"]], "utf-8")
+    only_bad = write_csv(
+        tmp_path / "a.csv", [["身份证号", "姓名", "授权编号"], [BAD_ID, "李四", "A"]], "utf-8"
+    )
     work = tmp_path / "work"
     work.mkdir()
     with pytest.raises(RowsRejected) as e:
         prepare_inputs([only_bad], BundleKind.QUERY, work, valid_only=True, today=TODAY)
     assert "no valid row" in e.value.message
     (work / "a.csv").unlink(missing_ok=True)
-    good = write_csv(tmp_path / "b.csv", [["身份证号", "姓名"], [ID1, "张三"]], "utf-8")
-    xlsx = write_xlsx(tmp_path / "b.xlsx", [["身份证号", "姓名"], [ID1, "张三"]])
+    good = write_csv(
+        tmp_path / "b.csv", [["身份证号", "姓名", "授权编号"], [ID1, "张三", "A"]], "utf-8"
+    )
+    xlsx = write_xlsx(tmp_path / "b.xlsx", [["身份证号", "姓名", "授权编号"], [ID1, "张三", "A"]])
     with pytest.raises(InputError, match="stem"):
         prepare_inputs([good, xlsx], BundleKind.QUERY, work, today=TODAY)
 
@@ -288,7 +297,7 @@ def test_push_side_to_pull_side_round_trip(tmp_path: Path, source: str, fmt: str
         write_xlsx(src, CLEAN)
     work = tmp_path / "bundle"
     work.mkdir()
-    (sealed,), _ = prepare_inputs([src], BundleKind.QUERY, work, today=TODAY)
+    (sealed,), _ = prepare_inputs([src], BundleKind.DATA, work, today=TODAY)
     assert sealed.name == f"{src.stem}.csv"
     back = convert_csv(sealed, fmt)
     header, rows, _ = read_table(back)
@@ -364,12 +373,12 @@ def test_cli_invalid_rows_refused_with_masked_report(
 ) -> None:
     src = write_csv(
         tmp_path / "persons.csv",
-        [["身份证号", "姓名"], [ID1, "张三丰"], [BAD_ID, "李四光"]],
+        [["身份证号", "姓名", "授权编号"], [ID1, "张三丰", "A1"], [BAD_ID, "李四光", "A2"]],
         "gb18030",
     )
     code, output = push(client, str(src))
     assert code == 3 and "(E_ROWS)" in output
-    assert "line 3: ID_CHECKSUM" in output and "1 invalid" in output
+    assert "line 3: E_ID (ID_CHECKSUM)" in output and "1 invalid" in output
     assert BAD_ID not in output and ID1 not in output
     assert "李四光" not in output and "张三丰" not in output and "persons" not in output
     assert nothing_sealed(client)
@@ -378,10 +387,10 @@ def test_cli_invalid_rows_refused_with_masked_report(
 @pytest.mark.parametrize(
     ("rows", "extra", "code"),
     [
-        ([["姓名"], ["张三"]], [], "E_COLUMNS"),
+        ([["姓名"], ["张三"]], [], "E_SCHEMA"),
         ([["身份证号", "姓名"], [ID1, "张三"]], ["--encoding", "utf-8"], "E_ENCODING"),
         ([["身份证号", "姓名"], [ID1, "张三"]], ["--encoding", "nonsense"], "E_ENCODING"),
-        ([["身份证号", "姓名"], ["33010219900101", "张三"]], [], "E_ROWS"),
+        ([["身份证号", "姓名", "授权编号"], ["33010219900101", "张三", "A"]], [], "E_ROWS"),
     ],
 )
 def test_cli_bad_input_is_one_error_line(
@@ -400,7 +409,12 @@ def test_cli_valid_only_seals_the_valid_rows(
 ) -> None:
     src = write_xlsx(
         tmp_path / "persons.xlsx",
-        [["身份证号", "姓名"], [ID1, "张三丰"], [BAD_ID, "李四"], [ID3, "王五"]],
+        [
+            ["身份证号", "姓名", "授权编号"],
+            [ID1, "张三丰", "A1"],
+            [BAD_ID, "李四", "A2"],
+            [ID3, "王五", "A3"],
+        ],
     )
     code, output = push(client, "--valid-only", str(src))
     # sealed and recorded; the upload then fails (no node listening): network exit code
@@ -418,7 +432,11 @@ def test_cli_valid_only_seals_the_valid_rows(
     )
     (member,) = opened.paths
     assert member.name == "persons.csv"
-    assert read_csv(member) == [["身份证号", "姓名"], [ID1, "张三丰"], [ID3, "王五"]]
+    assert read_csv(member) == [
+        ["身份证号", "姓名", "授权编号"],
+        [ID1, "张三丰", "A1"],
+        [ID3, "王五", "A3"],
+    ]
     assert nothing_sealed(client) is False
     assert not [p for p in client["dir"].iterdir() if p.name.startswith(".validated-")]
 
@@ -444,3 +462,57 @@ def test_header_only_data_table_passes(tmp_path: Path) -> None:
     work.mkdir()
     files, reports = prepare_inputs([src], BundleKind.DATA, work)
     assert files == [work / "x.csv"] and reports[0][1].rows == 0
+
+
+def push_data(client: dict[str, Path], resource: str, table: Path) -> tuple[int, str]:
+    r = runner.invoke(
+        app,
+        [
+            "push",
+            "--dir",
+            str(client["dir"]),
+            "--kind",
+            "data",
+            "--retries",
+            "0",
+            "--field",
+            f"resource={resource}",
+            str(table),
+        ],
+    )
+    return r.exit_code, r.output
+
+
+def test_cli_data_push_checked_against_the_catalog_before_sealing(
+    client: dict[str, Path], tmp_path: Path
+) -> None:
+    """The key column the catalog names 公民身份号码 is checked before anything is sealed."""
+    example = Path(__file__).resolve().parents[2] / "config" / "catalog.example.toml"
+    (client["dir"] / "catalog.toml").write_bytes(example.read_bytes())
+    src = write_csv(
+        tmp_path / "rs.csv",
+        [
+            ["公民身份号码", "姓名", "险种类型", "数据日期"],
+            [ID1, "张三丰", "基本养老保险", "2026-10-31"],
+            [BAD_ID, "李四光", "基本养老保险", "2026-10-31"],
+            [ID2, "王五", "医疗保险", "2026-10-31"],
+            ["33010219900101", "赵六", "失业保险", "2026/10/31"],
+        ],
+        "gb18030",
+    )
+    code, output = push_data(client, "RS-SI-01", src)
+    assert code == 3 and "(E_ROWS)" in output, output
+    assert "line 3: E_ID:公民身份号码 (ID_CHECKSUM)" in output
+    assert "line 4: E_CODE:险种类型" in output
+    assert "line 5: E_ID:公民身份号码 (ID_LENGTH)" in output
+    assert f"[{BAD_ID[:6]}********{BAD_ID[-4:]}]" in output
+    assert BAD_ID not in output and "李四光" not in output
+    assert nothing_sealed(client)
+    # a column the resource does not have is refused as the node refuses it
+    odd = write_csv(tmp_path / "odd.csv", [["公民身份号码", "工资"], [ID1, "1"]], "utf-8")
+    code, output = push_data(client, "RS-SI-01", odd)
+    assert code == 3 and "(E_SCHEMA)" in output and "工资" in output
+    # a resource the catalog does not list is refused before sealing
+    code, output = push_data(client, "NOPE-01", src)
+    assert code == 3 and "(E_UNKNOWN_RESOURCE)" in output
+    assert nothing_sealed(client)

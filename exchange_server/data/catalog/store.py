@@ -14,12 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exchange_common.errors import InputError
-from exchange_common.fs import atomic_write, sha256_file
-from exchange_server.data.catalog.model import (
+from exchange_common.catalog.model import (
     Catalog,
 )
-from exchange_server.data.catalog.parse import _read, parse_catalog
+from exchange_common.catalog.parse import _read, parse_catalog
+from exchange_common.errors import InputError
+from exchange_common.fs import atomic_write, sha256_file
 
 INDEX_NAME = "index.json"
 

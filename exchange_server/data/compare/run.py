@@ -29,6 +29,7 @@ from sqlmodel import Session, col, select
 
 from exchange_common.errors import ExchangeError, InputError
 from exchange_common.masking import mask_text
+from exchange_common.tables.sql import quote_ident, quote_literal
 from exchange_server.data.catalog import (
     AccessDecision,
     Catalog,
@@ -39,7 +40,7 @@ from exchange_server.data.catalog import (
 from exchange_server.data.compare.results import RunResult, TargetOutcome
 from exchange_server.data.compare.rules import Rule
 from exchange_server.data.compare.schedule import _utc, bundle_name, stamp_of
-from exchange_server.data.datasets import DatasetStore, parquet_source, quote_ident, quote_literal
+from exchange_server.data.datasets import DatasetStore, parquet_source
 from exchange_server.data.engine import TimeRange, parse_time_range, time_where
 from exchange_server.node import Node
 from exchange_server.outbox.results import deliver, result_bundle_id

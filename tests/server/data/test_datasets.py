@@ -22,15 +22,12 @@ import duckdb
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from exchange_client.tables import validate_table
 from exchange_common.errors import InputError
 from exchange_common.idnumber import check_character
+from exchange_common.tables.rows import MAX_REJECT_SAMPLES
 from exchange_server.data.catalog import Resource, parse_catalog
-from exchange_server.data.datasets import (
-    MAX_REJECT_SAMPLES,
-    DatasetStore,
-    IngestReport,
-    parquet_source,
-)
+from exchange_server.data.datasets import DatasetStore, IngestReport, parquet_source
 from exchange_server.data.duck import connect
 from exchange_server.store.models import DatasetVersion
 from tests.conftest import CAFixture
@@ -241,11 +238,9 @@ def test_parquet_input_keeps_its_column_types(
 # ----------------------------------------------------------------------------- rejects
 
 
-def test_each_reject_reason_is_counted_with_masked_samples(
-    world: World, resource: Resource, tmp_path: Path
-) -> None:
-    store = DatasetStore(world.node)
-    rows = [
+def _mixed_rows() -> list[list[str]]:
+    """One row of every reject reason, and three valid rows (A, X lower-case, C in 15 digits)."""
+    return [
         _row(A),
         _row(X.lower()),  # accepted: x is X
         _row(BAD_SUM),
@@ -269,6 +264,13 @@ def test_each_reject_reason_is_counted_with_masked_samples(
         _row(B, 姓名="  "),
         _row(""),
     ]
+
+
+def test_each_reject_reason_is_counted_with_masked_samples(
+    world: World, resource: Resource, tmp_path: Path
+) -> None:
+    store = DatasetStore(world.node)
+    rows = _mixed_rows()
     report = _ingest(store, resource, _csv(tmp_path / "data.csv", rows))
     assert (report.rows, report.stored, report.rejected) == (22, 3, 19)
     assert report.rejects_by_reason == {
@@ -292,6 +294,26 @@ def test_each_reject_reason_is_counted_with_masked_samples(
     assert stored == {A, X, C}
     (version,) = store.versions(resource.code)
     assert (version.rows, version.rejected) == (3, 19)
+
+
+def test_the_client_gives_the_same_verdict_as_the_node(
+    world: World, resource: Resource, tmp_path: Path
+) -> None:
+    """The same rows through the client's pre-seal check and through the node's ingest: the
+    same rows refused, for the same reasons, with the same masked keys."""
+    table = _csv(tmp_path / "data.csv", _mixed_rows())
+    client = validate_table(
+        table, "data", tmp_path / "valid.csv", today=dt.date(2026, 11, 22), resource=resource
+    )
+    node = _ingest(DatasetStore(world.node), resource, table)
+    assert (client.rows, client.valid, client.invalid) == (node.rows, node.stored, node.rejected)
+    assert client.by_reason == node.rejects_by_reason
+    assert [p.line for p in client.problems] == [n for n in range(2, 24) if n not in (2, 3, 9)]
+    client_samples = [{"reason": p.code, "key": p.masked_id} for p in client.problems]
+    assert node.samples and all(s in client_samples for s in node.samples)
+    # what the client would seal holds exactly the rows the node stores
+    again = _ingest(DatasetStore(world.node), resource, tmp_path / "valid.csv")
+    assert (again.rows, again.stored, again.rejected) == (3, 3, 0)
 
 
 def test_samples_are_capped_but_every_reject_is_counted(

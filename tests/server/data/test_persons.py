@@ -13,9 +13,11 @@ import duckdb
 import pytest
 
 from exchange_common.errors import InputError
-from exchange_common.idnumber import check_character
+from exchange_common.idnumber import check_character, china_today
+from exchange_common.tables.check import check_table
+from exchange_common.tables.persons import persons_columns
 from exchange_server.data.duck import KEY_NAME, connect
-from exchange_server.data.persons import persons_columns, prepare_persons
+from exchange_server.data.persons import prepare_persons
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 A = "33010219800101001" + check_character("33010219800101001")
@@ -93,6 +95,15 @@ def test_bad_ids_and_missing_authorizations_are_counted_and_nothing_is_kept(
     check = prepare_persons(con, table, target)
     assert (check.rows, check.bad_ids, check.unauthorized, check.ok) == (4, 2, 1, False)
     assert not target.exists()
+    # the client's pre-seal check of the same list: the same rows, the same reasons, by line
+    client = check_table(table, kind="query", today=china_today())
+    assert (client.rows, client.by_reason) == (4, {"E_ID": 2, "E_AUTHORIZATION": 1})
+    assert [(p.line, p.code) for p in client.problems] == [
+        (3, "E_ID"),
+        (4, "E_ID"),
+        (5, "E_AUTHORIZATION"),
+    ]
+    assert client.problems[0].detail == "ID_CHECKSUM" and wrong_check not in str(client.problems)
 
 
 def test_the_common_rule_converts_old_numbers_and_refuses_unknown_regions_and_the_future(

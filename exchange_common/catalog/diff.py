@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from exchange_server.data.catalog.model import (
+from exchange_common.catalog.model import (
     Catalog,
 )
 

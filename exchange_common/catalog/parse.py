@@ -14,8 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from exchange_common.errors import InputError
-from exchange_server.data.catalog.model import (
+from exchange_common.catalog.model import (
     Catalog,
     Item,
     ItemType,
@@ -24,6 +23,7 @@ from exchange_server.data.catalog.model import (
     Sensitivity,
     SharingType,
 )
+from exchange_common.errors import InputError
 
 _E = TypeVar("_E", bound=StrEnum)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from exchange_server.data.catalog.model import (
+from exchange_common.catalog.model import (
     Catalog,
     SharingType,
 )
