@@ -38,4 +38,6 @@ MIXED_CLASSES: dict[str, str] = {
     "E_TRUST": "an empty trust store met while verifying a certificate is a CertificateError "
     "(exit 1)",
     "E_ENGINE": "raised as InputError (exit 3), though the cause is the node's engine",
+    "E_UNKNOWN_RESOURCE": "the client refuses a push for a resource its catalog lacks as an "
+    "InputError (exit 3) before sealing",
 }

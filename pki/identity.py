@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from exchange_common.errors import CertificateError, InputError
-from exchange_common.net import IPNetwork
+from exchange_common.net import IPNetwork, in_networks
 
 __all__ = [
     "OID_REGISTERED_NETWORKS",
@@ -180,12 +180,9 @@ class CertifiedIdentity:
     chain: tuple[x509.Certificate, ...] = field(repr=False, compare=False)
 
     def allows_address(self, address: str) -> bool:
-        """True when ``address`` lies in one of the registered networks (部省 第五条)."""
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.networks)
+        """True when ``address`` lies in one of the registered networks (部省 第五条), by the
+        one address rule of the product (:func:`exchange_common.net.in_networks`)."""
+        return in_networks(address, self.networks)
 
 
 def _one_attr(name: x509.Name, oid: ObjectIdentifier) -> str | None:

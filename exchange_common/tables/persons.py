@@ -5,8 +5,9 @@ the ID number, the name and the authorization reference are required; the househ
 optional (each person is then a household of their own). Other columns are ignored.
 
 :func:`persons_sql` reads the rows once: each value trimmed (blank = missing), the ID number
-normalised and checked by the one GB 11643 rule (:mod:`exchange_common.idnumber`), the
-household defaulting to the person's normalised ID number, and ``_reject``, the row's first
+normalised and checked by the one GB 11643 rule (:mod:`exchange_common.idnumber`), the name
+normalised (:func:`~exchange_common.tables.sql.name_sql`: full-width to half-width, white
+space collapsed), the household defaulting to the person's normalised ID number, and ``_reject``, the row's first
 failing check: ``E_ID`` (missing or failing GB 11643), then ``E_AUTHORIZATION`` (no
 authorization reference: 先授权、后核对, 浙江 四(一)1). The node refuses a whole query for one
 such row; the client refuses to seal it, naming the lines.
@@ -21,7 +22,7 @@ import datetime as dt
 
 from exchange_common.errors import InputError
 from exchange_common.idnumber import id_normalize_sql, id_valid_sql
-from exchange_common.tables.sql import quote_ident, text_sql
+from exchange_common.tables.sql import name_sql, quote_ident, text_sql
 
 __all__ = ["PERSON_HEADERS", "REQUIRED_ROLES", "persons_columns", "persons_sql"]
 
@@ -75,7 +76,7 @@ def persons_sql(
     kept = "".join(f"{quote_ident(k)}, " for k in keep)
     cleaned = (
         f"SELECT {kept}{_text(chosen['id_number'])} AS raw_id, "
-        f"{_text(chosen['name'])} AS name, {_text(chosen['household_id'])} AS household_id, "
+        f"{name_sql(_text(chosen['name']))} AS name, {_text(chosen['household_id'])} AS household_id, "
         f'{_text(chosen["authorization"])} AS "authorization" FROM {source}'
     )
     rows = (

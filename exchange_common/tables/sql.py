@@ -6,7 +6,7 @@ Everything a table check puts into SQL goes through :func:`quote_ident` and
 
 from __future__ import annotations
 
-__all__ = ["clean_sql", "date_sql", "quote_ident", "quote_literal", "text_sql"]
+__all__ = ["clean_sql", "date_sql", "name_sql", "quote_ident", "quote_literal", "text_sql"]
 
 
 def quote_ident(name: str) -> str:
@@ -55,3 +55,16 @@ def date_sql(expr: str) -> str:
         f"WHEN {expr} GLOB '{d * 8}' "
         f"THEN TRY_CAST(concat_ws('-', {expr}[1:4], {expr}[5:6], {expr}[7:8]) AS DATE) END"
     )
+
+
+#: Full-width ASCII (U+FF01-U+FF5E) and the ideographic space, and their half-width forms.
+_FULL_WIDTH = "".join(chr(c) for c in range(0xFF01, 0xFF5F)) + "\u3000"
+_HALF_WIDTH = "".join(chr(c) for c in range(0x21, 0x7F)) + " "
+
+
+def name_sql(expr: str) -> str:
+    """SQL: a person's name as node and client keep it: full-width letters, digits and
+    punctuation made half-width, the ideographic space a space, runs of white space one space,
+    trimmed; NULL when that leaves nothing. Chinese characters are kept as they are."""
+    half = f"translate({expr}, {quote_literal(_FULL_WIDTH)}, {quote_literal(_HALF_WIDTH)})"
+    return f"nullif(trim(regexp_replace({half}, '\\s+', ' ', 'g')), '')"

@@ -319,7 +319,15 @@ def _run_node_stage(root: Path, ca_dir: Path, certs: Path, step: Callable[[str],
                     *login,
                 ]
             )
-        step(f"exchange-client set up for 人社 (SSH-key login) and 民政 (X.509 login): {clients}")
+        for code in ("RS330100", "MZ330100"):
+            # the published catalog at the department: pushes are checked against it, with the
+            # node's own rules, before anything is sealed
+            atomic_write(clients / code / "catalog.toml", catalog_file.read_bytes())
+        step(
+            f"exchange-client set up for 人社 (SSH-key login) and 民政 (X.509 login), each with "
+            f"the published catalog (tables are checked by the node's rules before sealing): "
+            f"{clients}"
+        )
         for code, args in (
             (
                 "RS330100",

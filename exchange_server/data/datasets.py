@@ -40,7 +40,6 @@ check (normalise and check) costs about 0.6 µs of CPU per row.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import time
 import uuid
@@ -55,7 +54,7 @@ from sqlmodel import col, func, select
 
 from exchange_common.catalog import Resource
 from exchange_common.errors import InputError
-from exchange_common.fs import fsync_dir
+from exchange_common.fs import fsync_dir, sha256_file
 from exchange_common.idnumber import china_today
 from exchange_common.masking import mask_text
 from exchange_common.tables.rows import check_columns, reject_summary, row_plan
@@ -333,9 +332,6 @@ class _NotRecorded(RuntimeError):
 
 def _sync_and_hash(path: Path) -> str:
     """fsync ``path`` and return its SHA-256 (hex)."""
-    h = hashlib.sha256()
     with path.open("rb+") as fh:
         os.fsync(fh.fileno())
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)

@@ -87,10 +87,11 @@ def test_push_chinese_table_and_node_stores_the_same_names(
     out = json.loads(r.stdout)
     assert out["verdict"] == "accepted"
     stored = _stored_rows(node, out["bundle_id"], tmp_path)
-    # the same people; the full-width space in a name is normalised (NFKC), nothing else changes
+    # the same people, every character kept through GB18030/XLSX -> UTF-8 (U+3000 included):
+    # the client seals cells as given and the node normalises them by the shared rule
     assert [r[:2] for r in stored] == [
         ["11010519491231002X", "欧阳娜娜"],
-        ["330102196503151233", "张 三"],
+        ["330102196503151233", "张\u3000三"],
     ]
 
 

@@ -98,7 +98,7 @@ def test_push_query_then_pull_and_no_second_download(
     node: NodeHarness, mz_dir: Path, tmp_path: Path
 ) -> None:
     persons = tmp_path / "persons.csv"
-    persons.write_text("身份证号,姓名\n330102199001011234,张三\n", encoding="utf-8")
+    persons.write_text("身份证号,姓名,授权编号\n330102199001011234,张三,SQ-1\n", encoding="utf-8")
     r = cli(
         "push", "--dir", mz_dir, "--kind", "query", "--field", "purpose=低保审核", "--json", persons
     )

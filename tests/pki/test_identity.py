@@ -212,7 +212,9 @@ def _identity(*nets: str) -> CertifiedIdentity:
         ("192.0.2.8", False),
         ("2001:db8:0:1::5", True),
         ("2001:db8:0:2::5", False),
-        ("::ffff:10.33.1.5", False),  # IPv4-mapped IPv6 is a different address family
+        # an IPv4 peer seen through a dual-stack socket is its IPv4 address: the same rule as
+        # the login gate and the pipeline (exchange_common.net)
+        ("::ffff:10.33.1.5", True),
         ("not an address", False),
         ("", False),
         ("10.33.1.5/32", False),

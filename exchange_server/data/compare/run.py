@@ -43,7 +43,7 @@ from exchange_server.data.compare.schedule import _utc, bundle_name, stamp_of
 from exchange_server.data.datasets import DatasetStore, parquet_source
 from exchange_server.data.engine import TimeRange, parse_time_range, time_where
 from exchange_server.node import Node
-from exchange_server.outbox.results import deliver, result_bundle_id
+from exchange_server.outbox.writer import Outbox, result_bundle_id
 from exchange_server.spool import Spool
 from exchange_server.store.audit import append_event
 from exchange_server.store.models import AuditEvent, DatasetVersion, Department
@@ -382,9 +382,7 @@ def _run(
             "targets": list(rule.targets),
             "flagged_persons": flagged,
         }
-        path, written = deliver(
-            node,
-            spool,
+        delivery = Outbox(node, spool).deliver(
             rule.owner,
             name,
             members,
@@ -393,6 +391,7 @@ def _run(
             bundle_id=uuid.UUID(bundle_id),
             now=now,
         )
+        path, written = delivery.path, delivery.written
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = RunResult(

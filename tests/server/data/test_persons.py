@@ -21,6 +21,7 @@ from exchange_server.data.persons import prepare_persons
 
 KEY = base64.b64encode(bytes(range(32))).decode()
 A = "33010219800101001" + check_character("33010219800101001")
+B = "33010219900202002" + check_character("33010219900202002")
 X = next(
     b + "X" for d in range(10) if check_character(b := f"1101051949123100{d}") == "X"
 )  # a valid number ending in X
@@ -48,15 +49,17 @@ def test_rows_are_trimmed_upper_cased_and_get_a_household(
     table.write_text(
         "身份证号,姓名,户编号,授权编号,备注\n"
         f" {A} , 张三 ,H1,SQ-1,忽略\n"
-        f"{X.lower()},欧阳娜娜,  ,SQ-2,\n",
+        f"{X.lower()},欧阳娜娜,  ,SQ-2,\n"
+        f"{B},\u3000ＡＢＣ\u3000王  五\t,H2,SQ-3,\n",  # full-width, ideographic space, tab
         encoding="utf-8",
     )
     target = tmp_path / "out.parquet"
     check = prepare_persons(con, table, target)
-    assert (check.rows, check.bad_ids, check.unauthorized, check.ok) == (2, 0, 0, True)
+    assert (check.rows, check.bad_ids, check.unauthorized, check.ok) == (3, 0, 0, True)
     assert _read(con, target) == [
         {"id_number": A, "name": "张三", "household_id": "H1", "authorization": "SQ-1"},
         {"id_number": X, "name": "欧阳娜娜", "household_id": X, "authorization": "SQ-2"},
+        {"id_number": B, "name": "ABC 王 五", "household_id": "H2", "authorization": "SQ-3"},
     ]
     assert A.encode() not in target.read_bytes()  # encrypted at rest
     with pytest.raises(duckdb.Error):
