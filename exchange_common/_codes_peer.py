@@ -230,7 +230,7 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         "E_BUSY",
         _NET,
         "The node is busy; try again later.",
-        "The node reached its maximum number of connections (sftp.max_connections).",
+        "The node reached its maximum number of connections (limits.max_connections).",
     ),
     (
         "E_UNKNOWN_USER",
@@ -262,7 +262,7 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         "E_TOO_LARGE",
         _PEER,
         "The upload exceeds the maximum upload size.",
-        "Split the data into smaller bundles, or raise security.max_upload_bytes on the node.",
+        "Split the data into smaller bundles, or raise limits.max_upload_bytes on the node.",
     ),
     (
         "E_QUOTA",

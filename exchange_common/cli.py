@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import getpass
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -41,6 +42,7 @@ __all__ = [
     "fail_on_error",
     "parse_time",
     "prompt_passphrase",
+    "setup_logging",
 ]
 
 P = ParamSpec("P")
@@ -157,3 +159,15 @@ def prompt_passphrase(env: str, *, confirm: bool = False, what: str = "CA key") 
         if getpass.getpass("Repeat the passphrase: ") != first:
             raise InputError("the passphrases do not match", code="E_PASSPHRASE")
     return first.encode() if first else None
+
+
+def setup_logging() -> None:
+    """Log to stderr at INFO, one line per event (the node's and the pipeline's format)."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    # asyncssh logs every packet exchange at INFO; its warnings are what an operator needs.
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)

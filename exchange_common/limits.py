@@ -5,8 +5,10 @@ members, a header of a gigabyte) and keep memory flat. They are enforced *while 
 before the data they bound has been read, and they apply both when reading (a peer's bundle is
 refused with ``E_LIMIT``) and when writing (we never produce a bundle a peer would refuse).
 
-The node extends this object as more subsystems get limits (rows per file, path depth,
-timeouts); add fields with defaults so existing callers keep working.
+It is also the node's one limits object: ``[limits]`` in ``node.toml`` sets any field
+(docs/configuration.md), and the SFTP front (upload size, connections, login time) and the
+pipeline (every bundle it verifies and opens) read the same object. Add fields with defaults so
+existing callers keep working.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class Limits:
     ``max_recipients``        recipients one bundle is encrypted to
     ``max_chain_length``      certificates in the sender's chain (leaf included)
     ``io_block_size``         read/write block for streaming (memory use grows with it)
+    ``max_upload_bytes``      one upload to the node (the SFTP front refuses a write past it)
+    ``max_connections``       concurrent connections to the node's SFTP front
+    ``login_timeout_seconds`` time a client has to authenticate
     ========================  ===================================================================
     """
 
@@ -44,6 +49,9 @@ class Limits:
     max_recipients: int = 64
     max_chain_length: int = 4
     io_block_size: int = 1 * MIB
+    max_upload_bytes: int = 64 * GIB
+    max_connections: int = 200
+    login_timeout_seconds: int = 60
 
     def __post_init__(self) -> None:
         for f in fields(self):

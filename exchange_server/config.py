@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange_common.errors import InputError
+from exchange_common.limits import Limits
 
 __all__ = [
     "CONFIG_NAME",
@@ -24,6 +25,12 @@ __all__ = [
 
 CONFIG_NAME = "node.toml"
 
+#: Keys that moved into ``[limits]``, by the section where older homes have them.
+_MOVED_TO_LIMITS = {
+    "sftp": ("login_timeout_seconds", "max_connections"),
+    "security": ("max_upload_bytes",),
+}
+
 
 @dataclass(frozen=True)
 class SFTPConfig:
@@ -32,8 +39,6 @@ class SFTPConfig:
     host: str = "127.0.0.1"
     port: int = 2222
     host_key: str = "node/ssh_host_ed25519_key"
-    login_timeout_seconds: int = 60
-    max_connections: int = 200
     #: SSH ciphers offered. AES-GCM only by default: the front is CPU-bound on large uploads
     #: and AES-GCM (AES-NI) is far cheaper than chacha20-poly1305 in asyncssh; add
     #: "aes256-ctr" for legacy clients without GCM (WinSCP before 5.19).
@@ -42,12 +47,11 @@ class SFTPConfig:
 
 @dataclass(frozen=True)
 class SecurityConfig:
-    """Brute-force protection and upload limits."""
+    """Brute-force protection and quotas (sizes and counts are in :class:`Limits`)."""
 
     max_auth_failures: int = 5
     failure_window_seconds: int = 300
     ban_seconds: int = 900
-    max_upload_bytes: int = 64 * 1024**3
     default_quota_bytes: int = 10 * 1024**3
 
 
@@ -67,6 +71,8 @@ class NodeConfig:
     key: str = "node/node.key"
     sftp: SFTPConfig = field(default_factory=SFTPConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    #: The one limits object (bundle sizes and counts, uploads, connections, login time).
+    limits: Limits = field(default_factory=Limits)
 
     def path(self, value: str) -> Path:
         """Resolve a configured path against the node home."""
@@ -117,15 +123,33 @@ def load_config(home: Path) -> NodeConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: {e}", code="E_CONFIG") from e
     node = dict(raw.pop("node", {}))
-    sftp = _take(SFTPConfig, dict(raw.pop("sftp", {})), "sftp")
-    security = _take(SecurityConfig, dict(raw.pop("security", {})), "security")
+    sftp_raw, security_raw = dict(raw.pop("sftp", {})), dict(raw.pop("security", {}))
+    limits_raw = dict(raw.pop("limits", {}))
+    # Homes made before [limits] existed keep these keys where they were: still honoured.
+    for section, old in ((sftp_raw, "sftp"), (security_raw, "security")):
+        for key in _MOVED_TO_LIMITS[old]:
+            if key in section:
+                if key in limits_raw:
+                    raise InputError(
+                        f"{path}: {old}.{key} and limits.{key} both set; keep limits.{key}",
+                        code="E_CONFIG",
+                    )
+                limits_raw[key] = section.pop(key)
+    sftp = _take(SFTPConfig, sftp_raw, "sftp")
+    security = _take(SecurityConfig, security_raw, "security")
+    try:
+        limits = _take(Limits, limits_raw, "limits")
+    except ValueError as e:
+        raise InputError(f"{path}: [limits] {e}", code="E_CONFIG") from None
     if raw:
         raise InputError(f"{path}: unknown section(s) {', '.join(sorted(raw))}", code="E_CONFIG")
     for required in ("code", "name"):
         if not isinstance(node.get(required), str) or not node[required]:
             raise InputError(f"{path}: [node] {required} is required", code="E_CONFIG")
     cfg: NodeConfig = _take(
-        NodeConfig, {"home": home, **node, "sftp": sftp, "security": security}, "node"
+        NodeConfig,
+        {"home": home, **node, "sftp": sftp, "security": security, "limits": limits},
+        "node",
     )
     return cfg
 
@@ -142,10 +166,10 @@ def render_config(cfg: NodeConfig) -> str:
 
     lines = ["# Node configuration; see docs/configuration.md", "[node]"]
     for f in fields(NodeConfig):
-        if f.name in {"home", "sftp", "security"}:
+        if f.name in {"home", "sftp", "security", "limits"}:
             continue
         lines.append(f"{f.name} = {val(getattr(cfg, f.name))}")
-    for section in ("sftp", "security"):
+    for section in ("sftp", "security", "limits"):
         lines += ["", f"[{section}]"]
         obj = getattr(cfg, section)
         lines += [f"{f.name} = {val(getattr(obj, f.name))}" for f in fields(obj)]

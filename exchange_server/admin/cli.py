@@ -162,7 +162,7 @@ def pipeline(
 
         exchange-server pipeline --home /srv/node < /dev/null
     """
-    from exchange_server.front.serve import setup_logging
+    from exchange_common.cli import setup_logging
     from exchange_server.pipeline.process import run_child
 
     setup_logging()

@@ -2,7 +2,7 @@
 
 :func:`run` recovers interrupted work before the listener opens (so recovery never races a live
 upload), starts the SFTP front, the pipeline in its own process and the drop-folder watcher, and
-stops them all in order on SIGINT or SIGTERM. :func:`setup_logging` is the node's one log format.
+stops them all in order on SIGINT or SIGTERM. :func:`~exchange_common.cli.setup_logging` is the node's one log format.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 
+from exchange_common.cli import setup_logging
 from exchange_common.errors import ExchangeError
 from exchange_server.front.dropfolder import DropFolder
 from exchange_server.front.server import SFTPFront
@@ -27,18 +27,6 @@ __all__ = [
 
 #: Process lifecycle (the same logger the SFTP front's accept loop uses).
 srv_log = logging.getLogger("exchange_server.front.server")
-
-
-def setup_logging() -> None:
-    """Log to stderr at INFO, one line per event (the node's and the pipeline's format)."""
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    # asyncssh logs every packet exchange at INFO; its warnings are what an operator needs.
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 
 async def _serve(node: Node, host: str, port: int) -> None:

@@ -135,7 +135,7 @@ class SFTPFront:
             node=node,
             ingest=ingest,
             executor=self._pool,
-            max_upload_bytes=cfg.security.max_upload_bytes,
+            max_upload_bytes=cfg.limits.max_upload_bytes,
         )
         self._trust_lock = threading.Lock()
         self._allow: tuple[float, tuple[IPNetwork, ...]] | None = None
@@ -177,7 +177,7 @@ class SFTPFront:
             sftp_factory=self._sftp_factory,
             allow_scp=False,
             x509_trusted_certs=x509_roots,
-            login_timeout=cfg.sftp.login_timeout_seconds,
+            login_timeout=cfg.limits.login_timeout_seconds,
             # Notice vanished clients, so their open uploads are discarded within minutes.
             keepalive_interval=30,
             keepalive_count_max=4,
@@ -302,7 +302,7 @@ class SFTPFront:
         if not in_networks(address, networks):
             return E_UNKNOWN_ADDRESS
         # Last, with no await between this check and the caller's count of the connection.
-        if self._active >= self.node.config.sftp.max_connections:
+        if self._active >= self.node.config.limits.max_connections:
             return E_BUSY
         return None
 

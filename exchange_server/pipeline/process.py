@@ -14,6 +14,7 @@ reaches end of file or its parent process id changes.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ctypes
@@ -24,11 +25,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from exchange_common.cli import setup_logging
+from exchange_common.errors import ExchangeError
 from exchange_server.data.compare import load_rules, rules_path, run_due
 from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.assembly import node_runner
 
-__all__ = ["PipelineProcess", "run_child"]
+__all__ = ["PipelineProcess", "main", "run_child"]
 
 log = logging.getLogger("exchange_server.pipeline")
 
@@ -50,9 +53,8 @@ class PipelineProcess:
         """Start the child (call from the thread that lives as long as the server)."""
         cmd = [
             sys.executable,
-            "-c",
-            "from exchange_server.admin.cli import main; main()",
-            "pipeline",
+            "-m",
+            "exchange_server.pipeline.process",
             "--home",
             str(self.home),
             "--parent",
@@ -164,3 +166,24 @@ async def _child(node: Node, parent: int | None) -> None:
         await task
     if task.done() and not task.cancelled() and task.exception() is not None:
         log.error("ingest pipeline failed: %r", task.exception())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m exchange_server.pipeline.process --home HOME [--parent PID]``: the child
+    ``serve`` starts (also ``exchange-server pipeline``). Logs to stderr; exits 0 when told to
+    stop, 3 with one line for a home it cannot open."""
+    parser = argparse.ArgumentParser(prog="exchange_server.pipeline.process")
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--parent", type=int, default=None)
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        node = Node.open(args.home)
+    except ExchangeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+    run_child(node, args.parent)
+
+
+if __name__ == "__main__":
+    main()

@@ -266,7 +266,9 @@ class Runner:
             if results[u] is not BundleState.RECEIVED:
                 continue
             try:
-                vb = verify(self.spool.incoming_path(u), trust, now=now)
+                vb = verify(
+                    self.spool.incoming_path(u), trust, now=now, limits=self.node.config.limits
+                )
             except BundleError as e:
                 event = BundleInvalid(e.code, e.message, e.detail)
                 results[u] = self._reject(item, self._decide(item, event, now), now)

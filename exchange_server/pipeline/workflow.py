@@ -242,6 +242,7 @@ class Workflow:
                     recipient_cert=chain[0],
                     trust=self.node.trust(),
                     now=self.clock(),
+                    limits=self.node.config.limits,
                 )
         except PeerError as e:
             raise Refusal(e.code, e.message, detail=e.detail) from None

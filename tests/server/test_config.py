@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from exchange_common.errors import InputError
+from exchange_common.limits import DEFAULT_LIMITS, Limits
 from exchange_server.config import CONFIG_NAME, NodeConfig, SFTPConfig, load_config, render_config
 
 
@@ -23,6 +24,7 @@ def test_render_and_load_round_trip(tmp_path: Path) -> None:
         code="NODE01",
         name='杭州"核对"节点',
         sftp=SFTPConfig(port=2022, encryption_algs=("aes256-ctr",)),
+        limits=Limits(max_upload_bytes=1 << 20, max_connections=7, max_members=3),
     )
     _write(tmp_path, render_config(cfg))
     assert load_config(tmp_path) == cfg
@@ -65,3 +67,52 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     cfg = NodeConfig(home=tmp_path, code="N", name="n")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.code = "X"  # type: ignore[misc]
+
+
+NODE = '[node]\ncode = "N1"\nname = "节点"\n'
+
+
+def test_limits_section_is_the_one_limits_object(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, NODE)).limits == DEFAULT_LIMITS
+    cfg = load_config(
+        _write(tmp_path, NODE + "[limits]\nmax_upload_bytes = 1024\nmax_members = 2\n")
+    )
+    assert (cfg.limits.max_upload_bytes, cfg.limits.max_members) == (1024, 2)
+    assert cfg.limits.max_connections == DEFAULT_LIMITS.max_connections
+
+
+def test_limits_from_older_homes_are_still_read(tmp_path: Path) -> None:
+    text = (
+        NODE
+        + "[sftp]\nmax_connections = 3\nlogin_timeout_seconds = 9\n"
+        + "[security]\nmax_upload_bytes = 4096\n"
+    )
+    cfg = load_config(_write(tmp_path, text))
+    assert (
+        cfg.limits.max_connections,
+        cfg.limits.login_timeout_seconds,
+        cfg.limits.max_upload_bytes,
+    ) == (3, 9, 4096)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[sftp]\nmax_connections = 3\n[limits]\nmax_connections = 4\n", "both set"),
+        ("[limits]\nmax_members = 0\n", "max_members"),
+        ("[limits]\nmax_members = true\n", "max_members"),
+        ("[limits]\nio_block_size = 1024\n", "io_block_size"),
+        ("[limits]\nmax_rows = 5\n", "max_rows"),
+        ('[limits]\nmax_connections = "many"\n', "max_connections"),
+    ],
+)
+def test_bad_limits_are_refused_by_name(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(InputError) as e:
+        load_config(_write(tmp_path, NODE + text))
+    assert e.value.code == "E_CONFIG" and needle in e.value.message
+
+
+def test_the_example_configuration_loads(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / "config" / "node.example.toml"
+    cfg = load_config(_write(tmp_path, example.read_text("utf-8")))
+    assert cfg.limits.max_upload_bytes == 64 << 30 and cfg.limits.max_members == 10_000

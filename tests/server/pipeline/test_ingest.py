@@ -5,6 +5,7 @@ Runs on SQLite and PostgreSQL (when reachable) through the ``store_url`` fixture
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -14,6 +15,7 @@ import pytest
 from sqlmodel import select
 
 from exchange_common.codes import REGISTRY
+from exchange_common.limits import Limits
 from exchange_server.outbox.receipts import receipt_name
 from exchange_server.pipeline.router import AcceptedBundle, RouteOutcome
 from exchange_server.store.audit import verify_chain
@@ -210,3 +212,18 @@ def test_recovery_quarantines_unacknowledged_files_and_drops_partials(world: Wor
     assert spool.incoming_path(kept).exists()
     with world.node.session() as s:
         assert len(s.exec(select(Upload)).all()) == 1
+
+
+def test_the_node_limits_from_node_toml_bound_every_bundle(world: World) -> None:
+    """[limits] in node.toml is the object the pipeline verifies with: a bundle over it is
+    refused with a signed receipt, and the next one within it is accepted."""
+    big = world.seal("MZ330100", b"x" * 50_000)
+    small = world.seal("MZ330100")
+    world.node.config = dataclasses.replace(
+        world.node.config, limits=Limits(max_total_size=small.stat().st_size + 1024)
+    )
+    refused = world.upload("MZ330100", big)
+    assert world.ingest.process(refused).value == "rejected"
+    assert _upload(world, refused).reason_code == "E_LIMIT"
+    assert _receipt(world, "MZ330100", refused)["reason_code"] == "E_LIMIT"
+    assert world.ingest.process(world.upload("MZ330100", small)).value == "done"
