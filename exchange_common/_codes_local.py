@@ -6,15 +6,9 @@ Local input, CA state, transport and store. Row format and rules:
 
 from __future__ import annotations
 
-__all__ = ["ROWS"]
+from exchange_common._codes_peer import _CA, _FAULT, _LOCAL, _NET, _STORE
 
-# Category values (see exchange_common.codes.Category).
-_PEER = "peer input"
-_LOCAL = "local input"
-_CA = "CA state"
-_NET = "transport"
-_STORE = "store"
-_FAULT = "node fault"
+__all__ = ["ROWS"]
 
 ROWS: tuple[tuple[str, str, str, str], ...] = (
     # --- local input: files, keys, names -----------------------------------------------------

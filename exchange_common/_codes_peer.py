@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = ["ROWS"]
 
-# Category values (see exchange_common.codes.Category).
+# Category values (see exchange_common.codes.Category); _codes_local uses them too.
 _PEER = "peer input"
 _LOCAL = "local input"
 _CA = "CA state"

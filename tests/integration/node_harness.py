@@ -5,7 +5,7 @@
 - a throw-away ministry CA (``root/ca``; with ``intermediate=True`` an issuing CA under the
   root signs everything) and a node certificate issued by it;
 - a node home (``root/home``) made by :func:`exchange_server.admin.home.create_home`, with optional
-  ``[security]``/``[sftp]`` overrides written into ``node.toml``;
+  ``[security]``/``[sftp]``/``[limits]`` overrides written into ``node.toml``;
 - one credential set per :class:`DeptSpec` (``root/creds/<CODE>/``): the X.509 key and
   certificate chain the CA issued (registered networks = the department's addresses), and an
   OpenSSH ed25519 key pair; each department is registered in the node's registry;
@@ -55,6 +55,7 @@ from sqlmodel import col, select
 
 from exchange_common.errors import StoreError
 from exchange_common.fs import atomic_write
+from exchange_common.limits import Limits
 from exchange_server.admin.home import create_home
 from exchange_server.config import CONFIG_NAME, load_config, render_config
 from exchange_server.data.catalog import CatalogStore
@@ -198,10 +199,20 @@ class NodeHarness:
             crl=self.ca.dir / "crl.pem",
         )
         cfg = load_config(self.home)
+        # overrides name keys of [security], [sftp] or [limits] (the one limits object)
+        overrides = {**self.security, **self.sftp_settings}
+        in_limits = {f.name for f in dataclasses.fields(Limits)}
         cfg = dataclasses.replace(
             cfg,
-            security=dataclasses.replace(cfg.security, **self.security),
-            sftp=dataclasses.replace(cfg.sftp, **self.sftp_settings),
+            security=dataclasses.replace(
+                cfg.security, **{k: v for k, v in self.security.items() if k not in in_limits}
+            ),
+            sftp=dataclasses.replace(
+                cfg.sftp, **{k: v for k, v in self.sftp_settings.items() if k not in in_limits}
+            ),
+            limits=dataclasses.replace(
+                cfg.limits, **{k: v for k, v in overrides.items() if k in in_limits}
+            ),
         )
         atomic_write(self.home / CONFIG_NAME, render_config(cfg).encode())
         CatalogStore.for_home(self.home).publish(EXAMPLE_CATALOG)
