@@ -111,7 +111,7 @@ def _view(session: Session, dept: Department) -> DepartmentView:
         .where(DepartmentSSHKey.dept_code == dept.code)
         .order_by(col(DepartmentSSHKey.id))
     ).all()
-    cert = x509.load_pem_x509_certificate(dept.cert_pem.encode())
+    cert = _certificate(dept)
     return DepartmentView(
         code=DeptCode(dept.code),
         name=dept.name,
@@ -260,7 +260,7 @@ def set_networks(
     networks = parse_networks(allow_ips)
     if not networks:
         raise InputError("give at least one --allow-ip", code="E_IP")
-    cert = x509.load_pem_x509_certificate(dept.cert_pem.encode())
+    cert = _certificate(dept)
     _check_within(networks, identity_from_certificate(cert, dept.cert_fingerprint).networks)
     old = session.exec(
         select(DepartmentNetwork).where(DepartmentNetwork.dept_code == dept.code)
@@ -317,6 +317,11 @@ def list_departments(session: Session) -> list[DepartmentView]:
     return [_view(session, d) for d in rows]
 
 
+def _certificate(dept: Department) -> x509.Certificate:
+    """The department's registered certificate (the leaf it was registered with)."""
+    return x509.load_pem_x509_certificate(dept.cert_pem.encode())
+
+
 def department_certificate(session: Session, code: str) -> x509.Certificate | None:
     """The registered certificate of department ``code`` (the one the node seals to), or None
     when no such department is registered. Disabled departments keep theirs: a receipt for an
@@ -324,4 +329,4 @@ def department_certificate(session: Session, code: str) -> x509.Certificate | No
     dept = session.get(Department, code)
     if dept is None:
         return None
-    return x509.load_pem_x509_certificate(dept.cert_pem.encode())
+    return _certificate(dept)
