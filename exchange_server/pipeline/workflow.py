@@ -126,9 +126,13 @@ def parse_application(fields: Mapping[str, Any]) -> Application:
     business_type = _text(fields, "business_type")
     purpose = _text(fields, "purpose")
     count_text = _text(fields, "persons")
-    if not re.fullmatch(r"[0-9]+", count_text) or int(count_text) < 1:
+    # At most 9 ASCII digits: a count is never larger, and int() of a hostile 5,000-digit
+    # string raises ValueError (Python's integer-string limit), which would make the upload a
+    # node fault retried forever instead of a refusal.
+    if not re.fullmatch(r"[0-9]{1,9}", count_text, re.ASCII) or int(count_text) < 1:
         raise Refusal(
-            "E_APPLICATION", "application field 'persons' must be a whole number of at least 1"
+            "E_APPLICATION",
+            "application field 'persons' must be a whole number from 1 to 999999999",
         )
     default_range = _text(fields, "time_range", required=False)
     raw = fields.get("resources")

@@ -329,3 +329,15 @@ def test_catalog_publish_on_a_node_home_is_audited(world: World, tmp_path: Path)
         events = s.exec(select(AuditEvent).where(AuditEvent.action == "catalog.published")).all()
         assert [e.subject for e in events] == ["v2"]
         verify_chain(s)
+
+
+@pytest.mark.parametrize("count", ["9" * 5000, "1" + "0" * 9, "０１", "1.0", "-3"])
+def test_poison_persons_count_is_refused_and_jams_nothing(world: World, count: str) -> None:
+    """A query whose 'persons' is a 5,000-digit number (Python's integer-string limit) or any
+    other non-count: refused with E_APPLICATION and a signed receipt, not retried as a node
+    fault; the next department's bundle goes through."""
+    up = _push_query(world, persons=count)
+    assert (up.state, up.reason_code) == ("rejected", "E_APPLICATION")
+    assert _receipt(world, up, MZ)["reason_code"] == "E_APPLICATION"
+    assert world.ingest.pending() == []
+    assert _push_query(world).state == "done"
