@@ -62,9 +62,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb
 
+from exchange_common.catalog import Resource, load_catalog
 from exchange_common.tables.sql import quote_literal
 from exchange_server.admin.home import create_home
-from exchange_server.data.catalog import CatalogStore, Resource, load_catalog
+from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.datasets import DatasetStore
 from exchange_server.data.synthetic import write_dataset, write_persons
 from exchange_server.node import Node

@@ -174,7 +174,8 @@ def catalog_diff(
 
         exchange-server catalog diff --home /srv/node 1 2
     """
-    from exchange_server.data.catalog import CatalogStore, diff_catalogs
+    from exchange_common.catalog import diff_catalogs
+    from exchange_server.data.catalog import CatalogStore
 
     store = CatalogStore.for_home(home)
     lines = diff_catalogs(store.load(old)[1], store.load(new)[1])

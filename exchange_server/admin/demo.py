@@ -27,11 +27,12 @@ from typing import Any
 import asyncssh
 import duckdb
 
+from exchange_common.catalog import load_catalog
 from exchange_common.errors import TransportError
 from exchange_common.fs import atomic_write
 from exchange_common.tables.sql import quote_literal
 from exchange_server.admin.home import create_home
-from exchange_server.data.catalog import CatalogStore, load_catalog
+from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.synthetic import persons_sql, write_dataset
 from exchange_server.node import Node
 from exchange_server.store.registry import add_department

@@ -47,11 +47,11 @@ from typing import Any, Literal
 
 import duckdb
 
+from exchange_common.catalog import NUMERIC_TYPES, Resource
 from exchange_common.errors import InputError
 from exchange_common.masking import mask_text
 from exchange_common.tables.source import CSV_DIALECT
 from exchange_common.tables.sql import clean_sql, date_sql, quote_ident, quote_literal
-from exchange_server.data.catalog import NUMERIC_TYPES, Resource
 from exchange_server.data.datasets import parquet_source
 from exchange_server.data.duck import KEY_NAME, connect
 

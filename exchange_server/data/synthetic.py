@@ -33,9 +33,9 @@ from pathlib import Path
 
 import duckdb
 
+from exchange_common.catalog import ItemType, Resource
 from exchange_common.idnumber import check_character_sql
 from exchange_common.tables.sql import quote_ident, quote_literal
-from exchange_server.data.catalog import ItemType, Resource
 
 __all__ = [
     "REGIONS",

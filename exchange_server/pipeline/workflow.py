@@ -51,8 +51,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from exchange_common.catalog import Catalog, check_access
 from exchange_common.errors import InputError, PeerError
-from exchange_server.data.catalog import Catalog, CatalogStore, check_access
+from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.datasets import DatasetStore
 from exchange_server.data.engine import match, parse_time_range
 from exchange_server.data.persons import PERSON_HEADERS, prepare_persons

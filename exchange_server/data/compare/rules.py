@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exchange_common.catalog import TomlFields
 from exchange_common.errors import InputError
-from exchange_server.data.catalog import (
-    TomlFields,
-)
 from exchange_server.data.engine import parse_time_range
 from pki.identity import parse_dept_code
 

@@ -27,16 +27,11 @@ import duckdb
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
+from exchange_common.catalog import AccessDecision, Catalog, Resource, check_access
 from exchange_common.errors import ExchangeError, InputError
 from exchange_common.masking import mask_text
 from exchange_common.tables.sql import quote_ident, quote_literal
-from exchange_server.data.catalog import (
-    AccessDecision,
-    Catalog,
-    CatalogStore,
-    Resource,
-    check_access,
-)
+from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.compare.results import RunResult, TargetOutcome
 from exchange_server.data.compare.rules import Rule
 from exchange_server.data.compare.schedule import _utc, bundle_name, stamp_of

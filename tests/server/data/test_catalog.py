@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from exchange_common.errors import InputError
-from exchange_server.admin.cli import app
-from exchange_server.data.catalog import (
-    CatalogStore,
+from exchange_common.catalog import (
     SharingType,
     check_access,
     diff_catalogs,
     load_catalog,
     parse_catalog,
 )
+from exchange_common.errors import InputError
+from exchange_server.admin.cli import app
+from exchange_server.data.catalog import CatalogStore
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "catalog.example.toml"
 

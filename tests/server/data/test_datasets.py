@@ -23,10 +23,10 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from exchange_client.tables import validate_table
+from exchange_common.catalog import Resource, parse_catalog
 from exchange_common.errors import InputError
 from exchange_common.idnumber import check_character
 from exchange_common.tables.rows import MAX_REJECT_SAMPLES
-from exchange_server.data.catalog import Resource, parse_catalog
 from exchange_server.data.datasets import DatasetStore, IngestReport, parquet_source
 from exchange_server.data.duck import connect
 from exchange_server.store.models import DatasetVersion

@@ -15,10 +15,10 @@ from typing import Any
 import duckdb
 import pytest
 
+from exchange_common.catalog import Resource, check_access, parse_catalog
 from exchange_common.errors import InputError
 from exchange_common.idnumber import check_character, is_valid_id
 from exchange_common.tables.sql import quote_literal
-from exchange_server.data.catalog import Resource, check_access, parse_catalog
 from exchange_server.data.datasets import DatasetStore
 from exchange_server.data.duck import KEY_NAME
 from exchange_server.data.engine import MatchResult, match, parse_time_range
