@@ -21,7 +21,7 @@ from exchange_common.cli import (
     emit_json,
     err_console,
 )
-from exchange_common.codes import lookup
+from exchange_common.codes import lookup, registered_text
 
 DirOpt = Annotated[Path, typer.Option("--dir", help="The client directory (made by `init`).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
@@ -78,14 +78,8 @@ def _push_json(rec: Any, path: Path) -> dict[str, Any]:
         "uploaded_at": rec.uploaded_at,
         "verdict": rec.verdict,
         "reason_code": rec.reason_code,
-        "reason_text": _reason_text(rec.reason_code),
+        "reason_text": registered_text(rec.reason_code),
     }
-
-
-def _reason_text(code: str | None) -> str | None:
-    """The registry's sentence for a node's reason code (None when absent or unregistered)."""
-    entry = lookup(code)
-    return entry.peer_text if entry is not None else None
 
 
 def _report_verdict(rec: Any, path: Path, json_out: bool) -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "main",
     "peer_text",
     "reason",
+    "registered_text",
     "render_markdown",
 ]
 
@@ -119,6 +120,15 @@ def lookup(code: str | None) -> Reason | None:
     Never raises: for run-time paths (CLIs, receipts) that must not fail over a missing text.
     """
     return REGISTRY.get(code) if code else None
+
+
+def registered_text(code: str | None) -> str | None:
+    """The registry's peer text for ``code``, or ``None`` for no code or an unregistered one.
+
+    Never raises: what receipts and CLIs show beside a code.
+    """
+    entry = lookup(code)
+    return entry.peer_text if entry is not None else None
 
 
 def peer_text(code: str) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from exchange_common.codes import lookup
+from exchange_common.codes import registered_text
 from exchange_common.errors import InputError
 from exchange_common.fs import fsync_dir, sha256_file
 from exchange_common.timefmt import rfc3339
@@ -341,7 +341,7 @@ class Runner:
                 row.bundle_id, row.kind = b.bundle_id, b.kind
                 row.sha256, row.updated_at = b.sha256, now
                 s.add(row)
-                events += [EventSpec(a.actor, a.action, a.subject, dict(a.detail)) for a in t.audit]
+                events += _events(t)
                 accepted.append(item)
             append_events(s, events, now=now)
             s.flush()
@@ -349,10 +349,13 @@ class Runner:
                 item.row = rows[item.row.id].model_copy()
         return accepted, refused
 
+    def _store_path(self, bundle_id: str) -> Path:
+        return self.spool.store / f"{bundle_id}.bundle"
+
     def _stored(self, row: Upload) -> Path:
         """The accepted upload's bundle in ``store/`` (moved there from ``incoming/`` once)."""
         assert row.bundle_id is not None
-        stored = self.spool.store / f"{row.bundle_id}.bundle"
+        stored = self._store_path(row.bundle_id)
         incoming = self.spool.incoming_path(row.id)
         if incoming.exists():
             incoming.replace(stored)
@@ -417,7 +420,7 @@ class Runner:
                 row = rows[item.row.id]
                 row.state, row.receipt_name, row.updated_at = t.state.value, name, now
                 s.add(row)
-                events += [EventSpec(a.actor, a.action, a.subject, dict(a.detail)) for a in t.audit]
+                events += _events(t)
             append_events(s, events, now=now)
         return results | {item.row.id: t.state for item, _, t in finals}
 
@@ -431,7 +434,7 @@ class Runner:
         if action is None:
             return None
         # the registry's text for the code; the rule's own words beside it when they say more
-        text = peer_reason(action.code)
+        text = registered_text(action.code)
         receipt = Receipt(
             upload_id=row.id,
             bundle_id=row.bundle_id,
@@ -473,7 +476,7 @@ class Runner:
         quarantined = self.spool.quarantine / row.id
         sources = [self.spool.incoming_path(row.id)]
         if row.bundle_id is not None:
-            sources.append(self.spool.store / f"{row.bundle_id}.bundle")
+            sources.append(self._store_path(row.bundle_id))
         for path in sources:
             if path.exists():
                 path.replace(quarantined)
@@ -499,7 +502,7 @@ class Runner:
             s.add(up)
             append_events(
                 s,
-                [EventSpec(a.actor, a.action, a.subject, dict(a.detail)) for a in t.audit],
+                _events(t),
                 now=now,
             )
         return t.state
@@ -528,7 +531,6 @@ def _registry_snapshot(s: Session, codes: set[str], bundle_ids: list[str]) -> Re
     )
 
 
-def peer_reason(code: str | None) -> str | None:
-    """The registry's peer-facing text for ``code`` (None for no code or an unregistered one)."""
-    entry = lookup(code)
-    return entry.peer_text if entry is not None else None
+def _events(t: Transition) -> list[EventSpec]:
+    """The audit events of a transition, as the store appends them."""
+    return [EventSpec(a.actor, a.action, a.subject, dict(a.detail)) for a in t.audit]
