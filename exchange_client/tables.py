@@ -204,12 +204,10 @@ def validate_table(
                     continue
                 writer.writerow((cells + [""] * width)[:width])
                 lines.append(line)
-        check = check_table(raw, kind=kind, today=today, resource=resource, lines=lines)
-        if check.invalid:
-            check = check_table(
-                raw, kind=kind, today=today, resource=resource, lines=lines, valid_out=out
-            )
-        else:
+        check = check_table(
+            raw, kind=kind, today=today, resource=resource, lines=lines, valid_out=out
+        )
+        if not check.invalid:  # every row valid: what was written is what is sealed
             raw.replace(out)
     finally:
         raw.unlink(missing_ok=True)

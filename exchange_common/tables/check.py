@@ -138,8 +138,10 @@ def check_table(
     list) or ``data`` (rows of ``resource``, or of :func:`generic_resource` when None).
 
     ``lines`` maps the n-th data row to the line of the original file (so a problem names the
-    line the operator sees); by default row n is line n + 1. With ``valid_out`` the valid rows,
-    unchanged and in order, are written there as a UTF-8 CSV with the same header.
+    line the operator sees); by default row n is line n + 1. With ``valid_out``, when some row
+    is invalid, the valid rows, unchanged and in order, are written there as a UTF-8 CSV with
+    the same header (in the same pass); when every row is valid nothing is written there: the
+    table itself is the valid rows.
     Raises InputError ``E_SCHEMA`` (columns that do not fit, an unreadable table) or
     ``E_ENCODING`` (a CSV that is not UTF-8), exactly as the node would.
     """
@@ -167,7 +169,7 @@ def check_table(
             checked = plan.sql("numbered", keep=("_row", "_key"))
         con.execute(f"CREATE TEMP TABLE checked AS SELECT _row, _key, _reject FROM ({checked})")
         result = _summarise(con, lines, today)
-        if valid_out is not None:
+        if valid_out is not None and result.invalid:
             con.execute(
                 "COPY (SELECT n.* EXCLUDE (_row, _key) FROM numbered n JOIN checked c USING (_row) "
                 f"WHERE c._reject IS NULL ORDER BY _row) TO {quote_literal(str(valid_out))} "
