@@ -128,6 +128,21 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         "Correct the catalog TOML file named in the message (see docs/catalog.md).",
     ),
     (
+        "E_CALENDAR",
+        _LOCAL,
+        "A working-day deadline cannot be computed yet.",
+        "A deadline or a date needs a year with no working-day data: import the State "
+        "Council's holiday schedule for that year with `exchange-server calendar import` "
+        "(see docs/working-days.md).",
+    ),
+    (
+        "E_CALENDAR_FILE",
+        _LOCAL,
+        "The working-day calendar file is invalid.",
+        "Correct the year and date named in the message in the calendar file (see "
+        "docs/working-days.md); nothing from the file was imported.",
+    ),
+    (
         "E_RULES",
         _LOCAL,
         "The comparison rules are invalid.",
