@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "AuditEvent",
     "BundleState",
+    "CalendarYear",
     "DatasetVersion",
     "Department",
     "DepartmentNetwork",
@@ -165,3 +166,22 @@ class DatasetVersion(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     catalog_version: int
     created_at: dt.datetime = Field(sa_column=_utc_column())
+
+
+class CalendarYear(SQLModel, table=True):
+    """One year of working-day data imported from a calendar file (docs/working-days.md).
+
+    ``holidays`` and ``workdays`` are JSON lists of ISO dates, sorted; ``sha256`` is the digest
+    of the year's canonical content (:func:`exchange_server.store.calendar.canonical_json`).
+    A year imported again replaces its row; every import is in the audit trail.
+    """
+
+    __tablename__ = "calendar_year"
+
+    year: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    source: str
+    holidays: str
+    workdays: str
+    sha256: str = Field(max_length=64)
+    imported_at: dt.datetime = Field(sa_column=_utc_column())
+    imported_by: str = Field(max_length=64)
