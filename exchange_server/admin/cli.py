@@ -15,6 +15,7 @@ import typer
 
 from exchange_common.cli import EXIT_CODES_HELP, console, emit_json, err_console, fail_on_error
 from exchange_common.errors import InputError
+from exchange_server.admin.calendar_cli import calendar_app
 from exchange_server.admin.catalog_cli import catalog_app
 from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
 from exchange_server.admin.compare_cli import compare_app
@@ -206,6 +207,7 @@ def csr(
 app.add_typer(dept_app, name="dept")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(compare_app, name="compare")
+app.add_typer(calendar_app, name="calendar")
 
 
 def main() -> None:
