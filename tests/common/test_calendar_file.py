@@ -253,3 +253,14 @@ def test_one_bad_year_refuses_the_whole_file(tmp_path: Path) -> None:
     bad = entry(FICTIONAL_2027) | {"year": 2028, "source": "TEST DATA"}  # 2027 dates in 2028
     path = write_calendar(tmp_path / "cal.toml", [entry(FICTIONAL_2027), bad])
     assert "year 2028" in _refused(path)
+
+
+def test_the_example_in_the_docs_is_the_2026_schedule(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "working-days.md").read_text("utf-8")
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.toml"
+    path.write_text(example, encoding="utf-8")
+    published = WorkCalendar().year_days(2026)
+    assert parse_calendar_file(path) == {
+        2026: YearDays(2026, published.holidays, published.workdays, "国办发明电〔2025〕7号")
+    }
