@@ -77,6 +77,10 @@ class CalendarGap(InputError):
         )
         self.year = year
 
+    def __reduce__(self) -> tuple[type[CalendarGap], tuple[int]]:
+        # Rebuilt from the year, not the message, when it crosses a process boundary.
+        return (CalendarGap, (self.year,))
+
 
 @dataclass(frozen=True)
 class YearDays:

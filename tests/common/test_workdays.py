@@ -14,6 +14,7 @@ used.
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 
 import chinese_calendar
 import pytest
@@ -162,6 +163,12 @@ def test_a_period_into_a_year_without_data_is_a_calendar_gap(cal: WorkCalendar) 
     assert isinstance(gap, InputError) and gap.exit_code == 3
     assert "2027" in gap.message and "exchange-server calendar import" in gap.message
     assert gap.registry_entry is not None
+
+
+def test_a_calendar_gap_survives_pickling() -> None:
+    gap = pickle.loads(pickle.dumps(CalendarGap(2027)))  # noqa: S301  (our own bytes)
+    assert isinstance(gap, CalendarGap) and gap.year == 2027 and gap.code == "E_CALENDAR"
+    assert str(gap) == str(CalendarGap(2027))
 
 
 def test_an_imported_year_completes_the_period() -> None:
