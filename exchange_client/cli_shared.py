@@ -108,4 +108,5 @@ def _outcome_line(o: PullOutcome) -> str:
     if o.kind == "receipt":
         extra = f" ({o.reason_code})" if o.reason_code else ""
         return f"{o.name}: receipt for {o.receipt_for}: {o.verdict}{extra}"
-    return f"{o.name}: {o.kind} {o.bundle_id} opened into {o.opened_to}"
+    line = f"{o.name}: {o.kind} {o.bundle_id} opened into {o.opened_to}"
+    return f"{line}\n  {o.summary}" if o.summary else line

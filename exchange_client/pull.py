@@ -47,6 +47,8 @@ class PullOutcome:
     receipt_for: str | None = None
     verdict: str | None = None
     opened_to: str | None = None
+    #: One line on what a relay asks or a result segment says (resources and their states).
+    summary: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON form for ``--json`` output."""
@@ -132,7 +134,15 @@ def process_download(
         state.pulled[name] = item
         return PullOutcome(name, "rejected", reason_code=e.code)
     item.kind, item.bundle_id = kind, bundle_id
-    outcome = PullOutcome(name, "opened", kind=kind, bundle_id=bundle_id, opened_to=str(target))
+    item.fields = _recorded_fields(kind, dict(opened.manifest.fields), target)
+    outcome = PullOutcome(
+        name,
+        "opened",
+        kind=kind,
+        bundle_id=bundle_id,
+        opened_to=str(target),
+        summary=_summary(kind, item.fields),
+    )
     if kind == "receipt":
         fields = opened.manifest.fields
         answered = fields.get("bundle_id")
@@ -164,6 +174,39 @@ def process_download(
     path.replace(final)
     state.pulled[name] = item
     return outcome
+
+
+#: Of a result segment's report, what the client keeps per resource (no personal data).
+_STATUS_KEYS = ("resource", "answered_by", "provider", "state", "due_date", "segment")
+
+
+def _recorded_fields(kind: str, fields: dict[str, Any], opened: Path) -> dict[str, Any]:
+    """The manifest fields kept in the state; a result segment adds its per-resource states."""
+    if kind == "result":
+        try:
+            report = json.loads((opened / "report.json").read_text(encoding="utf-8"))
+            fields["statuses"] = [
+                {k: r.get(k) for k in _STATUS_KEYS} for r in report.get("resources", [])
+            ]
+            fields["due_date"] = report.get("due_date")
+        except (OSError, ValueError, AttributeError):
+            pass  # an old node's result without a report: the fields alone
+    return fields
+
+
+def _summary(kind: str, fields: dict[str, Any]) -> str | None:
+    """The line `pull` prints for a relay or a result segment."""
+    if kind == "relay":
+        return (
+            f"relay for {fields.get('resource')}: {fields.get('persons')} person(s), "
+            f"answer by {fields.get('due_date') or 'no deadline (calendar missing)'} "
+            f"(exchange-client respond --to-query <id>)"
+        )
+    if kind == "result" and "statuses" in fields:
+        states = ", ".join(f"{s['resource']} {s['state']}" for s in fields["statuses"])
+        end = "final" if fields.get("final") else "more to come"
+        return f"result segment {fields.get('segment')} ({end}; {fields.get('status')}): {states}"
+    return None
 
 
 def pull(

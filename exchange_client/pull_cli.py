@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -23,7 +23,7 @@ from exchange_client.pull import convert_opened, pull
 from exchange_client.push import (
     wait_for_receipt,
 )
-from exchange_client.state import read_state
+from exchange_client.state import State, read_state
 from exchange_client.tables import OUTPUT_FORMATS
 from exchange_common.cli import (
     console,
@@ -117,20 +117,109 @@ def pull_cmd(
         raise typer.Exit(1)
 
 
+def query_status(state: State, query_id: str) -> dict[str, Any]:
+    """Where a query pushed from this directory stands, from what was pulled for it.
+
+    The newest result segment's states win; before any segment, the receipt's routing (every
+    resource pending). Raises InputError ``E_NOT_FOUND`` for a query this directory did not push.
+    """
+    pushed = state.pushed.get(query_id)
+    if pushed is None or pushed.kind != "query":
+        raise InputError(f"no query {query_id} was pushed from this directory", code="E_NOT_FOUND")
+    segments = sorted(
+        (
+            p
+            for p in state.pulled.values()
+            if p.kind == "result" and (p.fields or {}).get("in_reply_to") == query_id
+        ),
+        key=lambda p: int((p.fields or {}).get("segment") or 0),
+    )
+    resources: list[dict[str, Any]] = []
+    due_date = None
+    final = False
+    if segments:
+        last = segments[-1].fields or {}
+        resources = list(last.get("statuses") or [])
+        due_date, final = last.get("due_date"), bool(last.get("final"))
+    else:
+        for p in state.pulled.values():
+            f = p.fields or {}
+            if p.kind == "receipt" and f.get("bundle_id") == query_id:
+                q = (f.get("details") or {}).get("query") or {}
+                due_date = q.get("due_date")
+                resources = [r | {"state": "pending"} for r in q.get("routing") or []]
+    waiting = [r["resource"] for r in resources if r.get("state") in _WAITING]
+    if pushed.verdict != "accepted":
+        overall = pushed.verdict
+    elif final:
+        answered = all(r.get("state") == "answered" for r in resources)
+        overall = "answered" if answered else "closed, not fully answered"
+    else:
+        overall = "open" if resources else "accepted, no answer yet"
+    return {
+        "query": query_id,
+        "state": overall,
+        "due_date": due_date,
+        "segments": [int((p.fields or {}).get("segment") or 0) for p in segments],
+        "waiting": waiting,
+        "resources": resources,
+    }
+
+
+_WAITING = ("pending", "extended", "overdue")
+
+
 @fail_on_error
-def status(directory: DirOpt, json_out: JsonOpt = False) -> None:
-    """Show the bundles pushed (with the node's verdict) and the files pulled.
+def status(
+    directory: DirOpt,
+    query: Annotated[
+        str | None,
+        typer.Argument(
+            help="A query pushed from DIR: show each resource's routing, state and deadline."
+        ),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show the bundles pushed (with the node's verdict) and the files pulled, or one query.
 
     Shows ids, kinds, times, counts, sizes and reason codes only: never member file names.
+    With QUERY_ID: per requested resource how it is answered (`node` or `provider`), its state
+    (answered, pending, overdue, extended, terminated, no_data, failed) and its deadline (a date
+    in Asia/Shanghai), from the receipt and the result segments pulled so far (`pull` first).
 
     **Examples**
 
         exchange-client status --dir ~/mz
 
         exchange-client status --dir ~/mz --json
+
+        exchange-client status --dir ~/mz 3f2c8a6e-5d1b-4c1e-9a57-0c2d5e7f9b10
     """
     cfg = load_config(directory)
     state = read_state(cfg.state_path)
+    if query is not None:
+        info = query_status(state, query)
+        if json_out:
+            emit_json(info)
+            return
+        console.print(
+            f"query {query}: {info['state']}; whole verification due {info['due_date'] or '-'}; "
+            f"segments pulled: {', '.join(map(str, info['segments'])) or 'none'}",
+            markup=False,
+        )
+        t = Table()
+        for col in ("resource", "answered by", "state", "due (Asia/Shanghai)", "segment"):
+            t.add_column(col)
+        for r in info["resources"]:
+            t.add_row(
+                str(r.get("resource")),
+                str(r.get("answered_by")),
+                str(r.get("state")),
+                str(r.get("due_date") or "-"),
+                str(r.get("segment") or "-"),
+            )
+        console.print(t)
+        return
     pushed = sorted(state.pushed.values(), key=lambda r: r.created_at)
     pulled = sorted(state.pulled.values(), key=lambda p: p.pulled_at)
     if json_out:

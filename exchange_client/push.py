@@ -59,7 +59,7 @@ PUSH_KINDS = (
 
 
 #: Kinds whose tabular inputs (.csv .xlsx .parquet) are validated before sealing.
-VALIDATED_KINDS = (BundleKind.QUERY, BundleKind.DATA)
+VALIDATED_KINDS = (BundleKind.QUERY, BundleKind.DATA, BundleKind.RESPONSE)
 
 
 class RowsRejected(InputError):
@@ -106,8 +106,10 @@ def prepare_inputs(
         if target.exists():
             raise InputError("two tables share a name stem: a bundle's member names must be unique")
         try:
+            # an answer to a relay holds rows of its resource, checked like a data push
+            as_kind = "query" if kind is BundleKind.QUERY else "data"
             report = validate_table(
-                f, kind.value, target, encoding=encoding, today=today, resource=resource
+                f, as_kind, target, encoding=encoding, today=today, resource=resource
             )
         except InputError as e:
             e.message = f"file {position}: {e.message}"
@@ -132,13 +134,13 @@ CATALOG_NAME = "catalog.toml"
 
 
 def push_resource(directory: Path, kind: BundleKind, fields: dict[str, Any]) -> Resource | None:
-    """The catalog resource a ``data`` push is checked against: ``fields["resource"]`` in
-    ``DIR/catalog.toml``. None for other kinds, or when the department has no catalog file
+    """The catalog resource a ``data`` push or a ``response`` is checked against:
+    ``fields["resource"]`` in ``DIR/catalog.toml``. None for other kinds, or when the department has no catalog file
     (then only ID-number columns are checked). Raises InputError (``E_CATALOG``, ``E_NOT_FOUND``) for an
     unreadable catalog and ``E_UNKNOWN_RESOURCE`` for a code the catalog does not list (the node would
     refuse the push for it)."""
     path = Path(directory) / CATALOG_NAME
-    if kind is not BundleKind.DATA or not path.is_file():
+    if kind not in (BundleKind.DATA, BundleKind.RESPONSE) or not path.is_file():
         return None
     catalog = load_catalog(path)
     code = fields.get("resource")

@@ -213,9 +213,14 @@ def respond(
 ) -> None:
     """Answer a query the node relayed to your department (a data-source department's reply).
 
-    The query must have been pulled into this directory (`pull`); the answer is sealed as a
-    `response` bundle whose manifest names the query (`in_reply_to`), uploaded, and with
-    `--wait` its receipt is awaited as for `push` (exit 0 accepted, 1 rejected, 5 network).
+    The relay must have been pulled into this directory (`pull` lists it as kind `relay`, with
+    the resource, the items asked and the deadline). The answer is one table: the resource's key
+    column (e.g. 公民身份号码) and some of the items asked, one row per record; a person without
+    a record has no row. With `DIR/catalog.toml` it is checked like a data push before sealing.
+    The node refuses an answer that names a person or an item the relay did not ask for
+    (E_NOT_ASKED) or holds invalid values (E_ANSWER_VALUES); the relay then stays open for a
+    corrected answer. With `--wait` the receipt is awaited as for `push` (exit 0 accepted,
+    1 rejected, 5 network).
 
     **Examples**
 
@@ -225,12 +230,17 @@ def respond(
     """
     cfg = load_config(directory)
     pulled = read_state(cfg.state_path).pulled.values()
-    if not any(p.bundle_id == query and p.kind in ("relay", "query") for p in pulled):
+    relay = next((p for p in pulled if p.bundle_id == query and p.kind == "relay"), None)
+    if relay is None:
         raise InputError(
             f"no relayed query {query} was pulled into {cfg.dir}: run `exchange-client pull` "
             "first, and answer only queries the node relayed to you",
             code="E_NOT_FOUND",
         )
+    asked = relay.fields or {}
+    extra: dict[str, Any] = {"in_reply_to": query}
+    if isinstance(asked.get("resource"), str):
+        extra["resource"] = asked["resource"]  # checked against DIR/catalog.toml before sealing
     cfg, creds, sealed = _validate_and_seal(
         directory,
         "response",
@@ -239,6 +249,6 @@ def respond(
         fields_json,
         None,
         False,
-        extra_fields={"in_reply_to": query},
+        extra_fields=extra,
     )
     _upload_and_report(cfg, creds, sealed, wait, timeout, retries, json_out)

@@ -64,6 +64,9 @@ class PulledItem:
     #: For a receipt: the pushed bundle it answers and its verdict.
     receipt_for: str | None = None
     verdict: str | None = None
+    #: The bundle's manifest fields (the node puts no personal data there), and for a result
+    #: segment the state of every resource of its query (``statuses``).
+    fields: dict[str, Any] | None = None
 
 
 @dataclass

@@ -342,8 +342,33 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     (
         "E_PROVIDER",
         _PEER,
-        "Only the providing department may push data for this resource.",
-        "Data pushes must come from the resource's provider named in the catalog.",
+        "Only the providing department may push data for this resource or answer its relays.",
+        "Data pushes and relay answers must come from the resource's provider named in the catalog.",
+    ),
+    # --- relayed queries: the provider's answer (respond) -----------------------------------
+    (
+        "E_RELAY_UNKNOWN",
+        _PEER,
+        "The answer names no relay the node sent.",
+        "Answer with the relay's bundle id as `exchange-client pull` shows it (kind relay).",
+    ),
+    (
+        "E_RELAY_CLOSED",
+        _PEER,
+        "The relay is already answered or was ended; the answer is not used.",
+        "Nothing to do for this relay; see `exchange-client status` for the query's state.",
+    ),
+    (
+        "E_NOT_ASKED",
+        _PEER,
+        "The answer names a person or an item that the relay did not ask for.",
+        "Answer only the persons of the relay's list and only the items it names; resend.",
+    ),
+    (
+        "E_ANSWER_VALUES",
+        _PEER,
+        "The answer holds values that are not valid for their item types.",
+        "Correct the values counted by reason in the receipt (dates, codes, numbers, ID numbers) and resend.",
     ),
     (
         "E_TIME_RANGE",

@@ -32,13 +32,18 @@ __all__ = [
 _HASH_BLOCK = 1 << 20
 
 
-def fsync_dir(path: Path) -> None:
-    """Flush a directory entry change (create, rename) to disk."""
+def fsync_file(path: Path) -> None:
+    """Flush ``path``'s contents to disk (before a rename makes it visible)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry change (create, rename) to disk."""
+    fsync_file(path)
 
 
 @contextlib.contextmanager

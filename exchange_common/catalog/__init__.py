@@ -26,6 +26,7 @@ from exchange_common.catalog.access import AccessDecision, check_access
 from exchange_common.catalog.diff import diff_catalogs
 from exchange_common.catalog.model import (
     NUMERIC_TYPES,
+    AnsweredBy,
     Catalog,
     Item,
     ItemType,
@@ -39,6 +40,7 @@ from exchange_common.catalog.parse import TomlFields, load_catalog, parse_catalo
 __all__ = [
     "NUMERIC_TYPES",
     "AccessDecision",
+    "AnsweredBy",
     "Catalog",
     "Item",
     "ItemType",

@@ -42,6 +42,13 @@ class Sensitivity(StrEnum):
     HIGHLY_SENSITIVE = "highly_sensitive"  # 高度敏感
 
 
+class AnsweredBy(StrEnum):
+    """Who answers queries for a resource (issue "Relayed queries", DESIGN §5b)."""
+
+    NODE = "node"  # from the datasets the provider pushed to the node (归集)
+    PROVIDER = "provider"  # relayed to the providing department, which answers in working days
+
+
 NUMERIC_TYPES = frozenset({ItemType.INTEGER, ItemType.DECIMAL})
 
 
@@ -98,6 +105,10 @@ class Resource:
     scope: tuple[ScopeRule, ...] = ()
     feedback_days: int = 5
     description: str = ""
+    #: Whether the node answers from pushed datasets or relays queries to the provider.
+    answered_by: AnsweredBy = AnsweredBy.NODE
+    #: Whether a relay carries the persons' names (else only ID numbers and authorizations).
+    relay_names: bool = False
 
     def item(self, name: str) -> Item | None:
         """The item called ``name``, or None."""
@@ -117,6 +128,8 @@ class Catalog:
     resources: Mapping[str, Resource]
     feedback_days: int = 5
     business_types: tuple[str, ...] = ()
+    #: Working days for the whole verification (浙江 四(一): 10).
+    query_days: int = 10
 
     def resource(self, code: str) -> Resource | None:
         """The resource with ``code``, or None."""
@@ -133,5 +146,6 @@ def _plain(catalog: Catalog) -> dict[str, Any]:
         "title": catalog.title,
         "feedback_days": catalog.feedback_days,
         "business_types": list(catalog.business_types),
+        "query_days": catalog.query_days,
         "resources": {code: asdict(r) for code, r in sorted(catalog.resources.items())},
     }

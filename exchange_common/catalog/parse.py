@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from exchange_common.catalog.model import (
+    AnsweredBy,
     Catalog,
     Item,
     ItemType,
@@ -122,6 +123,7 @@ def _parse_resource(table: Mapping[str, Any], default_days: int, index: int) -> 
         "code", "name", "classification", "provider", "format", "update_period",
         "sharing_type", "sharing_conditions", "scope", "sharing_method", "source_system",
         "security_level", "item", "key_item", "time_item", "feedback_days", "description",
+        "answered_by", "relay_names",
     )  # fmt: skip
     items = tuple(
         _parse_item(t, f"resource {code} item #{n + 1}") for n, t in enumerate(f.tables("item"))
@@ -178,6 +180,8 @@ def _parse_resource(table: Mapping[str, Any], default_days: int, index: int) -> 
         time_item=time_item,
         feedback_days=f.integer("feedback_days", default_days, low=1, high=60),
         description=f.text("description", ""),
+        answered_by=f.enum("answered_by", AnsweredBy, AnsweredBy.NODE),
+        relay_names=f.flag("relay_names", False),
     )
 
 
@@ -190,7 +194,7 @@ def parse_catalog(text: str, *, source: str = "catalog") -> Catalog:
     head = TomlFields(data.get("catalog", {}), "[catalog]")
     if not isinstance(head.table, dict):
         raise head.fail("must be a table")
-    head.only("title", "feedback_days", "business_types")
+    head.only("title", "feedback_days", "business_types", "query_days")
     TomlFields(data, source).only("catalog", "resource")
     days = head.integer("feedback_days", 5, low=1, high=60)
     resources: dict[str, Resource] = {}
@@ -206,6 +210,7 @@ def parse_catalog(text: str, *, source: str = "catalog") -> Catalog:
         resources=resources,
         feedback_days=days,
         business_types=head.texts("business_types"),
+        query_days=head.integer("query_days", 10, low=1, high=120),
     )
 
 

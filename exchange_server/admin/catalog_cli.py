@@ -128,7 +128,7 @@ def catalog_show(
         chosen = [cat.resources[resource]]
     if json_out:
         emit_json(
-            {"version": meta.version, "title": cat.title}
+            {"version": meta.version, "title": cat.title, "query_days": cat.query_days}
             | {"resources": [dataclasses.asdict(r) for r in chosen]}
         )
         return
@@ -136,7 +136,8 @@ def catalog_show(
     for r in chosen:
         console.print(
             f"{r.code}  {r.name}  [{r.sharing_type}]  {r.provider}  "
-            f"level {r.security_level}  {r.feedback_days} working days",
+            f"level {r.security_level}  answered by {r.answered_by}  "
+            f"{r.feedback_days} working days",
             markup=False,
         )
         if resource is not None:

@@ -40,7 +40,6 @@ check (normalise and check) costs about 0.6 µs of CPU per row.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -54,13 +53,19 @@ from sqlmodel import col, func, select
 
 from exchange_common.catalog import Resource
 from exchange_common.errors import InputError
-from exchange_common.fs import fsync_dir, sha256_file
+from exchange_common.fs import fsync_dir, fsync_file, sha256_file
 from exchange_common.idnumber import china_today
 from exchange_common.masking import mask_text
 from exchange_common.tables.rows import check_columns, reject_summary, row_plan
 from exchange_common.tables.source import table_source, unreadable
 from exchange_common.tables.sql import quote_literal
-from exchange_server.data.duck import KEY_NAME, connect, load_data_key
+from exchange_server.data.duck import (
+    KEY_NAME,
+    connect,
+    copy_encrypted,
+    encrypted_scan,
+    load_data_key,
+)
 from exchange_server.node import Node
 from exchange_server.store.models import DatasetVersion
 
@@ -203,17 +208,10 @@ class DatasetStore:
                 tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
                 con.execute("SET preserve_insertion_order = false")
                 try:
-                    con.execute(
-                        f"COPY ({plan.sql(src)}) TO {_lit(str(tmp))} (FORMAT parquet, "
-                        f"COMPRESSION zstd, COMPRESSION_LEVEL 1, PARQUET_VERSION v2, "
-                        f"ENCRYPTION_CONFIG {{footer_key: {_lit(KEY_NAME)}}})"
-                    )
+                    copy_encrypted(con, plan.sql(src), tmp)
                 except duckdb.Error as e:
                     raise unreadable(resource.code, table, e) from None
-                stored = (
-                    f"read_parquet({_lit(str(tmp))}, "
-                    f"encryption_config = {{footer_key: {_lit(KEY_NAME)}}})"
-                )
+                stored = encrypted_scan(tmp)
             total, rejected, by_reason, samples = reject_summary(con, stored, resource.key_item)
             if total and rejected == total and done is None:
                 raise InputError(
@@ -332,6 +330,5 @@ class _NotRecorded(RuntimeError):
 
 def _sync_and_hash(path: Path) -> str:
     """fsync ``path`` and return its SHA-256 (hex)."""
-    with path.open("rb+") as fh:
-        os.fsync(fh.fileno())
+    fsync_file(path)
     return sha256_file(path)

@@ -96,3 +96,21 @@ def connect(
         con.close()
         raise
     return con
+
+
+def encrypted_scan(path: Path) -> str:
+    """SQL relation reading an encrypted Parquet file (the data key must be registered)."""
+    return (
+        f"read_parquet({quote_literal(str(path))}, "
+        f"encryption_config = {{footer_key: {quote_literal(KEY_NAME)}}})"
+    )
+
+
+def copy_encrypted(con: duckdb.DuckDBPyConnection, query: str, target: Path) -> None:
+    """Write the rows of ``query`` to ``target`` as Parquet encrypted under the data key
+    (zstd level 1, Parquet v2: the layout every stored dataset and answer has)."""
+    con.execute(
+        f"COPY ({query}) TO {quote_literal(str(target))} (FORMAT parquet, COMPRESSION zstd, "
+        f"COMPRESSION_LEVEL 1, PARQUET_VERSION v2, "
+        f"ENCRYPTION_CONFIG {{footer_key: {quote_literal(KEY_NAME)}}})"
+    )

@@ -19,9 +19,9 @@ The whole transition table (state, event → next state)::
     accepted  --ReviewRefused-->  rejected   stored bundle quarantined, rejection receipt
     accepted  --Routed(done)-->   done       nothing more to do (a dataset stored, a query answered)
     accepted  --Routed(waiting)-> routed     waits for something else (a provider's answer)
+    routed    --QueryClosed-->    done       the query's final segment was delivered
 
-``rejected``, ``done`` and ``routed`` take no event here (``routed`` is left by the query
-workflow, later). Any other pair raises :class:`InvalidTransition`: a node fault, never a
+``rejected`` and ``done`` take no event. Any other pair raises :class:`InvalidTransition`: a node fault, never a
 peer's. The sender of a drop-folder bundle is its signer (there is no login to compare).
 """
 
@@ -34,7 +34,7 @@ from enum import StrEnum
 from typing import Any
 
 from exchange_common.net import in_networks
-from exchange_server.store.models import BundleState
+from exchange_server.store.models import BundleState, Upload
 
 __all__ = [
     "TRANSITIONS",
@@ -46,6 +46,7 @@ __all__ = [
     "Event",
     "InvalidTransition",
     "Quarantine",
+    "QueryClosed",
     "RecordSeen",
     "RegistrySnapshot",
     "ReviewPassed",
@@ -85,6 +86,20 @@ class UploadFacts:
     bundle_id: str | None = None
     kind: str | None = None
     sha256: str | None = None
+
+    @classmethod
+    def of(cls, row: Upload) -> UploadFacts:
+        """The facts of an upload record."""
+        return cls(
+            id=row.id,
+            state=BundleState(row.state),
+            dept_code=row.dept_code,
+            source=row.source,
+            remote_addr=row.remote_addr,
+            bundle_id=row.bundle_id,
+            kind=row.kind,
+            sha256=row.sha256,
+        )
 
 
 @dataclass(frozen=True)
@@ -161,7 +176,12 @@ class Routed:
     waiting: bool
 
 
-Event = BundleInvalid | BundleVerified | ReviewPassed | ReviewRefused | Routed
+@dataclass(frozen=True)
+class QueryClosed:
+    """A waiting query's final result segment was delivered (:mod:`.queries`)."""
+
+
+Event = BundleInvalid | BundleVerified | ReviewPassed | ReviewRefused | Routed | QueryClosed
 
 
 # --- outputs -------------------------------------------------------------------------------
@@ -345,6 +365,14 @@ def _on_routed(upload: UploadFacts, ev: Routed, reg: RegistrySnapshot) -> Transi
     )
 
 
+def _on_query_closed(upload: UploadFacts, ev: QueryClosed, reg: RegistrySnapshot) -> Transition:
+    return Transition(
+        state=BundleState.DONE,
+        dept_code=upload.dept_code,
+        audit=(AuditSpec("node", "bundle.done", upload.bundle_id, {"upload": upload.id}),),
+    )
+
+
 _Handler = Callable[[UploadFacts, Any, RegistrySnapshot], Transition]
 
 #: (state, event type) -> the rule deciding that transition: the whole table.
@@ -354,6 +382,7 @@ TRANSITIONS: Mapping[tuple[BundleState, type], _Handler] = {
     (BundleState.ACCEPTED, ReviewPassed): _on_review_passed,
     (BundleState.ACCEPTED, ReviewRefused): _on_review_refused,
     (BundleState.ACCEPTED, Routed): _on_routed,
+    (BundleState.ROUTED, QueryClosed): _on_query_closed,
 }
 
 

@@ -10,6 +10,7 @@ that would accept data without a catalog review (fail closed).
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -37,6 +38,8 @@ class AcceptedBundle:
     kind: str
     sender: str
     path: Path
+    #: When the upload reached the node (deadlines count from it); None in some tests.
+    received_at: dt.datetime | None = None
 
 
 class RouteOutcome(StrEnum):

@@ -122,17 +122,7 @@ class _Item:
 
     @property
     def facts(self) -> UploadFacts:
-        r = self.row
-        return UploadFacts(
-            id=r.id,
-            state=BundleState(r.state),
-            dept_code=r.dept_code,
-            source=r.source,
-            remote_addr=r.remote_addr,
-            bundle_id=r.bundle_id,
-            kind=r.kind,
-            sha256=r.sha256,
-        )
+        return UploadFacts.of(self.row)
 
 
 class Runner:
@@ -379,6 +369,7 @@ class Runner:
                 kind=row.kind or "",
                 sender=row.dept_code,
                 path=self._stored(row),
+                received_at=as_utc(row.received_at),
             )
             touched.add(bundle.path.parent)
             event: Event

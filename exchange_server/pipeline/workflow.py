@@ -23,17 +23,27 @@ persons list. Formal review (形式审查) refuses with a reason code:
 - ``E_SCHEMA``: not exactly one persons table, or a required column missing;
 - ``E_COUNT``: the persons count stated in the application differs from the table;
 - ``E_ID``: an ID number fails GB 11643;
-- ``E_AUTHORIZATION``: a person without an authorization reference (先授权、后核对; an
-  incomplete authorization suspends the query, 浙江 六(二): it is refused and must be resent).
+- ``E_AUTHORIZATION``: a person without an authorization reference (先授权、后核对; it is
+  refused and must be resent complete; suspension, 浙江 六(二), is not built yet).
 
-Route answers the query from the datasets held on the node: per resource the engine's results
-and household summary, plus ``report.json``, sealed by the node for the requester as
-``result-<QUERY_BUNDLE_ID>.bundle`` (kind ``result``) in its outbox. A resource without data on
-the node is reported as ``E_NO_DATA`` in the report. Answering is idempotent: the result's name
-and bundle id are functions of the query, so a crash and a second run produce no duplicate.
+Review also decides, per requested resource, who answers it (the catalog's ``answered_by``)
+and until when (working days, :mod:`exchange_common.workdays`): the receipt says so.
 
-Plaintext exists only in ``spool/work/<UPLOAD>/`` while a step runs; the normalised persons
-list kept between review and route is encrypted under the node data key.
+Route records the query in the query book (:mod:`exchange_server.pipeline.queries`), sends a
+relay to the provider of every resource it keeps, and answers the hosted ones from the datasets
+on the node (:mod:`exchange_server.pipeline.answering`) as result segment 1,
+``result-<QUERY>-1.bundle``. A hosted resource without data is ``no_data`` there.
+
+``response`` (a provider's answer, ``exchange-client respond``): review checks it names an open
+relay of this node (``E_RELAY_UNKNOWN``, ``E_RELAY_CLOSED``), comes from the resource's
+provider (``E_PROVIDER``), and holds only persons and items that were asked, with valid values
+(:mod:`exchange_server.data.answers`: ``E_NOT_ASKED``, ``E_ANSWER_VALUES``, ``E_SCHEMA``); a
+refused answer leaves the relay open. Route merges it into the requester's next segment.
+Everything is idempotent: relay and segment names and ids are functions of the query.
+
+Plaintext exists only in ``spool/work/<UPLOAD>/`` and a segment's folder while a step runs;
+the persons list and checked answers kept in ``spool/queries/<QUERY>/`` are encrypted under the
+node data key.
 """
 
 from __future__ import annotations
@@ -41,28 +51,45 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from exchange_common.catalog import Catalog, check_access
 from exchange_common.errors import InputError, PeerError
+from exchange_common.fs import atomic_write, fsync_dir
+from exchange_common.idnumber import china_today
+from exchange_server.data.answers import store_answer
 from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.datasets import DatasetStore
-from exchange_server.data.engine import match, parse_time_range
+from exchange_server.data.engine import parse_time_range
 from exchange_server.data.persons import PERSON_HEADERS, prepare_persons
 from exchange_server.node import Node, utcnow
-from exchange_server.outbox.writer import Outbox, result_bundle_id
+from exchange_server.outbox.writer import Outbox
+from exchange_server.pipeline.answering import answer_hosted, answer_relayed
+from exchange_server.pipeline.application import (
+    Application,
+    ResourceRequest,
+    parse_application,
+    text_field,
+)
+from exchange_server.pipeline.plans import (
+    deadline_from_json,
+    deadline_json,
+    plan_from_json,
+    plan_json,
+    plan_resources,
+)
+from exchange_server.pipeline.queries import QueryBook, result_name
+from exchange_server.pipeline.relays import send_relays
 from exchange_server.pipeline.router import AcceptedBundle, Refusal, RouteOutcome
 from exchange_server.spool import Spool
-from exchange_server.store.audit import append_event
-from pki.bundle import BundleKind, Member, open_bundle
+from exchange_server.store.models import QueryState, ResourceState
+from pki.bundle import BundleKind, open_bundle
 
 __all__ = [
     "PERSON_HEADERS",
@@ -77,113 +104,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _TABLE_SUFFIXES = (".csv", ".parquet")
-_RESULT_FORMATS = ("csv", "parquet")
-
-
-@dataclass(frozen=True)
-class ResourceRequest:
-    """One requested resource: its code, the items wanted (None = all visible), time range."""
-
-    code: str
-    items: tuple[str, ...] | None = None
-    time_range: str = ""
-
-
-@dataclass(frozen=True)
-class Application:
-    """A query application (查询申请, 部省 第八条) as read from the bundle's manifest fields."""
-
-    business_type: str
-    purpose: str
-    persons: int
-    resources: tuple[ResourceRequest, ...]
-    result_format: str = "csv"
-    provider: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-
-
-def _text(fields: Mapping[str, Any], key: str, *, required: bool = True) -> str:
-    value = fields.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            raise Refusal("E_APPLICATION", f"the application lacks '{key}'")
-        return ""
-    if not isinstance(value, str | int) or isinstance(value, bool):
-        raise Refusal("E_APPLICATION", f"application field '{key}' must be text")
-    return str(value).strip()
-
-
-def parse_application(fields: Mapping[str, Any]) -> Application:
-    """Read the application from manifest ``fields``; raise :class:`Refusal` E_APPLICATION.
-
-    Keys: ``business_type``, ``purpose``, ``persons`` (count, number or digits), ``resources``
-    (a list of codes or of ``{code, items, time_range}`` objects, or one comma-separated text),
-    optional ``time_range`` (default for every resource), ``result_format`` (csv|parquet) and
-    ``provider`` (全国 / 部中心 / a province, 附表 注2; recorded only).
-    """
-    business_type = _text(fields, "business_type")
-    purpose = _text(fields, "purpose")
-    count_text = _text(fields, "persons")
-    # At most 9 ASCII digits: a count is never larger, and int() of a hostile 5,000-digit
-    # string raises ValueError (Python's integer-string limit), which would make the upload a
-    # node fault retried forever instead of a refusal.
-    if not re.fullmatch(r"[0-9]{1,9}", count_text, re.ASCII) or int(count_text) < 1:
-        raise Refusal(
-            "E_APPLICATION",
-            "application field 'persons' must be a whole number from 1 to 999999999",
-        )
-    default_range = _text(fields, "time_range", required=False)
-    raw = fields.get("resources")
-    if isinstance(raw, str):
-        raw = [c.strip() for c in raw.split(",") if c.strip()]
-    if not isinstance(raw, list) or not raw:
-        raise Refusal("E_APPLICATION", "the application lacks 'resources'")
-    requests: list[ResourceRequest] = []
-    for entry in raw:
-        if isinstance(entry, str) and entry.strip():
-            requests.append(ResourceRequest(entry.strip(), None, default_range))
-        elif isinstance(entry, dict) and isinstance(entry.get("code"), str):
-            items = entry.get("items")
-            if items is not None and (
-                not isinstance(items, list) or not all(isinstance(i, str) for i in items)
-            ):
-                raise Refusal("E_APPLICATION", f"resource {entry['code']}: 'items' must be a list")
-            tr = entry.get("time_range", default_range)
-            if not isinstance(tr, str):
-                raise Refusal("E_APPLICATION", f"resource {entry['code']}: bad 'time_range'")
-            requests.append(
-                ResourceRequest(entry["code"], tuple(items) if items is not None else None, tr)
-            )
-        else:
-            raise Refusal("E_APPLICATION", "each entry of 'resources' needs a resource code")
-    codes = [r.code for r in requests]
-    if len(set(codes)) != len(codes):
-        raise Refusal("E_APPLICATION", "a resource is requested twice")
-    fmt = _text(fields, "result_format", required=False) or "csv"
-    if fmt not in _RESULT_FORMATS:
-        raise Refusal("E_APPLICATION", f"result_format must be one of {list(_RESULT_FORMATS)}")
-    return Application(
-        business_type=business_type,
-        purpose=purpose,
-        persons=int(count_text),
-        resources=tuple(requests),
-        result_format=fmt,
-        provider=_text(fields, "provider", required=False),
-    )
-
-
-def result_name(query_bundle_id: str) -> str:
-    """Outbox name of the result of a query (one per query)."""
-    return f"result-{query_bundle_id}.bundle"
 
 
 class Workflow:
     """Review and route accepted bundles against the published catalog and stored datasets."""
 
-    waiting_kinds = frozenset({"recheck", "revocation", "relay", "response"})
+    waiting_kinds = frozenset({"recheck", "revocation", "relay"})
 
     #: Bundles whose step timings are kept (the most recent ones).
     KEEP_TIMINGS = 64
@@ -202,6 +128,7 @@ class Workflow:
         self.clock = clock
         self.datasets = datasets or DatasetStore(node)
         self.catalogs = CatalogStore.for_home(node.config.home)
+        self.book = QueryBook(node, spool, self.datasets, self.outbox, clock=clock)
         #: Seconds per step (``open``, ``persons``, ``ingest``, ``match:<CODE>``, ``seal``)
         #: of the bundles this workflow handled lately, by bundle id: for the log and benchmarks.
         self.timings: dict[str, dict[str, float]] = {}
@@ -277,6 +204,8 @@ class Workflow:
                 return self._review_data(bundle, work)
             if bundle.kind == BundleKind.QUERY.value:
                 return self._review_query(bundle, work)
+            if bundle.kind == BundleKind.RESPONSE.value:
+                return self._review_response(bundle, work)
             return {}
         except Refusal:
             shutil.rmtree(work, ignore_errors=True)
@@ -287,8 +216,8 @@ class Workflow:
     def _review_data(self, bundle: AcceptedBundle, work: Path) -> dict[str, Any]:
         catalog_version, catalog = self._catalog()
         fields, paths = self._open(bundle, work)
-        code = _text(fields, "resource")
-        mode = _text(fields, "mode", required=False) or "full"
+        code = text_field(fields, "resource")
+        mode = text_field(fields, "mode", required=False) or "full"
         resource = catalog.resource(code)
         if resource is None:
             raise Refusal(
@@ -357,7 +286,20 @@ class Workflow:
                 "E_COUNT",
                 f"the application states {app.persons} persons, the table holds {count}",
             )
-        body = {"application": app.as_json(), "catalog_version": catalog_version}
+        plans, deadline = plan_resources(
+            app.resources,
+            catalog,
+            bundle.sender,
+            app.business_type,
+            bundle.received_at or self.clock(),
+            self.book.calendar(),
+        )
+        body = {
+            "application": app.as_json(),
+            "catalog_version": catalog_version,
+            "plans": [plan_json(p) for p in plans],
+            "deadline": deadline_json(deadline),
+        }
         (work / "application.json").write_text(json.dumps(body, ensure_ascii=False), "utf-8")
         return {
             "query": {
@@ -365,8 +307,101 @@ class Workflow:
                 "resources": [r.code for r in app.resources],
                 "business_type": app.business_type,
                 "catalog_version": catalog_version,
+                "due_date": deadline.due_date.isoformat() if deadline else None,
+                "routing": [p.as_json() for p in plans],
             }
         }
+
+    def _review_response(self, bundle: AcceptedBundle, work: Path) -> dict[str, Any]:
+        """Check a provider's answer to a relay and keep it, checked and encrypted, for route."""
+        fields, paths = self._open(bundle, work)
+        rid = text_field(fields, "in_reply_to")
+        row = self.book.by_relay(rid)
+        if row is None or row.relay_sent_at is None:
+            raise Refusal("E_RELAY_UNKNOWN", "the answer's in_reply_to names no relay of this node")
+        if row.provider != bundle.sender:
+            raise Refusal(
+                "E_PROVIDER", f"only the providing department may answer relays for {row.resource}"
+            )
+        if not ResourceState(row.state).waiting:
+            raise Refusal("E_RELAY_CLOSED", f"the relay for {row.resource} is already {row.state}")
+        table = self._one_table(paths, "an answer")
+        catalog_version, request = self.book.request(row.query_id, row.resource)
+        resource = self.book.catalog_resource(catalog_version, row.resource)
+        target = self.book.folder(row.query_id) / "answers" / f"{bundle.bundle_id}.parquet"
+        facts = target.with_suffix(".json")
+        if not facts.exists():
+            con = self.datasets.connect(work)
+            try:
+                with self._timed(bundle.bundle_id, "answer"):
+                    report = store_answer(
+                        con,
+                        resource,
+                        table,
+                        target,
+                        asked_items=request["items"],
+                        persons=self.book.folder(row.query_id) / "persons.parquet",
+                        today=china_today(self.clock()),
+                    )
+            except (InputError, PeerError) as e:
+                raise Refusal(e.code, e.message, detail=e.detail) from None
+            finally:
+                con.close()
+            summary = {
+                "relay_id": rid,
+                "query_id": row.query_id,
+                "resource": row.resource,
+                **report.as_json(),
+                "late": row.state == ResourceState.OVERDUE.value,
+            }
+            atomic_write(facts, json.dumps(summary).encode(), 0o600)
+        summary = json.loads(facts.read_text("utf-8"))
+        return {"answer": {k: v for k, v in summary.items() if k != "query_id"}}
+
+    def _merge_answer(self, bundle: AcceptedBundle) -> RouteOutcome:
+        """Turn a checked answer into the requester's next segment."""
+        row = None
+        for facts in (self.spool.root / "queries").glob(f"*/answers/{bundle.bundle_id}.json"):
+            row = self.book.by_relay(json.loads(facts.read_text("utf-8"))["relay_id"])
+        if row is None:  # crash before review kept it: review again (same outcome)
+            self.review(bundle)
+            return self._merge_answer(bundle)
+        trigger = f"answer:{row.resource}"
+        taken = {g.trigger for g in self.book.segments(row.query_id)}
+        if trigger in taken and row.answer_bundle != bundle.bundle_id:
+            log.warning("answer %s: relay %s was answered already", bundle.bundle_id, row.relay_id)
+            return RouteOutcome.DONE
+        if trigger not in taken:
+            if not ResourceState(row.state).waiting:
+                log.warning("answer %s: relay %s is %s", bundle.bundle_id, row.relay_id, row.state)
+                return RouteOutcome.DONE
+            body = json.loads((self.book.folder(row.query_id) / "application.json").read_text())
+            answer = self.book.folder(row.query_id) / "answers" / f"{bundle.bundle_id}.parquet"
+            with self._timed(bundle.bundle_id, "merge"):
+                answer_relayed(
+                    self.book,
+                    self.datasets,
+                    row.query_id,
+                    row.resource,
+                    answer,
+                    str(body["application"].get("result_format", "csv")),
+                    trigger,
+                )
+            self.book.assign(
+                row.query_id,
+                trigger,
+                {
+                    row.resource: {
+                        "state": ResourceState.ANSWERED.value,
+                        "answer_bundle": bundle.bundle_id,
+                        "answered_at": self.clock(),
+                    }
+                },
+            )
+        with self._timed(bundle.bundle_id, "seal"):
+            self.book.deliver_pending(row.query_id)
+        log.info("answer %s from %s merged for %s", bundle.bundle_id, bundle.sender, row.resource)
+        return RouteOutcome.DONE
 
     def _prepare_persons(self, table: Path, target: Path) -> int:
         """Check the persons list and write it normalised and encrypted to ``target``;
@@ -391,143 +426,68 @@ class Workflow:
     # ------------------------------------------------------------------ route
 
     def route(self, bundle: AcceptedBundle) -> RouteOutcome:
-        """Answer a query, finish a data push; other kinds wait for their workflows."""
+        """Open and answer a query, merge a provider's answer; other kinds wait or are done."""
         if bundle.kind == BundleKind.QUERY.value:
-            return self._answer(bundle)
+            return self._route_query(bundle)
+        if bundle.kind == BundleKind.RESPONSE.value:
+            return self._merge_answer(bundle)
         if bundle.kind in self.waiting_kinds:
             return RouteOutcome.WAITING
         return RouteOutcome.DONE
 
-    def _answer(self, bundle: AcceptedBundle) -> RouteOutcome:
-        name = result_name(bundle.bundle_id)
-        if (self.spool.outbox(bundle.sender) / name).exists():
-            shutil.rmtree(self._work(bundle.upload_id), ignore_errors=True)
-            return RouteOutcome.DONE
-        work = self._work(bundle.upload_id)
-        if not (work / "application.json").exists() or not (work / "persons.parquet").exists():
-            self.review(bundle)  # crash after the receipt: prepare again (same outcome)
-        body = json.loads((work / "application.json").read_text("utf-8"))
+    def _route_query(self, bundle: AcceptedBundle) -> RouteOutcome:
+        """Record the query, send its relays, answer its hosted resources (segment 1)."""
+        query_id = bundle.bundle_id
+        folder = self.book.folder(query_id)
+        if self.book.query(query_id) is None:
+            work = self._work(bundle.upload_id)
+            if not (work / "application.json").exists() or not (work / "persons.parquet").exists():
+                self.review(bundle)  # crash after the receipt: prepare again (same outcome)
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for name in ("persons.parquet", "application.json"):
+                (work / name).replace(folder / name)
+            fsync_dir(folder)
+            shutil.rmtree(work, ignore_errors=True)
+            body = json.loads((folder / "application.json").read_text("utf-8"))
+            app = parse_application(body["application"])
+            plans = [plan_from_json(p) for p in body["plans"]]
+            self.book.open_query(
+                query_id=query_id,
+                upload_id=bundle.upload_id,
+                requester=bundle.sender,
+                business_type=app.business_type,
+                catalog_version=int(body["catalog_version"]),
+                persons=app.persons,
+                received_at=bundle.received_at or self.clock(),
+                plans=plans,
+                deadline=deadline_from_json(body.get("deadline")),
+            )
+        body = json.loads((folder / "application.json").read_text("utf-8"))
         app = parse_application(body["application"])
-        catalog_version = int(body["catalog_version"])
-        _, catalog = self.catalogs.load(catalog_version)
-        now = self.clock()
-        out = work / "out"
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True, mode=0o700)
-        members: list[Member] = []
-        report: dict[str, Any] = {
-            "query_bundle_id": bundle.bundle_id,
-            "business_type": app.business_type,
-            "catalog_version": catalog_version,
-            "answered_at": now.isoformat(timespec="seconds"),
-            "resources": [],
-        }
-        for req in app.resources:
-            resource = catalog.resource(req.code)
-            decision = check_access(catalog, bundle.sender, app.business_type, req.code, req.items)
-            assert resource is not None and decision.allowed  # checked by review
-            versions = self.datasets.versions(req.code)
-            files = self.datasets.current_files(req.code)
-            entry: dict[str, Any] = {"resource": req.code, "name": resource.name}
-            if not files:
-                entry |= {"status": "E_NO_DATA", "message": "no data for this resource on the node"}
-                report["resources"].append(entry)
-                continue
-            try:
-                with self._timed(bundle.bundle_id, f"match:{req.code}"):
-                    result = match(
-                        work / "persons.parquet",
-                        files,
-                        resource,
-                        decision.items,
-                        out / req.code,
-                        time_range=req.time_range,
-                        fmt="parquet" if app.result_format == "parquet" else "csv",
-                        threads=self.datasets.threads,
-                        memory_limit=self.datasets.memory_limit,
-                        data_key=self.datasets.data_key(),
-                    )
-            except InputError as e:  # e.g. a stored dataset the engine cannot read
-                log.error("query %s: %s failed: %s", bundle.bundle_id, req.code, e.code)
-                entry |= {"status": e.code, "message": "the node could not answer this resource"}
-                report["resources"].append(entry)
-                continue
-            summary = result.as_json()
-            entry |= {
-                "status": "answered",
-                "dataset_version": versions[-1].version,
-                "time_range": result.time_range,
-                "items": list(result.items),
-                **{
-                    k: summary[k]
-                    for k in (
-                        "persons",
-                        "duplicates",
-                        "matched_persons",
-                        "no_record",
-                        "records",
-                        "households",
-                    )
-                },
-            }
-            report["resources"].append(entry)
-            suffix = result.results.suffix
-            members.append(Member(f"{req.code}-results{suffix}", result.results))
-            members.append(Member(f"{req.code}-households{suffix}", result.household_summary))
-        body_bytes = json.dumps(report, ensure_ascii=False, indent=2).encode()
-        (out / "report.json").write_bytes(body_bytes)
-        members.append(Member("report.json", out / "report.json", media_type="application/json"))
-        answered = [r for r in report["resources"] if r.get("status") == "answered"]
-        fields = {
-            "in_reply_to": bundle.bundle_id,
-            "status": "answered" if len(answered) == len(app.resources) else "partial",
-            "business_type": app.business_type,
-            "resources": [r["resource"] for r in report["resources"]],
-        }
-        with self._timed(bundle.bundle_id, "seal"):
-            written = self.outbox.deliver(
-                bundle.sender,
-                name,
-                members,
-                kind=BundleKind.RESULT,
-                fields=fields,
-                bundle_id=result_bundle_id("result", bundle.bundle_id),
-                now=now,
-            ).written
-        if written:
-            with self.node.session() as s:
-                append_event(
-                    s,
-                    actor="node",
-                    action="query.answered",
-                    subject=bundle.bundle_id,
-                    detail={
-                        "to": bundle.sender,
-                        "result": name,
-                        "resources": [
-                            {
-                                k: r.get(k)
-                                for k in (
-                                    "resource",
-                                    "status",
-                                    "persons",
-                                    "matched_persons",
-                                    "records",
-                                )
-                            }
-                            for r in report["resources"]
-                        ],
-                    },
-                    now=now,
-                )
-        steps = self.timings.get(bundle.bundle_id, {})
+        send_relays(self.book, query_id, purpose=app.purpose, business_type=app.business_type)
+        hosted = [r.resource for r in self.book.resources(query_id) if r.routing == "node"]
+        assigned = {g.trigger for g in self.book.segments(query_id)}
+        if hosted and "engine" not in assigned:
+            _, updates = answer_hosted(
+                self.book,
+                self.datasets,
+                query_id,
+                hosted,
+                app.result_format,
+                lambda step: self._timed(query_id, step),
+            )
+            self.book.assign(query_id, "engine", updates)
+        with self._timed(query_id, "seal"):
+            self.book.deliver_pending(query_id)
+        query = self.book.query(query_id)
+        assert query is not None
+        steps = self.timings.get(query_id, {})
         log.info(
-            "query %s from %s answered: %d of %d resource(s) (%s)",
-            bundle.bundle_id,
+            "query %s from %s: %s (%s)",
+            query_id,
             bundle.sender,
-            len(answered),
-            len(app.resources),
+            query.state,
             ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()),
         )
-        shutil.rmtree(work, ignore_errors=True)
-        return RouteOutcome.DONE
+        closed = query.state == QueryState.CLOSED.value
+        return RouteOutcome.DONE if closed else RouteOutcome.WAITING

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Column, DateTime, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Date, DateTime, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -21,6 +21,11 @@ __all__ = [
     "DepartmentNetwork",
     "DepartmentSSHKey",
     "DeptState",
+    "Query",
+    "QueryResource",
+    "QuerySegment",
+    "QueryState",
+    "ResourceState",
     "SeenBundle",
     "Upload",
     "as_utc",
@@ -126,6 +131,103 @@ class SeenBundle(SQLModel, table=True):
     bundle_id: str = Field(primary_key=True, max_length=36)
     upload_id: str = Field(max_length=36)
     at: dt.datetime = Field(sa_column=_utc_column())
+
+
+class QueryState(StrEnum):
+    """A query's state as a whole (issue "Relayed queries")."""
+
+    OPEN = "open"  # some resource still awaits its answer
+    SUSPENDED = "suspended"  # persons lack authorization references (浙江 六(二))
+    CLOSED = "closed"  # the final segment was delivered
+
+
+class ResourceState(StrEnum):
+    """The state of one requested resource of a query."""
+
+    PENDING = "pending"  # relayed, the provider has not answered, the deadline has not passed
+    EXTENDED = "extended"  # pending under an extended deadline (浙江 四(一)3)
+    OVERDUE = "overdue"  # the deadline passed without an answer (a late answer is still taken)
+    ANSWERED = "answered"  # answered by the engine or the provider
+    NO_DATA = "no_data"  # hosted, but nothing was pushed for it
+    FAILED = "failed"  # the node could not answer it
+    TERMINATED = "terminated"  # ended without an answer, with a recorded reason (浙江 四(一)3)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether an answer may still come."""
+        return self in (ResourceState.PENDING, ResourceState.EXTENDED, ResourceState.OVERDUE)
+
+
+class Query(SQLModel, table=True):
+    """One query application (查询申请) the node accepted, and where it stands."""
+
+    __tablename__ = "query"
+
+    bundle_id: str = Field(primary_key=True, max_length=36)
+    upload_id: str = Field(max_length=36)
+    requester: str = Field(index=True, max_length=32)
+    business_type: str = Field(max_length=64)
+    catalog_version: int
+    persons: int
+    state: str = Field(default=QueryState.OPEN.value, max_length=16, index=True)
+    received_at: dt.datetime = Field(sa_column=_utc_column())
+    #: The whole verification's deadline (浙江 四(一): 10 working days); None when the
+    #: working-day calendar does not cover it yet (shown to the operator as E_CALENDAR).
+    due_date: dt.date | None = Field(default=None, sa_column=Column(Date(), nullable=True))
+    due_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    closed_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    updated_at: dt.datetime = Field(sa_column=_utc_column())
+
+
+class QueryResource(SQLModel, table=True):
+    """One requested resource of a query: how it is answered, its deadline and its state."""
+
+    __tablename__ = "query_resource"
+    __table_args__ = (UniqueConstraint("query_id", "resource"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    query_id: str = Field(index=True, max_length=36)
+    resource: str = Field(max_length=64)
+    #: ``node`` (the engine, from pushed datasets) or ``provider`` (relayed).
+    routing: str = Field(max_length=16)
+    provider: str = Field(max_length=32)
+    state: str = Field(default=ResourceState.PENDING.value, max_length=16, index=True)
+    feedback_days: int
+    due_date: dt.date | None = Field(default=None, sa_column=Column(Date(), nullable=True))
+    due_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    #: The relay's bundle id (a function of the query and the resource), for relayed ones.
+    relay_id: str | None = Field(default=None, unique=True, max_length=36)
+    relay_sent_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    answer_bundle: str | None = Field(default=None, max_length=36)
+    answered_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    overdue_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    escalated_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    #: Who extended or terminated it, and why (浙江 四(一)3).
+    decided_by: str | None = Field(default=None, max_length=64)
+    note: str | None = Field(default=None, max_length=500)
+    #: The result segment that carried its answer or its end.
+    segment: int | None = None
+
+
+class QuerySegment(SQLModel, table=True):
+    """One result segment of a query (浙江 四(一)4), numbered from 1 in the order assigned.
+
+    ``trigger`` says what it carries (``engine``, ``answer:<RESOURCE>``, ``end:<RESOURCE>``)
+    and is unique per query, so one event never makes two segments; ``statuses`` is the
+    per-resource state at assignment (JSON), so a redelivery after a crash says the same.
+    """
+
+    __tablename__ = "query_segment"
+    __table_args__ = (UniqueConstraint("query_id", "seq"), UniqueConstraint("query_id", "trigger"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    query_id: str = Field(index=True, max_length=36)
+    seq: int
+    trigger: str = Field(max_length=80)
+    final: bool = False
+    statuses: str
+    created_at: dt.datetime = Field(sa_column=_utc_column())
+    delivered_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
 
 
 class AuditEvent(SQLModel, table=True):

@@ -105,7 +105,7 @@ def test_pull_result_converted_keeps_chinese_text(
     node.seal(
         MZ,
         data,
-        node.outbox(MZ) / f"result-{bundle_id}.bundle",
+        node.outbox(MZ) / f"result-{bundle_id}-1.bundle",
         kind="result",
         member="result.csv",
         bundle_id=bundle_id,

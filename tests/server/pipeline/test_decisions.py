@@ -21,6 +21,7 @@ from exchange_server.pipeline.decisions import (
     Event,
     InvalidTransition,
     Quarantine,
+    QueryClosed,
     RecordSeen,
     RegistrySnapshot,
     ReviewPassed,
@@ -183,6 +184,15 @@ CASES: list[
     ),
     ("routed, done", ACCEPTED, Routed(waiting=False), REGISTRY, BundleState.DONE, None, None),
     ("routed, waiting", ACCEPTED, Routed(waiting=True), REGISTRY, BundleState.ROUTED, None, None),
+    (
+        "query closed",
+        replace(ACCEPTED, state=BundleState.ROUTED),
+        QueryClosed(),
+        REGISTRY,
+        BundleState.DONE,
+        None,
+        None,
+    ),
 ]
 
 
@@ -254,6 +264,7 @@ EVENTS: list[Event] = [
     ReviewPassed(),
     ReviewRefused("E_SCHEMA", "x"),
     Routed(False),
+    QueryClosed(),
 ]
 
 
@@ -273,7 +284,8 @@ def test_every_state_is_reachable_and_final_states_take_no_event() -> None:
         reached.add(case[4])
     assert reached == set(BundleState)
     sources = {state for state, _ in TRANSITIONS}
-    assert sources == {BundleState.RECEIVED, BundleState.ACCEPTED}
+    # a routed query waits for its final segment; rejected and done take no event
+    assert sources == {BundleState.RECEIVED, BundleState.ACCEPTED, BundleState.ROUTED}
 
 
 def test_decisions_are_deterministic() -> None:

@@ -16,9 +16,9 @@ import pytest
 from sqlmodel import select
 
 from exchange_common.idnumber import check_character
-from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.datasets import DatasetStore
-from exchange_server.pipeline.workflow import Workflow, result_name
+from exchange_server.pipeline.queries import result_name
+from exchange_server.pipeline.workflow import Workflow
 from exchange_server.store.audit import verify_chain
 from exchange_server.store.models import AuditEvent, DatasetVersion, Upload
 from pki.bundle import open_bundle
@@ -48,11 +48,9 @@ DATA = (
 
 
 @pytest.fixture
-def world(tmp_path: Path, test_ca: CAFixture, store_url: str) -> World:
-    w = build_world(tmp_path, test_ca, store_url)
-    CatalogStore.for_home(w.node.config.home).publish(CATALOG)
-    w.ingest.router = Workflow(w.node, w.ingest.spool)
-    return w
+def world(catalog_world: World) -> World:
+    """The test world with the example catalog published and the Workflow as router."""
+    return catalog_world
 
 
 def _upload(world: World, upload_id: str) -> Upload:
@@ -184,8 +182,9 @@ def test_query_is_answered_from_the_dataset_with_hits_misses_and_households(worl
     assert (entry["persons"], entry["duplicates"], entry["matched_persons"]) == (3, 1, 2)
     assert entry["no_record"] == 1 and entry["dataset_version"] == 1
     with world.node.session(write=False) as s:
-        events = s.exec(select(AuditEvent).where(AuditEvent.action == "query.answered")).all()
+        events = s.exec(select(AuditEvent).where(AuditEvent.action == "query.segment")).all()
         assert len(events) == 1 and A not in events[0].detail
+        assert json.loads(events[0].detail)["final"] is True
         verify_chain(s)
     workflow = world.ingest.router
     assert isinstance(workflow, Workflow) and up.bundle_id is not None
@@ -229,7 +228,7 @@ def test_answering_twice_writes_one_result(world: World) -> None:
     world.ingest.process(up.id)
     assert sorted(p.name for p in outbox.iterdir()) == before
     with world.node.session(write=False) as s:
-        events = s.exec(select(AuditEvent).where(AuditEvent.action == "query.answered")).all()
+        events = s.exec(select(AuditEvent).where(AuditEvent.action == "query.segment")).all()
         assert len(events) == 1
 
 
@@ -254,7 +253,7 @@ def test_query_for_unpushed_resource_reports_no_data(world: World) -> None:
     up = _push_query(world, sender=RS, resources=["MZ-BZ-01"])  # unconditional sharing
     assert up.state == "done"
     report = json.loads((_open_result(world, up, RS) / "report.json").read_text("utf-8"))
-    assert report["resources"][0]["status"] == "E_NO_DATA"
+    assert report["resources"][0]["state"] == "no_data"
 
 
 @pytest.mark.parametrize(
