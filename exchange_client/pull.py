@@ -202,6 +202,16 @@ def _summary(kind: str, fields: dict[str, Any]) -> str | None:
             f"answer by {fields.get('due_date') or 'no deadline (calendar missing)'} "
             f"(exchange-client respond --to-query <id>)"
         )
+    if kind == "notice":
+        what = {
+            "overdue": f"is overdue (was due {fields.get('due_date')})",
+            "extended": f"deadline extended to {fields.get('due_date')}",
+            "terminated": "was terminated without an answer",
+            "deadline": f"deadline set: {fields.get('due_date')}",
+        }.get(str(fields.get("notice")), str(fields.get("notice")))
+        subject = fields.get("relay_id") or fields.get("query_id")
+        reason = f" ({fields['reason']})" if fields.get("reason") else ""
+        return f"notice: {fields.get('resource')} of {subject} {what}{reason}"
     if kind == "result" and "statuses" in fields:
         states = ", ".join(f"{s['resource']} {s['state']}" for s in fields["statuses"])
         end = "final" if fields.get("final") else "more to come"

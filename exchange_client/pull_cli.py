@@ -148,6 +148,24 @@ def query_status(state: State, query_id: str) -> dict[str, Any]:
                 q = (f.get("details") or {}).get("query") or {}
                 due_date = q.get("due_date")
                 resources = [r | {"state": "pending"} for r in q.get("routing") or []]
+    # notices newer than the last segment say what changed since (overdue, extended, …)
+    since = str((segments[-1].fields or {}).get("at") or "") if segments else ""
+    notices = sorted(
+        (
+            p.fields or {}
+            for p in state.pulled.values()
+            if p.kind == "notice" and (p.fields or {}).get("query_id") == query_id
+        ),
+        key=lambda f: str(f.get("at") or ""),
+    )
+    for f in notices:
+        if str(f.get("at") or "") <= since:
+            continue
+        for r in resources:
+            if r.get("resource") == f.get("resource") and r.get("state") in _WAITING:
+                r["state"] = {"deadline": r.get("state")}.get(str(f.get("notice")), f.get("notice"))
+                if f.get("due_date"):
+                    r["due_date"] = f["due_date"]
     waiting = [r["resource"] for r in resources if r.get("state") in _WAITING]
     if pushed.verdict != "accepted":
         overall = pushed.verdict

@@ -128,6 +128,13 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         "Correct the catalog TOML file named in the message (see docs/catalog.md).",
     ),
     (
+        "E_QUERY_STATE",
+        _LOCAL,
+        "The query's resource is not in a state that allows this decision.",
+        "Only a relayed resource still waiting for its answer can be extended or terminated: "
+        "see `exchange-server query show`.",
+    ),
+    (
         "E_CALENDAR",
         _LOCAL,
         "A working-day deadline cannot be computed yet.",

@@ -223,9 +223,13 @@ class WorkCalendar:
         the following day. Raises :class:`ValueError` for a naive ``received_at`` or ``n < 1``,
         :class:`CalendarGap` when the period reaches an uncovered year.
         """
-        due = self.add_working_days(local_date(received_at), n)
-        end = dt.datetime.combine(due + _ONE_DAY, dt.time(0), tzinfo=SHANGHAI)
-        return Deadline(due_date=due, due_at=end.astimezone(dt.UTC))
+        return self.ending(self.add_working_days(local_date(received_at), n))
+
+    @staticmethod
+    def ending(day: dt.date) -> Deadline:
+        """The deadline that ends with ``day``: at 00:00 +08:00 of the following day (UTC)."""
+        end = dt.datetime.combine(day + _ONE_DAY, dt.time(0), tzinfo=SHANGHAI)
+        return Deadline(due_date=day, due_at=end.astimezone(dt.UTC))
 
     def working_days_after(self, start: dt.date, end: dt.date) -> int:
         """The number of working days ``d`` with ``start < d <= end`` (0 if ``end <= start``).

@@ -16,6 +16,7 @@ from exchange_common.limits import Limits
 
 __all__ = [
     "CONFIG_NAME",
+    "DeadlineConfig",
     "NodeConfig",
     "SFTPConfig",
     "SecurityConfig",
@@ -56,6 +57,20 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class DeadlineConfig:
+    """Deadline handling for relayed queries (working days, docs/queries.md)."""
+
+    #: Working days after an overdue deadline before the administrator is alerted.
+    escalate_after_days: int = 2
+    #: Working days a suspended query (missing authorizations) waits for its supplement.
+    suspend_limit_days: int = 10
+    #: The hub's deadline to start a query (部省 第十条); recorded for the hub role, not enforced.
+    start_days: int = 2
+    #: Seconds between two deadline checks of the pipeline process.
+    tick_seconds: int = 60
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything a node process needs to know, with paths resolved against ``home``."""
 
@@ -73,6 +88,7 @@ class NodeConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     #: The one limits object (bundle sizes and counts, uploads, connections, login time).
     limits: Limits = field(default_factory=Limits)
+    deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
 
     def path(self, value: str) -> Path:
         """Resolve a configured path against the node home."""
@@ -125,6 +141,10 @@ def load_config(home: Path) -> NodeConfig:
     node = dict(raw.pop("node", {}))
     sftp_raw, security_raw = dict(raw.pop("sftp", {})), dict(raw.pop("security", {}))
     limits_raw = dict(raw.pop("limits", {}))
+    deadlines = _take(DeadlineConfig, dict(raw.pop("deadlines", {})), "deadlines")
+    for name in ("escalate_after_days", "suspend_limit_days", "start_days", "tick_seconds"):
+        if not 1 <= getattr(deadlines, name) <= 366:
+            raise InputError(f"{path}: deadlines.{name} must be from 1 to 366", code="E_CONFIG")
     # Homes made before [limits] existed keep these keys where they were: still honoured.
     for section, old in ((sftp_raw, "sftp"), (security_raw, "security")):
         for key in _MOVED_TO_LIMITS[old]:
@@ -148,7 +168,14 @@ def load_config(home: Path) -> NodeConfig:
             raise InputError(f"{path}: [node] {required} is required", code="E_CONFIG")
     cfg: NodeConfig = _take(
         NodeConfig,
-        {"home": home, **node, "sftp": sftp, "security": security, "limits": limits},
+        {
+            "home": home,
+            **node,
+            "sftp": sftp,
+            "security": security,
+            "limits": limits,
+            "deadlines": deadlines,
+        },
         "node",
     )
     return cfg
@@ -166,10 +193,10 @@ def render_config(cfg: NodeConfig) -> str:
 
     lines = ["# Node configuration; see docs/configuration.md", "[node]"]
     for f in fields(NodeConfig):
-        if f.name in {"home", "sftp", "security", "limits"}:
+        if f.name in {"home", "sftp", "security", "limits", "deadlines"}:
             continue
         lines.append(f"{f.name} = {val(getattr(cfg, f.name))}")
-    for section in ("sftp", "security", "limits"):
+    for section in ("sftp", "security", "limits", "deadlines"):
         lines += ["", f"[{section}]"]
         obj = getattr(cfg, section)
         lines += [f"{f.name} = {val(getattr(obj, f.name))}" for f in fields(obj)]

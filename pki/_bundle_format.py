@@ -116,6 +116,8 @@ class BundleKind(StrEnum):
     REVOCATION = "revocation"  # 撤销 of a pending query
     RECHECK = "recheck"  # 覆核 / 复核 request
     RELAY = "relay"  # the hub forwards a query to a provider
+    NOTICE = "notice"  # the node tells a party about a deadline: overdue, extended, terminated
+    SUPPLEMENT = "supplement"  # missing authorization references for a suspended query
     FILE = "file"  # anything else an operator seals by hand
 
 

@@ -20,6 +20,7 @@ from exchange_server.admin.catalog_cli import catalog_app
 from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
 from exchange_server.admin.compare_cli import compare_app
 from exchange_server.admin.dept_cli import dept_app
+from exchange_server.admin.query_cli import query_app
 
 app = typer.Typer(
     name="exchange-server",
@@ -208,6 +209,7 @@ app.add_typer(dept_app, name="dept")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(compare_app, name="compare")
 app.add_typer(calendar_app, name="calendar")
+app.add_typer(query_app, name="query")
 
 
 def main() -> None:

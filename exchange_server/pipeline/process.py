@@ -30,6 +30,7 @@ from exchange_common.errors import ExchangeError
 from exchange_server.data.compare import load_rules, rules_path, run_due
 from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.assembly import node_runner
+from exchange_server.pipeline.workflow import Workflow
 
 __all__ = ["PipelineProcess", "main", "run_child"]
 
@@ -155,12 +156,27 @@ async def _child(node: Node, parent: int | None) -> None:
                 log.exception("scheduled comparisons failed")
             await asyncio.sleep(COMPARE_INTERVAL)
 
+    async def deadlines() -> None:
+        """Deadlines of relayed queries, checked every [deadlines] tick_seconds (and at once:
+        what a crash left undelivered goes out at start-up)."""
+        workflow = ingest.router
+        assert isinstance(workflow, Workflow)
+        while True:
+            try:
+                report = await asyncio.to_thread(workflow.keeper.tick)
+                if report.overdue or report.escalated or report.notices:
+                    log.info("deadlines: %s", report.as_json())
+            except Exception:  # one bad query must not stop the deadline checks
+                log.exception("deadline check failed")
+            await asyncio.sleep(node.config.deadlines.tick_seconds)
+
     task = asyncio.create_task(ingest.run(recover=False), name="ingest-pipeline")
     compare_task = asyncio.create_task(comparisons(), name="comparisons")
+    deadline_task = asyncio.create_task(deadlines(), name="deadlines")
     watcher = asyncio.create_task(watch_parent())
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    for t in (task, compare_task, watcher, stopped):
+    for t in (task, compare_task, deadline_task, watcher, stopped):
         t.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task

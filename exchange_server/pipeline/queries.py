@@ -100,6 +100,7 @@ def _statuses(rows: Sequence[QueryResource]) -> list[dict[str, Any]]:
             "state": r.state,
             "due_date": r.due_date.isoformat() if r.due_date else None,
             "segment": r.segment,
+            **({"note": r.note} if r.note else {}),
         }
         for r in rows
     ]
@@ -134,6 +135,7 @@ class QueryBook:
         self.datasets = datasets
         self.outbox = outbox
         self.clock = clock
+        self.catalogs = CatalogStore.for_home(node.config.home)
 
     # ------------------------------------------------------------------ places and reads
 
@@ -151,6 +153,14 @@ class QueryBook:
         with self.node.session(write=False) as s:
             row = s.get(Query, query_id)
             return row.model_copy() if row else None
+
+    def queries(self, state: str | None = None) -> list[Query]:
+        """Queries (in one state, or all), oldest first."""
+        with self.node.session(write=False) as s:
+            q = select(Query)
+            if state is not None:
+                q = q.where(Query.state == state)
+            return [r.model_copy() for r in s.exec(q.order_by(col(Query.received_at)))]
 
     def resources(self, query_id: str) -> list[QueryResource]:
         """The query's resources in the order requested."""
@@ -265,7 +275,7 @@ class QueryBook:
 
     def catalog_resource(self, catalog_version: int, code: str) -> Resource:
         """The resource ``code`` as catalog version ``catalog_version`` defines it."""
-        _, catalog = CatalogStore.for_home(self.node.config.home).load(catalog_version)
+        _, catalog = self.catalogs.load(catalog_version)
         resource = catalog.resource(code)
         assert resource is not None
         return resource
@@ -278,6 +288,7 @@ class QueryBook:
 
     def save_content(self, query_id: str, trigger: str, content: SegmentContent) -> None:
         """Record the prepared content's index in its folder (written last, atomically)."""
+        self.segment_folder(query_id, trigger).mkdir(parents=True, exist_ok=True, mode=0o700)
         atomic_write(
             self.segment_folder(query_id, trigger) / "content.json",
             json.dumps(asdict(content), ensure_ascii=False).encode(),
@@ -372,13 +383,12 @@ class QueryBook:
         self, query_id: str, resource: str, state: ResourceState, *, note: str, by: str
     ) -> QuerySegment:
         """End a resource without an answer (failed, terminated): a segment says so."""
-        segment = self.assign(
+        self.save_content(query_id, f"end:{resource}", SegmentContent([], {}))
+        return self.assign(
             query_id,
             f"end:{resource}",
             {resource: {"state": state.value, "note": note[:500], "decided_by": by}},
         )
-        self.save_content(query_id, f"end:{resource}", SegmentContent([], {}))
-        return segment
 
     def deliver_pending(self, query_id: str | None = None) -> int:
         """Deliver every assigned, unrecorded segment (of one query, or all); how many."""
@@ -429,6 +439,7 @@ class QueryBook:
             "business_type": query.business_type,
             "resources": [e["resource"] for e in statuses],
             "waiting": waiting,
+            "at": as_utc(segment.created_at).isoformat(),
         }
         now = self.clock()
         self.outbox.deliver(

@@ -77,6 +77,7 @@ from exchange_server.pipeline.application import (
     parse_application,
     text_field,
 )
+from exchange_server.pipeline.deadlines import DeadlineKeeper
 from exchange_server.pipeline.plans import (
     deadline_from_json,
     deadline_json,
@@ -129,6 +130,7 @@ class Workflow:
         self.datasets = datasets or DatasetStore(node)
         self.catalogs = CatalogStore.for_home(node.config.home)
         self.book = QueryBook(node, spool, self.datasets, self.outbox, clock=clock)
+        self.keeper = DeadlineKeeper(self.book, node.config.deadlines)
         #: Seconds per step (``open``, ``persons``, ``ingest``, ``match:<CODE>``, ``seal``)
         #: of the bundles this workflow handled lately, by bundle id: for the log and benchmarks.
         self.timings: dict[str, dict[str, float]] = {}

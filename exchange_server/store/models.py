@@ -22,6 +22,7 @@ __all__ = [
     "DepartmentSSHKey",
     "DeptState",
     "Query",
+    "QueryNotice",
     "QueryResource",
     "QuerySegment",
     "QueryState",
@@ -226,6 +227,24 @@ class QuerySegment(SQLModel, table=True):
     trigger: str = Field(max_length=80)
     final: bool = False
     statuses: str
+    created_at: dt.datetime = Field(sa_column=_utc_column())
+    delivered_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+
+
+class QueryNotice(SQLModel, table=True):
+    """A notice the node owes a department about a query's resource: overdue, extended,
+    terminated, a deadline set late (浙江 四(一)3). Recorded in the transaction that changes the
+    resource, delivered after (``name`` is unique, so it is written once)."""
+
+    __tablename__ = "query_notice"
+
+    id: int | None = Field(default=None, primary_key=True)
+    query_id: str = Field(index=True, max_length=36)
+    resource: str = Field(max_length=64)
+    dept: str = Field(max_length=32)
+    kind: str = Field(max_length=16)
+    name: str = Field(unique=True, max_length=255)
+    fields: str
     created_at: dt.datetime = Field(sa_column=_utc_column())
     delivered_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
 

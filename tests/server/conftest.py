@@ -11,11 +11,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
+from exchange_server.data.catalog import CatalogStore
+from exchange_server.pipeline.workflow import Workflow
 from exchange_server.store.db import open_store
+from tests.conftest import CAFixture
+from tests.server.world import World, build_world
 
 PG_URL = os.environ.get("EXCHANGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -64,3 +69,18 @@ def engine(store_url: str) -> Iterator[Engine]:
     eng = open_store(store_url)
     yield eng
     eng.dispose()
+
+
+# --- a node with the example catalog published (pipeline and admin tests) ------------------
+
+CATALOG = Path(__file__).resolve().parents[2] / "config" / "catalog.example.toml"
+
+
+@pytest.fixture
+def catalog_world(tmp_path: Path, test_ca: CAFixture, store_url: str) -> World:
+    """A node with the example catalog published and the :class:`Workflow` as its router
+    (SQLite, and PostgreSQL when reachable)."""
+    w = build_world(tmp_path, test_ca, store_url)
+    CatalogStore.for_home(w.node.config.home).publish(CATALOG)
+    w.ingest.router = Workflow(w.node, w.ingest.spool)
+    return w

@@ -58,6 +58,10 @@ MIXED = {
 }
 
 
+#: A query of the relayed resource only (two of its items).
+RELAYED_ONLY = {**MIXED, "resources": [{"code": "RS-JY-01", "items": ["就业状态", "登记日期"]}]}
+
+
 def _received_at(world: World, upload_id: str, when: dt.datetime) -> None:
     with world.node.session() as s:
         row = s.get(Upload, upload_id)

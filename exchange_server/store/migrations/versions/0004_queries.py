@@ -1,4 +1,4 @@
-"""queries, their resources and result segments (relayed queries, working-day deadlines)
+"""queries, their resources, result segments and notices (relayed queries, deadlines)
 
 Revision ID: 0004
 Revises: 0003
@@ -82,9 +82,25 @@ def upgrade() -> None:
         sa.UniqueConstraint("query_id", "trigger"),
     )
     op.create_index("ix_query_segment_query_id", "query_segment", ["query_id"])
+    op.create_table(
+        "query_notice",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("query_id", sa.String(length=36), nullable=False),
+        sa.Column("resource", sa.String(length=64), nullable=False),
+        sa.Column("dept", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("name", sa.String(length=255), nullable=False),
+        sa.Column("fields", sa.Text(), nullable=False),
+        _utc("created_at", nullable=False),
+        _utc("delivered_at"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("name"),
+    )
+    op.create_index("ix_query_notice_query_id", "query_notice", ["query_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("query_notice")
     op.drop_table("query_segment")
     op.drop_table("query_resource")
     op.drop_table("query")
