@@ -136,6 +136,11 @@ def query_status(state: State, query_id: str) -> dict[str, Any]:
     )
     resources: list[dict[str, Any]] = []
     due_date = None
+    suspended = 0
+    resumed = any(
+        r.kind == "supplement" and r.verdict == "accepted" and r.in_reply_to == query_id
+        for r in state.pushed.values()
+    )
     final = False
     if segments:
         last = segments[-1].fields or {}
@@ -147,6 +152,7 @@ def query_status(state: State, query_id: str) -> dict[str, Any]:
             if p.kind == "receipt" and f.get("bundle_id") == query_id:
                 q = (f.get("details") or {}).get("query") or {}
                 due_date = q.get("due_date")
+                suspended = int(q.get("unauthorized") or 0)
                 resources = [r | {"state": "pending"} for r in q.get("routing") or []]
     # notices newer than the last segment say what changed since (overdue, extended, …)
     since = str((segments[-1].fields or {}).get("at") or "") if segments else ""
@@ -169,6 +175,11 @@ def query_status(state: State, query_id: str) -> dict[str, Any]:
     waiting = [r["resource"] for r in resources if r.get("state") in _WAITING]
     if pushed.verdict != "accepted":
         overall = pushed.verdict
+    elif suspended and not segments and not resumed:
+        overall = (
+            f"suspended: {suspended} person(s) lack an authorization reference; send them with "
+            f"`exchange-client push --kind supplement --field in_reply_to={query_id}`"
+        )
     elif final:
         answered = all(r.get("state") == "answered" for r in resources)
         overall = "answered" if answered else "closed, not fully answered"

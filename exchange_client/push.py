@@ -55,11 +55,17 @@ PUSH_KINDS = (
     BundleKind.RESPONSE,
     BundleKind.REVOCATION,
     BundleKind.RECHECK,
+    BundleKind.SUPPLEMENT,
 )
 
 
 #: Kinds whose tabular inputs (.csv .xlsx .parquet) are validated before sealing.
-VALIDATED_KINDS = (BundleKind.QUERY, BundleKind.DATA, BundleKind.RESPONSE)
+VALIDATED_KINDS = (
+    BundleKind.QUERY,
+    BundleKind.DATA,
+    BundleKind.RESPONSE,
+    BundleKind.SUPPLEMENT,
+)
 
 
 class RowsRejected(InputError):
@@ -82,13 +88,16 @@ def prepare_inputs(
     valid_only: bool = False,
     today: dt.date | None = None,
     resource: Resource | None = None,
+    allow_unauthorized: bool = False,
 ) -> tuple[list[Path], list[tuple[int, ValidationReport]]]:
     """Check the tabular inputs of a ``query`` or ``data`` push as the node will; return what
     to seal.
 
     Each table (by suffix) is read, checked (:func:`validate_table`, against ``resource`` for
     a data push) and written as ``workdir/<stem>.csv`` (UTF-8); other files and other kinds
-    pass through unchanged. ``today`` (default: today in China) bounds birth dates. Raises
+    pass through unchanged. ``today`` (default: today in China) bounds birth dates.
+    ``allow_unauthorized``: a query's persons without an authorization reference are sent (the
+    node suspends the query until a supplement brings them, 浙江 六(二)). Raises
     :class:`RowsRejected` (``E_ROWS``) when rows are invalid and ``valid_only`` is false, or
     when a table had rows but none is valid; ``E_SCHEMA``, ``E_COLUMNS``, ``E_ENCODING``,
     ``E_FORMAT`` from :func:`validate_table`.
@@ -107,9 +116,16 @@ def prepare_inputs(
             raise InputError("two tables share a name stem: a bundle's member names must be unique")
         try:
             # an answer to a relay holds rows of its resource, checked like a data push
-            as_kind = "query" if kind is BundleKind.QUERY else "data"
+            # and a supplement is a persons list like a query's
+            as_kind = "query" if kind in (BundleKind.QUERY, BundleKind.SUPPLEMENT) else "data"
             report = validate_table(
-                f, as_kind, target, encoding=encoding, today=today, resource=resource
+                f,
+                as_kind,
+                target,
+                encoding=encoding,
+                today=today,
+                resource=resource,
+                require_authorization=not (allow_unauthorized and kind is BundleKind.QUERY),
             )
         except InputError as e:
             e.message = f"file {position}: {e.message}"
@@ -231,6 +247,7 @@ def seal_files(
         members=len(files),
         size=result.length,
         sha256=result.sha256,
+        in_reply_to=fields["in_reply_to"] if isinstance(fields.get("in_reply_to"), str) else None,
     )
     with locked_state(cfg.state_path) as state:
         state.pushed[record.bundle_id] = record

@@ -83,6 +83,7 @@ def _validate_and_seal(
     encoding: str | None,
     valid_only: bool,
     extra_fields: dict[str, Any] | None = None,
+    allow_unauthorized: bool = False,
 ) -> tuple[ClientConfig, Credentials, SealedBundle]:
     """What push, respond and export share: validate tables, check certificates, seal."""
     try:
@@ -103,6 +104,7 @@ def _validate_and_seal(
                 encoding=encoding,
                 valid_only=valid_only,
                 resource=push_resource(cfg.dir, bundle_kind, fields),
+                allow_unauthorized=allow_unauthorized,
             )
         except RowsRejected as e:
             _print_reports(e.reports)
@@ -167,6 +169,14 @@ def push(
     retries: RetriesOpt = None,
     encoding: EncodingOpt = None,
     valid_only: ValidOnlyOpt = False,
+    allow_unauthorized: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthorized",
+            help="Send a query whose persons lack authorization references: the node suspends "
+            "it until a supplement brings them (浙江 六(二)).",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Seal files for the node, upload the bundle into /inbox, optionally wait for the receipt.
@@ -190,9 +200,22 @@ def push(
         exchange-client push --dir ~/rs --kind data --field resource=RS-SI-01 --field mode=increment --json --wait rs-12.csv
 
         exchange-client push --dir ~/mz --kind query --fields-json application.json --encoding gbk --valid-only persons.csv
+
+        exchange-client push --dir ~/mz --kind supplement --field in_reply_to=QUERY_ID --wait missing-authorizations.csv
+
+    A query whose persons lack authorization references is refused here (E_AUTHORIZATION rows)
+    unless `--allow-unauthorized`: then the node accepts it suspended, and a `supplement` (a
+    persons table with the missing references, `--field in_reply_to=QUERY_ID`) resumes it.
     """
     cfg, creds, sealed = _validate_and_seal(
-        directory, kind, files, field, fields_json, encoding, valid_only
+        directory,
+        kind,
+        files,
+        field,
+        fields_json,
+        encoding,
+        valid_only,
+        allow_unauthorized=allow_unauthorized,
     )
     _upload_and_report(cfg, creds, sealed, wait, timeout, retries, json_out)
 

@@ -46,6 +46,8 @@ class PushedBundle:
     verdict: str = WAITING
     reason_code: str | None = None
     receipts: list[str] = field(default_factory=list)
+    #: For an answer or a supplement: the relay or query it refers to.
+    in_reply_to: str | None = None
 
 
 @dataclass

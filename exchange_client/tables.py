@@ -178,6 +178,7 @@ def validate_table(
     encoding: str | None = None,
     today: dt.date,
     resource: Resource | None = None,
+    require_authorization: bool = True,
 ) -> ValidationReport:
     """Check ``path`` for a push of ``kind`` as the node will, and write the valid rows to
     ``out`` (UTF-8 CSV, header and cells as given).
@@ -205,7 +206,13 @@ def validate_table(
                 writer.writerow((cells + [""] * width)[:width])
                 lines.append(line)
         check = check_table(
-            raw, kind=kind, today=today, resource=resource, lines=lines, valid_out=out
+            raw,
+            kind=kind,
+            today=today,
+            resource=resource,
+            lines=lines,
+            valid_out=out,
+            require_authorization=require_authorization,
         )
         if not check.invalid:  # every row valid: what was written is what is sealed
             raw.replace(out)

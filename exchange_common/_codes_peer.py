@@ -365,6 +365,13 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         "Answer only the persons of the relay's list and only the items it names; resend.",
     ),
     (
+        "E_SUPPLEMENT",
+        _PEER,
+        "The supplement does not complete a suspended query of the sender.",
+        "Send the missing authorization references for the persons of your suspended query "
+        "only (the receipt counts what is wrong); see `exchange-client status QUERY_ID`.",
+    ),
+    (
         "E_ANSWER_VALUES",
         _PEER,
         "The answer holds values that are not valid for their item types.",

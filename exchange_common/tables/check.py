@@ -133,6 +133,7 @@ def check_table(
     resource: Resource | None = None,
     lines: Sequence[int] | None = None,
     valid_out: Path | None = None,
+    require_authorization: bool = True,
 ) -> TableCheck:
     """Check ``table`` (UTF-8 CSV or Parquet) as the node will: ``kind`` ``query`` (a persons
     list) or ``data`` (rows of ``resource``, or of :func:`generic_resource` when None).
@@ -142,6 +143,8 @@ def check_table(
     is invalid, the valid rows, unchanged and in order, are written there as a UTF-8 CSV with
     the same header (in the same pass); when every row is valid nothing is written there: the
     table itself is the valid rows.
+    ``require_authorization`` false: a persons row without an authorization reference passes
+    (the node will suspend the query until a supplement brings it).
     Raises InputError ``E_SCHEMA`` (columns that do not fit, an unreadable table) or
     ``E_ENCODING`` (a CSV that is not UTF-8), exactly as the node would.
     """
@@ -162,7 +165,13 @@ def check_table(
             f"{key_sql} AS _key, * FROM {src}"
         )
         if kind == "query":
-            checked = persons_sql(chosen, "numbered", today=today, keep=("_row", "_key"))
+            checked = persons_sql(
+                chosen,
+                "numbered",
+                today=today,
+                keep=("_row", "_key"),
+                require_authorization=require_authorization,
+            )
         else:
             assert resource is not None
             plan = row_plan(resource, check_columns(con, resource, table, src), today)

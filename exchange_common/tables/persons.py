@@ -68,11 +68,14 @@ def persons_sql(
     *,
     today: dt.date,
     keep: tuple[str, ...] = (),
+    require_authorization: bool = True,
 ) -> str:
     """The checked persons rows of relation ``source`` whose columns ``chosen`` names
     (:func:`persons_columns`): ``id_number`` (canonical GB 11643 text), ``name``,
     ``household_id``, ``authorization``, ``id_ok`` and ``_reject``; ``keep`` columns pass
-    through first. ``today`` is the latest accepted birth date."""
+    through first. ``today`` is the latest accepted birth date. With ``require_authorization``
+    false a row without an authorization reference is not rejected (the node suspends such a
+    query, 浙江 六(二), instead of refusing it)."""
     kept = "".join(f"{quote_ident(k)}, " for k in keep)
     cleaned = (
         f"SELECT {kept}{_text(chosen['id_number'])} AS raw_id, "
@@ -89,7 +92,10 @@ def persons_sql(
         f"SELECT {kept}id_number, name, coalesce(household_id, id_number) AS household_id, "
         f'"authorization", {id_valid_sql("id_number", today=today)} AS id_ok FROM ({rows})'
     )
+    authorization = (
+        "WHEN \"authorization\" IS NULL THEN 'E_AUTHORIZATION' " if require_authorization else ""
+    )
     return (
         f"SELECT *, CASE WHEN id_ok IS NOT true THEN 'E_ID' "
-        f"WHEN \"authorization\" IS NULL THEN 'E_AUTHORIZATION' END AS _reject FROM ({checked})"
+        f"{authorization}END AS _reject FROM ({checked})"
     )

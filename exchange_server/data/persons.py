@@ -59,6 +59,7 @@ def prepare_persons(
     target: Path,
     *,
     today: dt.date | None = None,
+    keep_unauthorized: bool = False,
 ) -> PersonsCheck:
     """Read the persons ``table`` and write it normalised to ``target`` (Parquet encrypted
     under the data key registered on ``con``): columns ``id_number`` (canonical GB 11643 text,
@@ -67,7 +68,8 @@ def prepare_persons(
     accepted birth date.
 
     Returns the counts; when any row has a bad ID or no authorization, ``target`` is removed
-    before returning. Raises InputError ``E_SCHEMA`` (unreadable table, wrong suffix, a required
+    before returning (with ``keep_unauthorized``, missing authorizations alone keep it: a
+    suspended query, 浙江 六(二)). Raises InputError ``E_SCHEMA`` (unreadable table, wrong suffix, a required
     column missing) or ``E_ENCODING`` (a CSV that is not UTF-8); nothing is left at ``target``.
     """
     src = table_source(table)
@@ -90,6 +92,6 @@ def prepare_persons(
         raise unreadable("persons", table, e) from None
     total, bad_ids, unauthorized = counts or (0, 0, 0)
     check = PersonsCheck(int(total), int(bad_ids), int(unauthorized))
-    if not check.ok:
+    if check.bad_ids or (check.unauthorized and not keep_unauthorized):
         target.unlink(missing_ok=True)
     return check

@@ -37,13 +37,14 @@ from exchange_common.masking import mask_text
 from exchange_common.workdays import CalendarGap, WorkCalendar
 from exchange_server.config import DeadlineConfig
 from exchange_server.outbox.writer import result_bundle_id
-from exchange_server.pipeline.queries import QueryBook
+from exchange_server.pipeline.queries import QueryBook, SegmentContent
 from exchange_server.store.audit import EventSpec, append_events
 from exchange_server.store.models import (
     Query,
     QueryNotice,
     QueryResource,
     QuerySegment,
+    QueryState,
     ResourceState,
     as_utc,
 )
@@ -66,6 +67,7 @@ class TickReport:
     deadlines_set: int = 0
     overdue: int = 0
     escalated: int = 0
+    expired: int = 0
     notices: int = 0
     segments: int = 0
     calendar_gaps: list[int] = field(default_factory=list)
@@ -104,6 +106,7 @@ class DeadlineKeeper:
         self._set_missing(calendar, report)
         self._mark_overdue(report)
         self._escalate(calendar, report)
+        self._expire_suspended(calendar, report)
         report.segments = self.book.deliver_pending()
         report.notices = self.deliver_notices()
         return report
@@ -217,6 +220,44 @@ class DeadlineKeeper:
                 )
                 report.escalated += 1
             append_events(s, events, now=now)
+
+    def _expire_suspended(self, calendar: WorkCalendar, report: TickReport) -> None:
+        """Close queries suspended longer than ``suspend_limit_days`` working days (浙江 六(二))
+        with a final segment: every resource ``terminated``, the reason in its note."""
+        now = self.clock()
+        days = self.config.suspend_limit_days
+        for query in self.book.queries(QueryState.SUSPENDED.value):
+            try:
+                limit = calendar.deadline(as_utc(query.received_at), days)
+            except CalendarGap as e:
+                if e.year not in report.calendar_gaps:
+                    report.calendar_gaps.append(e.year)
+                continue
+            if limit.due_at > now:
+                continue
+            note = f"suspended for {days} working days without the missing authorizations"
+            self.book.save_content(query.bundle_id, "expired", SegmentContent([], {}))
+            waiting = [r.resource for r in self.book.resources(query.bundle_id)]
+            self.book.assign(
+                query.bundle_id,
+                "expired",
+                {
+                    code: {
+                        "state": ResourceState.TERMINATED.value,
+                        "note": note,
+                        "decided_by": "node",
+                    }
+                    for code in waiting
+                },
+            )
+            with self.book.node.session() as s:
+                append_events(
+                    s,
+                    [EventSpec("node", "query.expired", query.bundle_id, {"days": days})],
+                    now=now,
+                )
+            log.warning("query %s: %s; closed", query.bundle_id, note)
+            report.expired += 1
 
     # ------------------------------------------------------------------ the administrator
 

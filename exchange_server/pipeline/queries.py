@@ -206,8 +206,10 @@ class QueryBook:
         received_at: dt.datetime,
         plans: Sequence[ResourcePlan],
         deadline: Deadline | None,
+        suspended: int = 0,
     ) -> None:
-        """Record the query and its resources once (a repeat after a crash changes nothing)."""
+        """Record the query and its resources once (a repeat after a crash changes nothing);
+        ``suspended`` persons without an authorization reference make it ``suspended``."""
         now = self.clock()
         try:
             with self.node.session() as s:
@@ -221,6 +223,7 @@ class QueryBook:
                         business_type=business_type,
                         catalog_version=catalog_version,
                         persons=persons,
+                        state=(QueryState.SUSPENDED if suspended else QueryState.OPEN).value,
                         received_at=received_at,
                         due_date=deadline.due_date if deadline else None,
                         due_at=deadline.due_at if deadline else None,
@@ -254,6 +257,7 @@ class QueryBook:
                                 "catalog_version": catalog_version,
                                 "due_date": deadline.due_date.isoformat() if deadline else None,
                                 "resources": [p.as_json() for p in plans],
+                                "suspended": suspended,
                             },
                         )
                     ],

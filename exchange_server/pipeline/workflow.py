@@ -23,8 +23,8 @@ persons list. Formal review (形式审查) refuses with a reason code:
 - ``E_SCHEMA``: not exactly one persons table, or a required column missing;
 - ``E_COUNT``: the persons count stated in the application differs from the table;
 - ``E_ID``: an ID number fails GB 11643;
-- ``E_AUTHORIZATION``: a person without an authorization reference (先授权、后核对; it is
-  refused and must be resent complete; suspension, 浙江 六(二), is not built yet).
+A person without an authorization reference (先授权、后核对) does not refuse the query: it is
+accepted suspended (浙江 六(二)) until a ``supplement`` completes it (:mod:`.suspension`).
 
 Review also decides, per requested resource, who answers it (the catalog's ``answered_by``)
 and until when (working days, :mod:`exchange_common.workdays`): the receipt says so.
@@ -88,6 +88,7 @@ from exchange_server.pipeline.plans import (
 from exchange_server.pipeline.queries import QueryBook, result_name
 from exchange_server.pipeline.relays import send_relays
 from exchange_server.pipeline.router import AcceptedBundle, Refusal, RouteOutcome
+from exchange_server.pipeline.suspension import check_supplement, resume, supplement_facts
 from exchange_server.spool import Spool
 from exchange_server.store.models import QueryState, ResourceState
 from pki.bundle import BundleKind, open_bundle
@@ -208,6 +209,8 @@ class Workflow:
                 return self._review_query(bundle, work)
             if bundle.kind == BundleKind.RESPONSE.value:
                 return self._review_response(bundle, work)
+            if bundle.kind == BundleKind.SUPPLEMENT.value:
+                return self._review_supplement(bundle, work)
             return {}
         except Refusal:
             shutil.rmtree(work, ignore_errors=True)
@@ -282,7 +285,7 @@ class Workflow:
                 )
         table = self._one_table(paths, "a query")
         with self._timed(bundle.bundle_id, "persons"):
-            count = self._prepare_persons(table, work / "persons.parquet")
+            count, unauthorized = self._prepare_persons(table, work / "persons.parquet")
         if count != app.persons:
             raise Refusal(
                 "E_COUNT",
@@ -301,8 +304,14 @@ class Workflow:
             "catalog_version": catalog_version,
             "plans": [plan_json(p) for p in plans],
             "deadline": deadline_json(deadline),
+            "suspended": unauthorized,
         }
         (work / "application.json").write_text(json.dumps(body, ensure_ascii=False), "utf-8")
+        suspended = (
+            {"suspended": True, "unauthorized": unauthorized, "due_date": None}
+            if unauthorized
+            else {}
+        )
         return {
             "query": {
                 "persons": count,
@@ -310,8 +319,12 @@ class Workflow:
                 "business_type": app.business_type,
                 "catalog_version": catalog_version,
                 "due_date": deadline.due_date.isoformat() if deadline else None,
-                "routing": [p.as_json() for p in plans],
+                # a suspended query's deadlines count from its supplement: none yet
+                "routing": [
+                    p.as_json() | ({"due_date": None} if unauthorized else {}) for p in plans
+                ],
             }
+            | suspended
         }
 
     def _review_response(self, bundle: AcceptedBundle, work: Path) -> dict[str, Any]:
@@ -405,25 +418,43 @@ class Workflow:
         log.info("answer %s from %s merged for %s", bundle.bundle_id, bundle.sender, row.resource)
         return RouteOutcome.DONE
 
-    def _prepare_persons(self, table: Path, target: Path) -> int:
-        """Check the persons list and write it normalised and encrypted to ``target``;
-        the number of rows. Refuses with E_SCHEMA, E_ENCODING, E_ID or E_AUTHORIZATION."""
+    def _prepare_persons(self, table: Path, target: Path) -> tuple[int, int]:
+        """Check the persons list and write it normalised and encrypted to ``target``: (rows,
+        rows without an authorization reference: the query is then suspended, 浙江 六(二)).
+        Refuses with E_SCHEMA, E_ENCODING or E_ID."""
         con = self.datasets.connect(target.parent)
         try:
-            check = prepare_persons(con, table, target)
+            check = prepare_persons(con, table, target, keep_unauthorized=True)
         except InputError as e:
             raise Refusal(e.code, e.message, detail=e.detail) from None
         finally:
             con.close()
         if check.bad_ids:
             raise Refusal("E_ID", f"{check.bad_ids} ID number(s) fail GB 11643")
-        if check.unauthorized:
-            raise Refusal(
-                "E_AUTHORIZATION",
-                f"{check.unauthorized} person(s) lack an authorization reference "
-                "(先授权、后核对): the query is suspended until it is resent complete",
-            )
-        return check.rows
+        return check.rows, check.unauthorized
+
+    def _review_supplement(self, bundle: AcceptedBundle, work: Path) -> dict[str, Any]:
+        """Check a supplement to a suspended query (:mod:`.suspension`)."""
+        fields, paths = self._open(bundle, work)
+        query_id = text_field(fields, "in_reply_to")
+        table = self._one_table(paths, "a supplement")
+        return check_supplement(self.book, self.datasets, bundle, query_id, table, work)
+
+    def _resume(self, bundle: AcceptedBundle) -> RouteOutcome:
+        """Resume the suspended query a checked supplement completes, then relay and answer it."""
+        facts = supplement_facts(self.book, bundle.bundle_id)
+        if facts is None:  # crash before review kept it: review again (same outcome)
+            self.review(bundle)
+            facts = supplement_facts(self.book, bundle.bundle_id)
+            assert facts is not None
+        query_id = str(facts["query_id"])
+        received = bundle.received_at or self.clock()
+        if resume(self.book, query_id, bundle.bundle_id, received):
+            log.info("query %s resumed by supplement %s", query_id, bundle.bundle_id)
+        query = self.book.query(query_id)
+        if query is not None and query.state == QueryState.OPEN.value:
+            self._advance(query_id, bundle.sender)
+        return RouteOutcome.DONE
 
     # ------------------------------------------------------------------ route
 
@@ -433,6 +464,8 @@ class Workflow:
             return self._route_query(bundle)
         if bundle.kind == BundleKind.RESPONSE.value:
             return self._merge_answer(bundle)
+        if bundle.kind == BundleKind.SUPPLEMENT.value:
+            return self._resume(bundle)
         if bundle.kind in self.waiting_kinds:
             return RouteOutcome.WAITING
         return RouteOutcome.DONE
@@ -463,7 +496,17 @@ class Workflow:
                 received_at=bundle.received_at or self.clock(),
                 plans=plans,
                 deadline=deadline_from_json(body.get("deadline")),
+                suspended=int(body.get("suspended") or 0),
             )
+        return self._advance(query_id, bundle.sender)
+
+    def _advance(self, query_id: str, sender: str) -> RouteOutcome:
+        """Send an open query's relays and answer its hosted resources; a suspended one waits."""
+        folder = self.book.folder(query_id)
+        query = self.book.query(query_id)
+        assert query is not None
+        if query.state == QueryState.SUSPENDED.value:
+            return RouteOutcome.WAITING
         body = json.loads((folder / "application.json").read_text("utf-8"))
         app = parse_application(body["application"])
         send_relays(self.book, query_id, purpose=app.purpose, business_type=app.business_type)
@@ -487,7 +530,7 @@ class Workflow:
         log.info(
             "query %s from %s: %s (%s)",
             query_id,
-            bundle.sender,
+            sender,
             query.state,
             ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()),
         )
