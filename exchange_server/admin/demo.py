@@ -117,7 +117,8 @@ def run_demo(root: Path, *, say: Callable[[str], None] = print, fresh: bool = Fa
     ca.close()
     _run_node_stage(root, ca_dir, certs, step)
     result.not_built = [
-        "relayed queries (resources held by a provider, not on the node): exchange-client respond",
+        "revocation, recheck, objection and detail queries (the rest of the procedure)",
+        "the administrator's status, live view, metrics and verifiable audit proofs",
     ]
     return result
 
@@ -158,7 +159,9 @@ def _write_demo_data(data: Path) -> Path:
     application = {
         "business_type": "低保",
         "persons": DEMO_PERSONS,
-        "resources": [{"code": "RS-SI-01", "time_range": ""}],
+        # RS-SI-01 is answered by the node from 人社's pushed data; RS-JY-01 人社 keeps, so the
+        # node relays it to 人社 with a deadline in working days
+        "resources": [{"code": "RS-SI-01", "time_range": ""}, {"code": "RS-JY-01"}],
         "purpose": "最低生活保障家庭经济状况核对",
     }
     (data / "application.json").write_text(
@@ -167,17 +170,39 @@ def _write_demo_data(data: Path) -> Path:
     return data
 
 
-def _wait_for_result(client_dir: Path, timeout: float = 120.0) -> Path:
-    """Pull until a result bundle arrives; return the folder it was opened into."""
+def _wait_for(client_dir: Path, kind: str, timeout: float = 120.0) -> dict[str, Any]:
+    """Pull until a bundle of ``kind`` arrives; return its pull outcome (``opened_to`` …)."""
     deadline = time.monotonic() + timeout
     while True:
         pulled = _client(["pull", "--dir", str(client_dir)])
         for o in pulled.get("pulled", []):
-            if o.get("kind") == "result" and o.get("status") == "opened":
-                return Path(o["opened_to"])
+            if o.get("kind") == kind and o.get("status") == "opened":
+                found: dict[str, Any] = o
+                return found
         if time.monotonic() > deadline:
-            raise TransportError("no result arrived from the demo node", code="E_DEMO")
+            raise TransportError(f"no {kind} arrived from the demo node", code="E_DEMO")
         time.sleep(0.5)
+
+
+def _answer_relay(relay_dir: Path, answer: Path) -> int:
+    """人社's answer to the relay (synthetic 就业失业登记 records for some of the persons asked);
+    the number of persons answered."""
+    con = duckdb.connect()
+    try:
+        persons = quote_literal(str(relay_dir / "persons.csv"))
+        con.execute(
+            "COPY (SELECT 公民身份号码, CASE WHEN hash(公民身份号码) % 3 = 0 THEN '失业' ELSE '就业' "
+            "END AS 就业状态, CASE WHEN hash(公民身份号码) % 3 = 0 THEN NULL ELSE '杭州某企业' END "
+            "AS 就业单位名称, DATE '2026-06-01' AS 登记日期 FROM read_csv("
+            f"{persons}, header = true, all_varchar = true) WHERE hash(公民身份号码) % 5 <> 0) "
+            f"TO {quote_literal(str(answer))} (FORMAT csv, HEADER)"
+        )
+        row = con.execute(
+            f"SELECT count(*) FROM read_csv({quote_literal(str(answer))}, header = true)"
+        ).fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row else 0
 
 
 def _describe_result(result_dir: Path) -> list[str]:
@@ -185,11 +210,16 @@ def _describe_result(result_dir: Path) -> list[str]:
     report = json.loads((result_dir / "report.json").read_text(encoding="utf-8"))
     lines = []
     for r in report["resources"]:
-        if r.get("status") != "answered":
-            lines.append(f"{r['resource']}: {r.get('status')} {r.get('message', '')}")
+        if "persons" not in r:  # not answered in this segment
+            due = f", due {r['due_date']} (Asia/Shanghai)" if r.get("due_date") else ""
+            where = f" in segment {r['segment']}" if r.get("segment") else ""
+            lines.append(
+                f"{r['resource']}: {r['state']}{where} (answered by {r['answered_by']}, "
+                f"{r['provider']}){due}"
+            )
             continue
         lines.append(
-            f"{r['resource']} {r['name']}: {r['persons']} persons, {r['matched_persons']} with "
+            f"{r['resource']} answered by {r['answered_by']}: {r['persons']} persons, {r['matched_persons']} with "
             f"records ({r['records']} records, latest per person), {r['no_record']} with no "
             f"record; items released: {', '.join(r['items'])}"
         )
@@ -366,10 +396,44 @@ def _run_node_stage(root: Path, ca_dir: Path, certs: Path, step: Callable[[str],
                     f"{pushed.get('reason_code')}",
                     code="E_DEMO",
                 )
-        result_dir = _wait_for_result(clients / "MZ330100")
-        step(f"民政 pulled the node's signed result and opened it: {result_dir}")
-        for line in _describe_result(result_dir):
+        mz, rs = clients / "MZ330100", clients / "RS330100"
+        first = _wait_for(mz, "result")
+        step(f"民政 pulled result segment 1, signed by the node: {first['summary']}")
+        for line in _describe_result(Path(first["opened_to"])):
             step(line)
+        relay = _wait_for(rs, "relay")
+        step(f"人社 pulled the node's relay {relay['bundle_id']}: {relay['summary']}")
+        answer = root / "data" / "rs_employment_answer.csv"
+        answered = _answer_relay(Path(relay["opened_to"]), answer)
+        responded = _client(
+            ["respond", "--dir", str(rs), "--to-query", relay["bundle_id"], "--wait", str(answer)],
+            check_exit=(0, 1),
+        )
+        step(
+            f"人社 answered it with exchange-client respond ({answered} persons with records): "
+            f"node receipt {responded['verdict']}"
+        )
+        if responded["verdict"] != "accepted":
+            raise TransportError(
+                f"the node refused the demo answer: {responded.get('reason_code')}", code="E_DEMO"
+            )
+        last = _wait_for(mz, "result")
+        step(f"民政 pulled result segment 2: {last['summary']}")
+        for line in _describe_result(Path(last["opened_to"])):
+            step(line)
+        query_id = next(
+            r["bundle_id"]
+            for r in _client(["status", "--dir", str(mz)]).get("pushed", [])
+            if r.get("kind") == "query"
+        )
+        status = _client(["status", "--dir", str(mz), query_id])
+        step(
+            f"exchange-client status of the query: {status['state']}; "
+            + "; ".join(
+                f"{r['resource']} {r['state']} (answered by {r['answered_by']})"
+                for r in status["resources"]
+            )
+        )
         for code in ("RS330100", "MZ330100"):
             status = _client(["status", "--dir", str(clients / code)])
             for rec in status.get("pulled", []):

@@ -29,7 +29,13 @@ def test_demo_builds_a_verifiable_world(tmp_path: Path) -> None:
     held = [s for s in result.steps if "holds the node's signed receipt" in s and "accepted" in s]
     assert {s.split()[0] for s in held} == {"MZ330100", "RS330100"}
     receipts = list((tmp_path / "demo" / "clients").glob("*/pulled/receipt-*.bundle"))
-    assert len(receipts) == 2
+    assert len(receipts) == 3  # 人社's push and answer, 民政's query
+    # the relayed resource: a deadline in working days, 人社's answer, the final segment
+    assert any("RS-JY-01: pending" in s and "due 20" in s for s in result.steps)
+    assert any("人社 answered it with exchange-client respond" in s and "accepted" in s
+               for s in result.steps)  # fmt: skip
+    assert any("segment 2 (final; answered)" in s for s in result.steps)
+    assert any("status of the query: answered" in s for s in result.steps)
 
 
 def test_demo_refuses_to_overwrite_without_fresh(tmp_path: Path) -> None:
