@@ -81,6 +81,7 @@ def _query_json(q: Query, resources: list[QueryResource]) -> dict[str, Any]:
         "received_at": _iso(q.received_at),
         "due_date": _iso(q.due_date),
         "closed_at": _iso(q.closed_at),
+        "overdue_at": _iso(q.overdue_at),
         "resources": [_resource_json(r) for r in resources],
     }
 
@@ -117,7 +118,10 @@ def list_queries(
             + (" ESCALATED" if r["escalated_at"] else "")
             for r in q["resources"]
         ]
-        t.add_row(q["query"], q["requester"], q["state"], q["due_date"] or "-", "; ".join(parts))
+        late = " OVERDUE" if q["overdue_at"] else ""
+        t.add_row(
+            q["query"], q["requester"], q["state"] + late, q["due_date"] or "-", "; ".join(parts)
+        )
     console.print(t)
     if not body:
         console.print("no queries", markup=False)

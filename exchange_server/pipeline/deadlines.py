@@ -66,6 +66,7 @@ class TickReport:
 
     deadlines_set: int = 0
     overdue: int = 0
+    queries_overdue: int = 0
     escalated: int = 0
     expired: int = 0
     notices: int = 0
@@ -183,6 +184,33 @@ class DeadlineKeeper:
                     _iso(r.due_date),
                 )
                 report.overdue += 1
+            # the whole verification's deadline (浙江 四(一): 10 working days)
+            for query in s.exec(
+                select(Query)
+                .where(Query.state == QueryState.OPEN.value)
+                .where(col(Query.overdue_at).is_(None))
+                .where(col(Query.due_at).is_not(None))
+            ):
+                assert query.due_at is not None
+                if as_utc(query.due_at) > now:
+                    continue
+                query.overdue_at = now
+                s.add(query)
+                events.append(
+                    EventSpec(
+                        "node",
+                        "query.overdue",
+                        query.bundle_id,
+                        {"due_date": _iso(query.due_date), "requester": query.requester},
+                    )
+                )
+                log.warning(
+                    "query %s from %s: the whole verification was due %s and is still open",
+                    query.bundle_id,
+                    query.requester,
+                    _iso(query.due_date),
+                )
+                report.queries_overdue += 1
             append_events(s, events, now=now)
 
     def _escalate(self, calendar: WorkCalendar, report: TickReport) -> None:

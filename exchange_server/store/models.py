@@ -177,6 +177,8 @@ class Query(SQLModel, table=True):
     due_date: dt.date | None = Field(default=None, sa_column=Column(Date(), nullable=True))
     due_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
     closed_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
+    #: When the whole verification's deadline passed with the query still open.
+    overdue_at: dt.datetime | None = Field(default=None, sa_column=_utc_column(nullable=True))
     updated_at: dt.datetime = Field(sa_column=_utc_column())
 
 

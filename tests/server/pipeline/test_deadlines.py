@@ -111,6 +111,25 @@ def test_deadline_passes_at_the_end_of_the_due_day_in_shanghai(world: World) -> 
     assert len(_events(world, "deadline.overdue")) == 1
 
 
+def test_whole_verification_deadline_is_recorded_once_when_the_query_is_still_open(
+    world: World,
+) -> None:
+    qid = _query(world, RELAYED).bundle_id
+    # 10 working days from Mon 28 Sep 2026: due Fri 16 Oct, until 2026-10-16T16:00Z
+    end = dt.datetime(2026, 10, 16, 16, 0, tzinfo=UTC)
+    clock = Clock(end - dt.timedelta(seconds=1))
+    keeper = _keeper(world, clock)
+    assert keeper.tick().queries_overdue == 0
+    clock.at = end
+    assert keeper.tick().queries_overdue == 1
+    assert keeper.tick().queries_overdue == 0
+    [event] = _events(world, "query.overdue")
+    assert event["due_date"] == "2026-10-16"
+    with world.node.session(write=False) as s:
+        q = s.get(Query, qid)
+        assert q is not None and q.overdue_at is not None and q.state == "open"
+
+
 def test_overdue_is_escalated_after_further_working_days(world: World) -> None:
     qid = _query(world, RELAYED).bundle_id
     clock = Clock(DUE_END)

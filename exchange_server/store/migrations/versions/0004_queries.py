@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("due_date", sa.Date(), nullable=True),
         _utc("due_at"),
         _utc("closed_at"),
+        _utc("overdue_at"),
         _utc("updated_at", nullable=False),
         sa.PrimaryKeyConstraint("bundle_id"),
     )
