@@ -101,10 +101,16 @@ def store_answer(
                 f"({reasons})",
                 code="E_ANSWER_VALUES",
             )
+        # The answer's keys are grouped once (records per person) and the persons they name
+        # are counted from that grouping; only the distinct keys go through the anti join
+        # against the list. The rows naming a person the relay did not ask about are still
+        # counted as rows. (Joining every answer row to the de-duplicated list instead cost
+        # about 1.6 times the CPU for 1,000,000 rows: bench/relay.py.)
         row = con.execute(
-            f"SELECT count(*) FILTER (WHERE p.id_number IS NULL), count(DISTINCT a.{key}) "
-            f"FROM {stored} a LEFT JOIN (SELECT DISTINCT id_number FROM {encrypted_scan(persons)}) p "
-            f"ON a.{key} = p.id_number"
+            f"WITH named AS (SELECT {key} AS id, count(*) AS n FROM {stored} GROUP BY {key}) "
+            "SELECT (SELECT coalesce(sum(n), 0) FROM named "
+            f"ANTI JOIN {encrypted_scan(persons)} p ON named.id = p.id_number), "
+            "(SELECT count(id) FROM named)"
         ).fetchone()
         strangers, named = (int(row[0]), int(row[1])) if row else (0, 0)
         if strangers:
