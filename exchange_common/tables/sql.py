@@ -60,11 +60,19 @@ def date_sql(expr: str) -> str:
 #: Full-width ASCII (U+FF01-U+FF5E) and the ideographic space, and their half-width forms.
 _FULL_WIDTH = "".join(chr(c) for c in range(0xFF01, 0xFF5F)) + "\u3000"
 _HALF_WIDTH = "".join(chr(c) for c in range(0x21, 0x7F)) + " "
+#: A regular-expression class matching any character of :data:`_FULL_WIDTH`.
+_FULL_WIDTH_CLASS = f"[{chr(0xFF01)}-{chr(0xFF5E)}{chr(0x3000)}]"
 
 
 def name_sql(expr: str) -> str:
     """SQL: a person's name as node and client keep it: full-width letters, digits and
     punctuation made half-width, the ideographic space a space, runs of white space one space,
     trimmed; NULL when that leaves nothing. Chinese characters are kept as they are."""
-    half = f"translate({expr}, {quote_literal(_FULL_WIDTH)}, {quote_literal(_HALF_WIDTH)})"
+    # translate() with the 95-character map costs ~7 µs a name in DuckDB: run it only on the
+    # few names holding a full-width character (found by one regular-expression class)
+    half = (
+        f"CASE WHEN regexp_matches({expr}, {quote_literal(_FULL_WIDTH_CLASS)}) "
+        f"THEN translate({expr}, {quote_literal(_FULL_WIDTH)}, {quote_literal(_HALF_WIDTH)}) "
+        f"ELSE {expr} END"
+    )
     return f"nullif(trim(regexp_replace({half}, '\\s+', ' ', 'g')), '')"
