@@ -11,7 +11,8 @@ Every relayed resource has a deadline in working days (:mod:`exchange_server.pip
 - an overdue resource still unanswered ``escalate_after_days`` working days after its due date
   is escalated to the administrator (audit ``deadline.escalated``, an error in the log, shown by
   ``exchange-server query list``);
-- notices and segments a crash left undelivered are delivered.
+- notices and segments a crash left undelivered are delivered, and the upload of a query
+  that closed while its own routing was still being recorded leaves ``routed`` for ``done``.
 
 :meth:`DeadlineKeeper.extend` and :meth:`DeadlineKeeper.terminate` are the administrator's
 decisions (force majeure, 浙江 四(一)3), recorded with who decided and why, and notified.
@@ -70,6 +71,7 @@ class TickReport:
     escalated: int = 0
     expired: int = 0
     notices: int = 0
+    closed_uploads: int = 0
     segments: int = 0
     calendar_gaps: list[int] = field(default_factory=list)
 
@@ -109,6 +111,7 @@ class DeadlineKeeper:
         self._escalate(calendar, report)
         self._expire_suspended(calendar, report)
         report.segments = self.book.deliver_pending()
+        report.closed_uploads = self.book.finish_closed()
         report.notices = self.deliver_notices()
         return report
 

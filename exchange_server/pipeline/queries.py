@@ -405,6 +405,27 @@ class QueryBook:
             self._deliver(segment)
         return len(pending)
 
+    def finish_closed(self) -> int:
+        """Take the uploads of closed queries still ``routed`` to ``done``; how many.
+
+        A query can close (its last answer merged by another worker) while the batch that
+        routed it has not yet recorded its upload: that batch then records ``routed`` from a
+        route that saw the query open. This sweep, run by every deadline check, repairs it.
+        """
+        now = self.clock()
+        done = 0
+        with self.node.session() as s:
+            rows = s.exec(
+                select(Query.upload_id)
+                .join(Upload, col(Upload.id) == col(Query.upload_id))
+                .where(Query.state == QueryState.CLOSED.value)
+                .where(Upload.state == BundleState.ROUTED.value)
+            ).all()
+            for upload_id in rows:
+                _finish_upload(s, upload_id, now)
+                done += 1
+        return done
+
     def _deliver(self, segment: QuerySegment) -> None:
         query = self.query(segment.query_id)
         assert query is not None

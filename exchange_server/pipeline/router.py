@@ -69,3 +69,9 @@ class Router(Protocol):
     def route(self, bundle: AcceptedBundle) -> RouteOutcome:
         """Route ``bundle``; raise only for node-side failures (the bundle stays accepted)."""
         ...
+
+    def settle(self) -> None:
+        """Called after a batch's final states are recorded: repair what routing in parallel
+        batches could leave behind (a query closed by another batch's answer while this one
+        recorded it waiting). Idempotent."""
+        ...

@@ -413,6 +413,7 @@ class Runner:
                 s.add(row)
                 events += _events(t)
             append_events(s, events, now=now)
+        self.router.settle()
         return results | {item.row.id: t.state for item, _, t in finals}
 
     # --- applying transitions ----------------------------------------------------------------

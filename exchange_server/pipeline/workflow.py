@@ -331,20 +331,23 @@ class Workflow:
         """Check a provider's answer to a relay and keep it, checked and encrypted, for route."""
         fields, paths = self._open(bundle, work)
         rid = text_field(fields, "in_reply_to")
+        # A relay exists from the moment its query is recorded: its file may reach the provider
+        # before a crash lets the node record it as sent, and the answer is still for it.
         row = self.book.by_relay(rid)
-        if row is None or row.relay_sent_at is None:
+        if row is None:
             raise Refusal("E_RELAY_UNKNOWN", "the answer's in_reply_to names no relay of this node")
         if row.provider != bundle.sender:
             raise Refusal(
                 "E_PROVIDER", f"only the providing department may answer relays for {row.resource}"
             )
-        if not ResourceState(row.state).waiting:
+        target = self.book.folder(row.query_id) / "answers" / f"{bundle.bundle_id}.parquet"
+        facts = target.with_suffix(".json")
+        # This very answer, checked (and perhaps merged) before a crash: the same outcome again.
+        if not facts.exists() and not ResourceState(row.state).waiting:
             raise Refusal("E_RELAY_CLOSED", f"the relay for {row.resource} is already {row.state}")
         table = self._one_table(paths, "an answer")
         catalog_version, request = self.book.request(row.query_id, row.resource)
         resource = self.book.catalog_resource(catalog_version, row.resource)
-        target = self.book.folder(row.query_id) / "answers" / f"{bundle.bundle_id}.parquet"
-        facts = target.with_suffix(".json")
         if not facts.exists():
             con = self.datasets.connect(work)
             try:
@@ -469,6 +472,10 @@ class Workflow:
         if bundle.kind in self.waiting_kinds:
             return RouteOutcome.WAITING
         return RouteOutcome.DONE
+
+    def settle(self) -> None:
+        """Queries closed while their own routing was being recorded leave ``routed``."""
+        self.book.finish_closed()
 
     def _route_query(self, bundle: AcceptedBundle) -> RouteOutcome:
         """Record the query, send its relays, answer its hosted resources (segment 1)."""

@@ -16,12 +16,12 @@ segments numbered 1..k with exactly one final one, the last; every query closed 
 done; every file complete; the audit chain intact. The seed is printed (``RELAY_CRASH_SEED``
 repeats a run's choices; the kill instants still depend on the machine's timing).
 
-The storm finds three node faults. Each is pinned by a deterministic test below that rebuilds
-the state a kill at one precise step leaves (as ``tests/server/pipeline/test_relays.py`` does
-in-process) and fails until the node is fixed (``xfail(strict=True)``). The storm recognises
-each by its exact signature, checks everything else strictly, and then reports the run as
-xfailed naming what it saw; anything else fails it. Once the node is fixed, remove the
-markers and :class:`_Faults` (the storm then asserts that none occurs).
+The storm found three node faults, each now fixed and pinned by a deterministic test below that
+rebuilds the state a kill at one precise step leaves (as ``tests/server/pipeline/test_relays.py``
+does in-process): a query closed by another batch's answer left ``routed``; an answer to a
+relay delivered but not yet recorded as sent refused ``E_RELAY_UNKNOWN``; an answer merged
+before a kill refused ``E_RELAY_CLOSED`` when reviewed again. The storm still recognises each
+by its signature (:class:`_Faults`) and fails naming it.
 """
 
 from __future__ import annotations
@@ -405,8 +405,8 @@ def test_sigkill_during_relayed_queries_loses_and_doubles_nothing(tmp_path: Path
             what=f"every upload to reach a final state (seed {seed})",
         )
         faults = _check_storm(h, asked, progress.answers, trust, work)
-    if faults.summary():
-        pytest.xfail(f"seed {seed}: known node faults (see the module text): {faults.summary()}")
+    # the three faults the storm once found (module text) must never occur again
+    assert not faults.summary(), f"seed {seed}: node faults: {faults.summary()}"
 
 
 def _check_storm(
@@ -596,7 +596,6 @@ def _kill_after(
     return _AfterKill(asked.query_id, up.id, answer_id)
 
 
-@pytest.mark.xfail(strict=True, reason=LEFT_ROUTED)
 def test_query_closed_in_the_batch_that_reroutes_it_is_done(tmp_path: Path) -> None:
     """Kill after the relay was sent and recorded, before the batch recorded the query's upload
     as ``routed``; the answer is merged in the batch that routes the query again."""
@@ -613,7 +612,6 @@ def test_query_closed_in_the_batch_that_reroutes_it_is_done(tmp_path: Path) -> N
         assert states[after.query_id] == ("done", None)
 
 
-@pytest.mark.xfail(strict=True, reason=REFUSED_UNRECORDED)
 def test_answer_to_a_relay_delivered_before_a_kill_is_not_refused(tmp_path: Path) -> None:
     """Kill after relay-<ID>.bundle reached the provider's outbox, before ``relay_sent_at`` was
     committed; 人社 downloads the relay and answers before the node routes the query again."""
@@ -624,7 +622,6 @@ def test_answer_to_a_relay_delivered_before_a_kill_is_not_refused(tmp_path: Path
         assert states[after.answer_id] == ("done", None)
 
 
-@pytest.mark.xfail(strict=True, reason=REFUSED_MERGED)
 def test_answer_merged_before_a_kill_stays_accepted(tmp_path: Path) -> None:
     """Kill after an answer was merged (its final segment delivered), before the runner
     recorded its upload as ``done``; the restarted node reviews it again."""

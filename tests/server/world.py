@@ -44,6 +44,9 @@ class KeepRouter:
         """``data`` is done once stored; the other kinds wait."""
         return RouteOutcome.DONE if bundle.kind == "data" else RouteOutcome.WAITING
 
+    def settle(self) -> None:
+        """Nothing to repair."""
+
 
 @dataclass
 class World:
