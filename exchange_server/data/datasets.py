@@ -33,7 +33,7 @@ Parquet. DuckDB's CSV parsing and the encrypted Parquet writing take most of it;
 check (normalise and check) costs about 0.6 µs of CPU per row.
 """
 
-# SQL is assembled from quoted identifiers (_q) and literals (_lit) only; numbers pass through
+# SQL is assembled from quoted identifiers and literals only; numbers pass through
 # int() or are constants of this module.
 # ruff: noqa: S608
 
@@ -58,9 +58,7 @@ from exchange_common.idnumber import china_today
 from exchange_common.masking import mask_text
 from exchange_common.tables.rows import check_columns, reject_summary, row_plan
 from exchange_common.tables.source import table_source, unreadable
-from exchange_common.tables.sql import quote_literal
 from exchange_server.data.duck import (
-    KEY_NAME,
     connect,
     copy_encrypted,
     encrypted_scan,
@@ -74,8 +72,6 @@ __all__ = ["MODES", "DatasetStore", "IngestReport", "parquet_source"]
 #: ``mode`` of a data push.
 MODES = ("full", "increment")
 
-_lit = quote_literal
-
 
 def parquet_source(files: Sequence[Path], *, valid_only: bool = True) -> str:
     """SQL relation over encrypted dataset ``files`` (the data key must be registered).
@@ -84,8 +80,7 @@ def parquet_source(files: Sequence[Path], *, valid_only: bool = True) -> str:
     what every reader but the ingest report wants: every item typed as the catalog says, the
     key item a valid, trimmed, upper-case GB 11643 number.
     """
-    listed = ", ".join(_lit(str(f)) for f in files)
-    scan = f"read_parquet([{listed}], encryption_config = {{footer_key: {_lit(KEY_NAME)}}})"
+    scan = encrypted_scan(files)
     if not valid_only:
         return scan
     return f"(SELECT * EXCLUDE (_reject) FROM {scan} WHERE _reject IS NULL)"

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import re
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -98,10 +99,14 @@ def connect(
     return con
 
 
-def encrypted_scan(path: Path) -> str:
-    """SQL relation reading an encrypted Parquet file (the data key must be registered)."""
+def encrypted_scan(paths: Path | Sequence[Path], *, row_numbers: bool = False) -> str:
+    """SQL relation reading encrypted Parquet file(s) (the data key must be registered);
+    with ``row_numbers`` a ``file_row_number`` column gives each row's position in its file."""
+    files = [paths] if isinstance(paths, Path) else list(paths)
+    listed = ", ".join(quote_literal(str(f)) for f in files)
+    numbered = ", file_row_number = true" if row_numbers else ""
     return (
-        f"read_parquet({quote_literal(str(path))}, "
+        f"read_parquet([{listed}]{numbered}, "
         f"encryption_config = {{footer_key: {quote_literal(KEY_NAME)}}})"
     )
 

@@ -33,7 +33,7 @@ from exchange_common.idnumber import china_today
 from exchange_common.tables.persons import PERSON_HEADERS, persons_columns, persons_sql
 from exchange_common.tables.source import describe, table_source, unreadable
 from exchange_common.tables.sql import quote_literal
-from exchange_server.data.duck import KEY_NAME
+from exchange_server.data.duck import KEY_NAME, encrypted_scan
 
 __all__ = ["PERSON_HEADERS", "PersonsCheck", "persons_columns", "prepare_persons"]
 
@@ -84,8 +84,7 @@ def prepare_persons(
         )
         counts = con.execute(
             "SELECT count(*), count(*) FILTER (WHERE id_ok IS NOT true), "
-            'count(*) FILTER (WHERE "authorization" IS NULL) FROM read_parquet('
-            f"{quote_literal(str(target))}, encryption_config = {encryption})"
+            f'count(*) FILTER (WHERE "authorization" IS NULL) FROM {encrypted_scan(target)}'
         ).fetchone()
     except duckdb.Error as e:
         target.unlink(missing_ok=True)

@@ -19,7 +19,7 @@ import uuid
 
 from exchange_common.errors import InputError
 from exchange_common.tables.sql import quote_ident, quote_literal
-from exchange_server.data.duck import KEY_NAME
+from exchange_server.data.duck import encrypted_scan
 from exchange_server.pipeline.queries import (
     RELAY_PERSON_HEADERS,
     QueryBook,
@@ -99,10 +99,7 @@ def _deliver_relay(
             columns.append(f"name AS {quote_ident(RELAY_PERSON_HEADERS[1])}")
         con = book.datasets.connect(work)
         try:
-            source = (
-                f"read_parquet({quote_literal(str(book.folder(query_id) / 'persons.parquet'))}"
-                f", encryption_config = {{footer_key: {quote_literal(KEY_NAME)}}})"
-            )
+            source = encrypted_scan(book.folder(query_id) / "persons.parquet")
             con.execute(
                 f"COPY (SELECT DISTINCT ON (id_number) {', '.join(columns)} FROM {source} "
                 f"ORDER BY id_number) TO {quote_literal(str(persons))} (HEADER, DELIMITER ',')"

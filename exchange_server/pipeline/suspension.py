@@ -88,9 +88,7 @@ def check_supplement(
                 "E_AUTHORIZATION",
                 f"{check.unauthorized} person(s) of the supplement lack an authorization reference",
             )
-        persons = encrypted_scan(book.folder(query_id) / "persons.parquet").replace(
-            ")", ", file_row_number = true)", 1
-        )
+        persons = encrypted_scan(book.folder(query_id) / "persons.parquet", row_numbers=True)
         given = (
             f'(SELECT id_number, min("authorization") AS auth FROM {encrypted_scan(supplement)} '
             "GROUP BY id_number)"
