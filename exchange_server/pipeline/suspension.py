@@ -40,19 +40,11 @@ from exchange_server.pipeline.router import AcceptedBundle, Refusal
 from exchange_server.store.audit import EventSpec, append_events
 from exchange_server.store.models import Query, QueryResource, QueryState
 
-__all__ = ["check_supplement", "resume", "supplement_facts"]
+__all__ = ["check_supplement", "resume"]
 
 
 def _next_persons(book: QueryBook, query_id: str, bundle_id: str) -> Path:
     return book.folder(query_id) / "supplements" / f"{bundle_id}.parquet"
-
-
-def supplement_facts(book: QueryBook, bundle_id: str) -> dict[str, Any] | None:
-    """What the review of supplement ``bundle_id`` found, or None when it was not reviewed."""
-    for path in (book.spool.root / "queries").glob(f"*/supplements/{bundle_id}.json"):
-        facts: dict[str, Any] = json.loads(path.read_text("utf-8"))
-        return facts
-    return None
 
 
 def check_supplement(
@@ -72,6 +64,9 @@ def check_supplement(
     query = book.query(query_id)
     if query is None or query.requester != bundle.sender:
         raise Refusal("E_SUPPLEMENT", "the supplement names no query of the sender on this node")
+    checked = _next_persons(book, query_id, bundle.bundle_id).with_suffix(".json")
+    if checked.exists():  # this supplement, checked (perhaps applied) before a crash
+        return {"supplement": json.loads(checked.read_text("utf-8"))}
     if query.state != QueryState.SUSPENDED.value:
         raise Refusal("E_SUPPLEMENT", f"the query is {query.state}, not suspended")
     supplement = work / "supplement.parquet"

@@ -88,7 +88,7 @@ from exchange_server.pipeline.plans import (
 from exchange_server.pipeline.queries import QueryBook, result_name
 from exchange_server.pipeline.relays import send_relays
 from exchange_server.pipeline.router import AcceptedBundle, Refusal, RouteOutcome
-from exchange_server.pipeline.suspension import check_supplement, resume, supplement_facts
+from exchange_server.pipeline.suspension import check_supplement, resume
 from exchange_server.spool import Spool
 from exchange_server.store.models import QueryState, ResourceState
 from pki.bundle import BundleKind, open_bundle
@@ -106,6 +106,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _TABLE_SUFFIXES = (".csv", ".parquet")
+#: In an answer's or a supplement's work folder: the relay or query it refers to, for route.
+_POINTER = "reply.json"
+
+
+def _point(work: Path, pointer: dict[str, str]) -> None:
+    atomic_write(work / _POINTER, json.dumps(pointer).encode(), 0o600)
 
 
 class Workflow:
@@ -374,16 +380,29 @@ class Workflow:
             }
             atomic_write(facts, json.dumps(summary).encode(), 0o600)
         summary = json.loads(facts.read_text("utf-8"))
+        _point(work, {"relay_id": rid})
         return {"answer": {k: v for k, v in summary.items() if k != "query_id"}}
 
     def _merge_answer(self, bundle: AcceptedBundle) -> RouteOutcome:
         """Turn a checked answer into the requester's next segment."""
-        row = None
-        for facts in (self.spool.root / "queries").glob(f"*/answers/{bundle.bundle_id}.json"):
-            row = self.book.by_relay(json.loads(facts.read_text("utf-8"))["relay_id"])
-        if row is None:  # crash before review kept it: review again (same outcome)
+        try:
+            return self._merge(bundle)
+        finally:
+            shutil.rmtree(self._work(bundle.upload_id), ignore_errors=True)
+
+    def _pointer(self, bundle: AcceptedBundle) -> dict[str, str]:
+        """What review of an answer or a supplement left for route in the upload's work folder
+        (the relay or query it refers to); after a crash that lost it, review again (the
+        same outcome: review of both is idempotent)."""
+        path = self._work(bundle.upload_id) / _POINTER
+        if not path.exists():
             self.review(bundle)
-            return self._merge_answer(bundle)
+        pointer: dict[str, str] = json.loads(path.read_text("utf-8"))
+        return pointer
+
+    def _merge(self, bundle: AcceptedBundle) -> RouteOutcome:
+        row = self.book.by_relay(self._pointer(bundle)["relay_id"])
+        assert row is not None  # review found it
         trigger = f"answer:{row.resource}"
         taken = {g.trigger for g in self.book.segments(row.query_id)}
         if trigger in taken and row.answer_bundle != bundle.bundle_id:
@@ -441,22 +460,20 @@ class Workflow:
         fields, paths = self._open(bundle, work)
         query_id = text_field(fields, "in_reply_to")
         table = self._one_table(paths, "a supplement")
-        return check_supplement(self.book, self.datasets, bundle, query_id, table, work)
+        details = check_supplement(self.book, self.datasets, bundle, query_id, table, work)
+        _point(work, {"query_id": query_id})
+        return details
 
     def _resume(self, bundle: AcceptedBundle) -> RouteOutcome:
         """Resume the suspended query a checked supplement completes, then relay and answer it."""
-        facts = supplement_facts(self.book, bundle.bundle_id)
-        if facts is None:  # crash before review kept it: review again (same outcome)
-            self.review(bundle)
-            facts = supplement_facts(self.book, bundle.bundle_id)
-            assert facts is not None
-        query_id = str(facts["query_id"])
+        query_id = self._pointer(bundle)["query_id"]
         received = bundle.received_at or self.clock()
         if resume(self.book, query_id, bundle.bundle_id, received):
             log.info("query %s resumed by supplement %s", query_id, bundle.bundle_id)
         query = self.book.query(query_id)
         if query is not None and query.state == QueryState.OPEN.value:
             self._advance(query_id, bundle.sender)
+        shutil.rmtree(self._work(bundle.upload_id), ignore_errors=True)
         return RouteOutcome.DONE
 
     # ------------------------------------------------------------------ route

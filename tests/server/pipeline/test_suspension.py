@@ -174,3 +174,21 @@ def test_query_suspended_too_long_is_closed_with_a_final_segment(world: World) -
     late = _supplement(world, qid)
     assert (late.state, late.reason_code) == ("rejected", "E_SUPPLEMENT")
     assert _state(world, qid) == {"RS-JY-01": "terminated"}
+
+
+def test_supplement_reviewed_again_after_a_crash_keeps_its_outcome(world: World) -> None:
+    qid = _suspended(world).bundle_id
+    assert qid is not None
+    sup = _supplement(world, qid)
+    assert sup.state == "done"
+    mz = _outbox(world, MZ)
+    # a crash after the query resumed, before the supplement was recorded done
+    with world.node.session() as s:
+        row = s.get(Upload, sup.id)
+        assert row is not None
+        row.state = "accepted"
+        s.add(row)
+    assert world.ingest.process(sup.id).value == "done"
+    assert _upload(world, sup.id).reason_code is None
+    assert _outbox(world, MZ) == mz  # no second receipt
+    assert _query_state(world, qid) == "open"
