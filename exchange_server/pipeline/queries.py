@@ -47,6 +47,7 @@ from exchange_server.node import Node
 from exchange_server.outbox.writer import Outbox, result_bundle_id
 from exchange_server.pipeline.decisions import QueryClosed, RegistrySnapshot, UploadFacts, decide
 from exchange_server.pipeline.plans import ResourcePlan
+from exchange_server.pipeline.runner import transition_events
 from exchange_server.spool import Spool
 from exchange_server.store.audit import EventSpec, append_events
 from exchange_server.store.calendar import load_calendar
@@ -412,19 +413,23 @@ class QueryBook:
         routed it has not yet recorded its upload: that batch then records ``routed`` from a
         route that saw the query open. This sweep, run by every deadline check, repairs it.
         """
+        # a read on the few routed uploads first: the runner asks after every batch
+        with self.node.session(write=False) as s:
+            stale = list(
+                s.exec(
+                    select(Upload.id)
+                    .join(Query, col(Query.upload_id) == col(Upload.id))
+                    .where(Upload.state == BundleState.ROUTED.value)
+                    .where(Query.state == QueryState.CLOSED.value)
+                ).all()
+            )
+        if not stale:
+            return 0
         now = self.clock()
-        done = 0
         with self.node.session() as s:
-            rows = s.exec(
-                select(Query.upload_id)
-                .join(Upload, col(Upload.id) == col(Query.upload_id))
-                .where(Query.state == QueryState.CLOSED.value)
-                .where(Upload.state == BundleState.ROUTED.value)
-            ).all()
-            for upload_id in rows:
+            for upload_id in stale:
                 _finish_upload(s, upload_id, now)
-                done += 1
-        return done
+        return len(stale)
 
     def _deliver(self, segment: QuerySegment) -> None:
         query = self.query(segment.query_id)
@@ -508,5 +513,4 @@ def _finish_upload(s: Session, upload_id: str, now: dt.datetime) -> None:
     t = decide(facts, QueryClosed(), RegistrySnapshot(), now)
     up.state, up.updated_at = t.state.value, now
     s.add(up)
-    append_events(s, [EventSpec(a.actor, a.action, a.subject, dict(a.detail)) for a in t.audit],
-                  now=now)  # fmt: skip
+    append_events(s, transition_events(t), now=now)

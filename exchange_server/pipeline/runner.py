@@ -67,7 +67,7 @@ from exchange_server.store.models import (
 from pki.bundle import BundleError, verify
 from pki.keys import fingerprint
 
-__all__ = ["OPEN_STATES", "RETRY_SECONDS", "Runner", "recover_spool"]
+__all__ = ["OPEN_STATES", "RETRY_SECONDS", "Runner", "recover_spool", "transition_events"]
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +331,7 @@ class Runner:
                 row.bundle_id, row.kind = b.bundle_id, b.kind
                 row.sha256, row.updated_at = b.sha256, now
                 s.add(row)
-                events += _events(t)
+                events += transition_events(t)
                 accepted.append(item)
             append_events(s, events, now=now)
             s.flush()
@@ -411,7 +411,7 @@ class Runner:
                 row = rows[item.row.id]
                 row.state, row.receipt_name, row.updated_at = t.state.value, name, now
                 s.add(row)
-                events += _events(t)
+                events += transition_events(t)
             append_events(s, events, now=now)
         self.router.settle()
         return results | {item.row.id: t.state for item, _, t in finals}
@@ -494,7 +494,7 @@ class Runner:
             s.add(up)
             append_events(
                 s,
-                _events(t),
+                transition_events(t),
                 now=now,
             )
         return t.state
@@ -523,6 +523,6 @@ def _registry_snapshot(s: Session, codes: set[str], bundle_ids: list[str]) -> Re
     )
 
 
-def _events(t: Transition) -> list[EventSpec]:
+def transition_events(t: Transition) -> list[EventSpec]:
     """The audit events of a transition, as the store appends them."""
     return [EventSpec(a.actor, a.action, a.subject, dict(a.detail)) for a in t.audit]
