@@ -223,7 +223,14 @@ class WorkCalendar:
         the following day. Raises :class:`ValueError` for a naive ``received_at`` or ``n < 1``,
         :class:`CalendarGap` when the period reaches an uncovered year.
         """
-        return self.ending(self.add_working_days(local_date(received_at), n))
+        return self.period_end(local_date(received_at), n)
+
+    def period_end(self, start: dt.date, n: int) -> Deadline:
+        """The deadline of ``n`` working days counted from the day after ``start``.
+
+        Raises :class:`ValueError` when ``n < 1``, :class:`CalendarGap` for an uncovered year.
+        """
+        return self.ending(self.add_working_days(start, n))
 
     @staticmethod
     def ending(day: dt.date) -> Deadline:

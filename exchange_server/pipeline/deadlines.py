@@ -29,13 +29,13 @@ import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlmodel import Session, col, select
 
 from exchange_common.errors import InputError
 from exchange_common.masking import mask_text
-from exchange_common.workdays import CalendarGap, WorkCalendar
+from exchange_common.workdays import CalendarGap, Deadline, WorkCalendar
 from exchange_server.config import DeadlineConfig
 from exchange_server.outbox.writer import result_bundle_id
 from exchange_server.pipeline.queries import QueryBook, SegmentContent
@@ -54,6 +54,8 @@ from pki.bundle import BundleKind, Member
 __all__ = ["NOTICE_KINDS", "DeadlineKeeper", "TickReport"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T", dt.date, dt.datetime)
 
 #: What a notice says.
 NOTICE_KINDS = ("overdue", "extended", "terminated", "deadline")
@@ -78,6 +80,18 @@ class TickReport:
     def as_json(self) -> dict[str, Any]:
         """JSON-ready form."""
         return dict(self.__dict__)
+
+    def counted(
+        self, compute: Callable[[_T, int], Deadline], start: _T, days: int
+    ) -> Deadline | None:
+        """``compute(start, days)``, or None when it needs a year without working-day data (the
+        year is added to :attr:`calendar_gaps`, once)."""
+        try:
+            return compute(start, days)
+        except CalendarGap as e:
+            if e.year not in self.calendar_gaps:
+                self.calendar_gaps.append(e.year)
+            return None
 
 
 def _iso(day: dt.date | None) -> str | None:
@@ -134,11 +148,8 @@ class DeadlineKeeper:
                     continue
                 query = s.get(Query, r.query_id)
                 assert query is not None
-                try:
-                    d = calendar.deadline(as_utc(query.received_at), r.feedback_days)
-                except CalendarGap as e:
-                    if e.year not in report.calendar_gaps:
-                        report.calendar_gaps.append(e.year)
+                d = report.counted(calendar.deadline, as_utc(query.received_at), r.feedback_days)
+                if d is None:
                     continue
                 r.due_date, r.due_at = d.due_date, d.due_at
                 s.add(r)
@@ -148,11 +159,9 @@ class DeadlineKeeper:
                 )
                 report.deadlines_set += 1
             for query in s.exec(select(Query).where(col(Query.due_date).is_(None))):
-                try:
-                    d = calendar.deadline(as_utc(query.received_at), self._query_days(query))
-                except CalendarGap as e:
-                    if e.year not in report.calendar_gaps:
-                        report.calendar_gaps.append(e.year)
+                days = self._query_days(query)
+                d = report.counted(calendar.deadline, as_utc(query.received_at), days)
+                if d is None:
                     continue
                 query.due_date, query.due_at = d.due_date, d.due_at
                 s.add(query)
@@ -223,19 +232,12 @@ class DeadlineKeeper:
             for r in self._waiting(s):
                 if r.state != ResourceState.OVERDUE.value or r.escalated_at is not None:
                     continue
-                if r.due_at is None:
+                if r.due_date is None:
                     continue
-                try:
-                    # the end of the N-th working day after the due date
-                    limit = calendar.deadline(
-                        as_utc(r.due_at) - dt.timedelta(seconds=1),
-                        self.config.escalate_after_days,
-                    )
-                except CalendarGap as e:
-                    if e.year not in report.calendar_gaps:
-                        report.calendar_gaps.append(e.year)
-                    continue
-                if limit.due_at > now:
+                # the end of the N-th working day after the due date
+                days = self.config.escalate_after_days
+                limit = report.counted(calendar.period_end, r.due_date, days)
+                if limit is None or limit.due_at > now:
                     continue
                 r.escalated_at = now
                 s.add(r)
@@ -258,13 +260,8 @@ class DeadlineKeeper:
         now = self.clock()
         days = self.config.suspend_limit_days
         for query in self.book.queries(QueryState.SUSPENDED.value):
-            try:
-                limit = calendar.deadline(as_utc(query.received_at), days)
-            except CalendarGap as e:
-                if e.year not in report.calendar_gaps:
-                    report.calendar_gaps.append(e.year)
-                continue
-            if limit.due_at > now:
+            limit = report.counted(calendar.deadline, as_utc(query.received_at), days)
+            if limit is None or limit.due_at > now:
                 continue
             note = f"suspended for {days} working days without the missing authorizations"
             self.book.save_content(query.bundle_id, "expired", SegmentContent([], {}))
@@ -333,7 +330,7 @@ class DeadlineKeeper:
                     code="E_CALENDAR",
                 )
             old = row.due_date
-            new = calendar.ending(calendar.add_working_days(old, days))  # CalendarGap: E_CALENDAR
+            new = calendar.period_end(old, days)  # CalendarGap: E_CALENDAR
             new_date = new.due_date
             row.due_date, row.due_at = new.due_date, new.due_at
             row.state, row.escalated_at = ResourceState.EXTENDED.value, None
