@@ -169,7 +169,8 @@ def query_status(state: State, query_id: str) -> dict[str, Any]:
             continue
         for r in resources:
             if r.get("resource") == f.get("resource") and r.get("state") in _WAITING:
-                r["state"] = {"deadline": r.get("state")}.get(str(f.get("notice")), f.get("notice"))
+                if f.get("notice") != "deadline":  # a deadline set late changes only the date
+                    r["state"] = f.get("notice")
                 if f.get("due_date"):
                     r["due_date"] = f["due_date"]
     waiting = [r["resource"] for r in resources if r.get("state") in _WAITING]

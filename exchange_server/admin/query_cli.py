@@ -20,6 +20,7 @@ from exchange_common.errors import InputError
 from exchange_server.admin.cli_shared import HomeOpt, JsonOpt
 from exchange_server.node import Node
 from exchange_server.pipeline.assembly import node_spool
+from exchange_server.pipeline.queries import resource_status
 from exchange_server.pipeline.workflow import Workflow
 from exchange_server.store.models import Query, QueryResource, as_utc
 
@@ -54,12 +55,7 @@ def _iso(value: dt.date | dt.datetime | None) -> str | None:
 
 
 def _resource_json(r: QueryResource) -> dict[str, Any]:
-    return {
-        "resource": r.resource,
-        "answered_by": r.routing,
-        "provider": r.provider,
-        "state": r.state,
-        "due_date": _iso(r.due_date),
+    return resource_status(r) | {
         "relay_id": r.relay_id,
         "relay_sent_at": _iso(r.relay_sent_at),
         "answered_at": _iso(r.answered_at),
@@ -67,7 +63,6 @@ def _resource_json(r: QueryResource) -> dict[str, Any]:
         "escalated_at": _iso(r.escalated_at),
         "decided_by": r.decided_by,
         "note": r.note,
-        "segment": r.segment,
     }
 
 

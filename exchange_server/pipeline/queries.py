@@ -68,6 +68,7 @@ __all__ = [
     "QueryBook",
     "relay_id",
     "relay_name",
+    "resource_status",
     "result_name",
 ]
 
@@ -92,19 +93,22 @@ def relay_name(rid: str) -> str:
     return f"relay-{rid}.bundle"
 
 
+def resource_status(r: QueryResource) -> dict[str, Any]:
+    """A resource of a query as segments, ``status`` and ``query show`` report it (no
+    personal data)."""
+    return {
+        "resource": r.resource,
+        "answered_by": r.routing,
+        "provider": r.provider,
+        "state": r.state,
+        "due_date": r.due_date.isoformat() if r.due_date else None,
+        "segment": r.segment,
+        **({"note": r.note} if r.note else {}),
+    }
+
+
 def _statuses(rows: Sequence[QueryResource]) -> list[dict[str, Any]]:
-    return [
-        {
-            "resource": r.resource,
-            "answered_by": r.routing,
-            "provider": r.provider,
-            "state": r.state,
-            "due_date": r.due_date.isoformat() if r.due_date else None,
-            "segment": r.segment,
-            **({"note": r.note} if r.note else {}),
-        }
-        for r in rows
-    ]
+    return [resource_status(r) for r in rows]
 
 
 def _safe(trigger: str) -> str:
