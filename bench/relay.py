@@ -73,6 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb
 
+from bench.compare import Clock, count, mib, trust  # the shared bench helpers
 from exchange_common.catalog import Resource, load_catalog
 from exchange_common.tables.sql import quote_ident, quote_literal
 from exchange_server.admin.home import create_home
@@ -91,10 +92,8 @@ from pki.bundle import BundleKind, Member, open_bundle, seal_to_file, verify
 from pki.ca import CertificateAuthority
 from pki.identity import DeptCode, Role, parse_networks
 from pki.keys import certificate_pem, load_certificates, load_private_key, private_key_pem
-from pki.verify import TrustStore
 
 ROOT = Path(__file__).resolve().parents[1]
-SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
 MZ, RS, NODE = "MZ330100", "RS330100", "NODE01"
 RELAYED, HOSTED = "RS-JY-01", "RS-JY-01-NODE"
 ITEMS = ["就业状态", "就业单位名称", "登记日期"]
@@ -102,26 +101,6 @@ ITEMS = ["就业状态", "就业单位名称", "登记日期"]
 ABSENT_EVERY = 1000
 
 GOAL_ROWS_S = 1_000_000
-
-
-def count(text: str) -> int:
-    """``1000000``, ``1M``, ``100k``, ``20m``."""
-    t = text.strip().lower().replace("_", "")
-    unit = t[-1] if t and t[-1] in SUFFIX else ""
-    return int(float(t[: len(t) - len(unit)]) * SUFFIX[unit])
-
-
-class Clock:
-    """Wall-clock seconds per named stage, in order."""
-
-    def __init__(self) -> None:
-        self.stages: dict[str, float] = {}
-
-    def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        out = fn()
-        self.stages[name] = round(time.perf_counter() - t0, 3)
-        return out
 
 
 # ------------------------------------------------------------------------------ setup (parent)
@@ -203,10 +182,6 @@ def make_node(work: Path, catalog: Path) -> None:
                 actor="bench",
             )
     CatalogStore.for_home(home).publish(catalog)
-
-
-def trust(pki: Path) -> TrustStore:
-    return TrustStore.from_files(pki / "ca" / "root.pem", pki / "ca" / "crl.pem")
 
 
 def seal(
@@ -537,10 +512,6 @@ def run_child(stage: str, work: Path) -> tuple[dict[str, Any], float]:
         raise SystemExit(f"stage {stage} failed (exit {os.waitstatus_to_exitcode(status)})")
     result: dict[str, Any] = json.loads((work / f"{stage}.json").read_text(encoding="utf-8"))
     return result, usage.ru_maxrss * 1024.0
-
-
-def mib(n: float) -> str:
-    return f"{n / 2**20:,.0f} MiB"
 
 
 def rate(rows: int, seconds: float) -> str:
