@@ -1,4 +1,4 @@
-"""Turning answers into segment content: the engine's for hosted resources, a provider's for a
+"""Providers' answers checked, and answers turned into segment content: the engine's for hosted resources, a provider's for a
 relay. Both run the same :func:`~exchange_server.data.engine.match` over the query's persons,
 so a relayed answer reaches the requester in exactly the shape of a hosted one (results per
 person, a household summary), and a person without a record in the answer is ``no_record``.
@@ -6,6 +6,8 @@ person, a household summary), and a person without a record in the answer is ``n
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import shutil
 from collections.abc import Callable, Sequence
@@ -14,13 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from exchange_common.catalog import Resource
-from exchange_common.errors import InputError
+from exchange_common.errors import InputError, PeerError
+from exchange_common.fs import atomic_write
+from exchange_common.idnumber import china_today
+from exchange_server.data.answers import store_answer
 from exchange_server.data.datasets import DatasetStore
 from exchange_server.data.engine import match
 from exchange_server.pipeline.queries import QueryBook, SegmentContent
+from exchange_server.pipeline.router import AcceptedBundle, Refusal
 from exchange_server.store.models import ResourceState
 
-__all__ = ["COUNT_KEYS", "answer_hosted", "answer_relayed"]
+__all__ = ["COUNT_KEYS", "answer_hosted", "answer_relayed", "check_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +135,65 @@ def answer_relayed(
     content = SegmentContent(members, {code: entry})
     book.save_content(query_id, trigger, content)
     return content
+
+
+def check_answer(
+    book: QueryBook,
+    datasets: DatasetStore,
+    bundle: AcceptedBundle,
+    rid: str,
+    table: Callable[[], Path],
+    work: Path,
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """Check a provider's answer to relay ``rid`` and keep it, checked and encrypted, beside
+    its query (:func:`~exchange_server.data.answers.store_answer`); its facts (counts, no
+    personal data); ``table()`` gives the answer's one table (or refuses). Idempotent: the same answer reviewed again after a crash, even once merged,
+    gets the same outcome.
+
+    Raises :class:`Refusal` ``E_RELAY_UNKNOWN``, ``E_PROVIDER``, ``E_RELAY_CLOSED``,
+    ``E_NOT_ASKED``, ``E_ANSWER_VALUES``, ``E_SCHEMA`` or ``E_ENCODING``.
+    """
+    # A relay exists from the moment its query is recorded: its file may reach the provider
+    # before a crash lets the node record it as sent, and the answer is still for it.
+    row = book.by_relay(rid)
+    if row is None:
+        raise Refusal("E_RELAY_UNKNOWN", "the answer's in_reply_to names no relay of this node")
+    if row.provider != bundle.sender:
+        raise Refusal(
+            "E_PROVIDER", f"only the providing department may answer relays for {row.resource}"
+        )
+    target = book.folder(row.query_id) / "answers" / f"{bundle.bundle_id}.parquet"
+    facts = target.with_suffix(".json")
+    if facts.exists():  # this very answer, checked (perhaps merged) before a crash
+        summary: dict[str, Any] = json.loads(facts.read_text("utf-8"))
+        return summary
+    if not ResourceState(row.state).waiting:
+        raise Refusal("E_RELAY_CLOSED", f"the relay for {row.resource} is already {row.state}")
+    answer = table()
+    catalog_version, request = book.request(row.query_id, row.resource)
+    resource = book.catalog_resource(catalog_version, row.resource)
+    con = datasets.connect(work)
+    try:
+        report = store_answer(
+            con,
+            resource,
+            answer,
+            target,
+            asked_items=request["items"],
+            persons=book.folder(row.query_id) / "persons.parquet",
+            today=china_today(now),
+        )
+    except (InputError, PeerError) as e:
+        raise Refusal(e.code, e.message, detail=e.detail) from None
+    finally:
+        con.close()
+    summary = {
+        "relay_id": rid,
+        "query_id": row.query_id,
+        "resource": row.resource,
+        **report.as_json(),
+        "late": row.state == ResourceState.OVERDUE.value,
+    }
+    atomic_write(facts, json.dumps(summary).encode(), 0o600)
+    return summary

@@ -62,15 +62,13 @@ from typing import Any
 from exchange_common.catalog import Catalog, check_access
 from exchange_common.errors import InputError, PeerError
 from exchange_common.fs import atomic_write, fsync_dir
-from exchange_common.idnumber import china_today
-from exchange_server.data.answers import store_answer
 from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.datasets import DatasetStore
 from exchange_server.data.engine import parse_time_range
 from exchange_server.data.persons import PERSON_HEADERS, prepare_persons
 from exchange_server.node import Node, utcnow
 from exchange_server.outbox.writer import Outbox
-from exchange_server.pipeline.answering import answer_hosted, answer_relayed
+from exchange_server.pipeline.answering import answer_hosted, answer_relayed, check_answer
 from exchange_server.pipeline.application import (
     Application,
     ResourceRequest,
@@ -337,49 +335,16 @@ class Workflow:
         """Check a provider's answer to a relay and keep it, checked and encrypted, for route."""
         fields, paths = self._open(bundle, work)
         rid = text_field(fields, "in_reply_to")
-        # A relay exists from the moment its query is recorded: its file may reach the provider
-        # before a crash lets the node record it as sent, and the answer is still for it.
-        row = self.book.by_relay(rid)
-        if row is None:
-            raise Refusal("E_RELAY_UNKNOWN", "the answer's in_reply_to names no relay of this node")
-        if row.provider != bundle.sender:
-            raise Refusal(
-                "E_PROVIDER", f"only the providing department may answer relays for {row.resource}"
+        with self._timed(bundle.bundle_id, "answer"):
+            summary = check_answer(
+                self.book,
+                self.datasets,
+                bundle,
+                rid,
+                lambda: self._one_table(paths, "an answer"),
+                work,
+                self.clock(),
             )
-        target = self.book.folder(row.query_id) / "answers" / f"{bundle.bundle_id}.parquet"
-        facts = target.with_suffix(".json")
-        # This very answer, checked (and perhaps merged) before a crash: the same outcome again.
-        if not facts.exists() and not ResourceState(row.state).waiting:
-            raise Refusal("E_RELAY_CLOSED", f"the relay for {row.resource} is already {row.state}")
-        table = self._one_table(paths, "an answer")
-        catalog_version, request = self.book.request(row.query_id, row.resource)
-        resource = self.book.catalog_resource(catalog_version, row.resource)
-        if not facts.exists():
-            con = self.datasets.connect(work)
-            try:
-                with self._timed(bundle.bundle_id, "answer"):
-                    report = store_answer(
-                        con,
-                        resource,
-                        table,
-                        target,
-                        asked_items=request["items"],
-                        persons=self.book.folder(row.query_id) / "persons.parquet",
-                        today=china_today(self.clock()),
-                    )
-            except (InputError, PeerError) as e:
-                raise Refusal(e.code, e.message, detail=e.detail) from None
-            finally:
-                con.close()
-            summary = {
-                "relay_id": rid,
-                "query_id": row.query_id,
-                "resource": row.resource,
-                **report.as_json(),
-                "late": row.state == ResourceState.OVERDUE.value,
-            }
-            atomic_write(facts, json.dumps(summary).encode(), 0o600)
-        summary = json.loads(facts.read_text("utf-8"))
         _point(work, {"relay_id": rid})
         return {"answer": {k: v for k, v in summary.items() if k != "query_id"}}
 
