@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import duckdb
 
 from exchange_common.catalog import Resource, load_catalog
-from exchange_common.tables.sql import quote_literal
+from exchange_common.tables.sql import quote_ident, quote_literal
 from exchange_server.admin.home import create_home
 from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.datasets import DatasetStore
@@ -319,30 +319,50 @@ def stage_pipeline(args: argparse.Namespace, resource: Resource, work: Path) -> 
     }
 
 
-def stage_plain(args: argparse.Namespace, resource: Resource, work: Path) -> dict[str, Any]:
-    persons, data, out = (
-        quote_literal(str(work / n)) for n in ("persons.parquet", "data.parquet", "raw.parquet")
-    )
-    key, when = f'"{resource.key_item}"', f'"{resource.time_item}"'
+def hand_join(
+    persons: Path, data: Path, out: Path, key: str, when: str, threads: int | None
+) -> dict[str, Any]:
+    """The join a careful analyst writes by hand in DuckDB on plain Parquet: ``persons``
+    (``id_number``, ...) LEFT JOIN the latest records (by column ``when``) of ``data`` (key
+    column ``key``), written to ``out``. Seconds and result rows. Also used by bench/relay.py."""
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
-    if args.threads:
-        con.execute(f"SET threads = {int(args.threads)}")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    p, d, o, k, w = (
+        quote_literal(str(persons)),
+        quote_literal(str(data)),
+        quote_literal(str(out)),
+        quote_ident(key),
+        quote_ident(when),
+    )
     t0 = time.perf_counter()
     con.execute(
         f"""COPY (
-            SELECT p.*, d.* FROM read_parquet({persons}) p
+            SELECT p.*, d.* FROM read_parquet({p}) p
             LEFT JOIN (
-                SELECT d.* FROM read_parquet({data}) d
-                SEMI JOIN read_parquet({persons}) p ON d.{key} = p.id_number
-                QUALIFY d.{when} = max(d.{when}) OVER (PARTITION BY d.{key})
-            ) d ON d.{key} = p.id_number
-        ) TO {out} (FORMAT parquet, COMPRESSION snappy)"""
+                SELECT d.* FROM read_parquet({d}) d
+                SEMI JOIN read_parquet({p}) p ON d.{k} = p.id_number
+                QUALIFY d.{w} = max(d.{w}) OVER (PARTITION BY d.{k})
+            ) d ON d.{k} = p.id_number
+        ) TO {o} (FORMAT parquet, COMPRESSION snappy)"""
     )
     seconds = time.perf_counter() - t0
-    (rows,) = con.execute(f"SELECT count(*) FROM read_parquet({out})").fetchone() or (0,)
+    (rows,) = con.execute(f"SELECT count(*) FROM read_parquet({o})").fetchone() or (0,)
     con.close()
     return {"seconds": round(seconds, 3), "rows": int(rows)}
+
+
+def stage_plain(args: argparse.Namespace, resource: Resource, work: Path) -> dict[str, Any]:
+    assert resource.time_item is not None
+    return hand_join(
+        work / "persons.parquet",
+        work / "data.parquet",
+        work / "raw.parquet",
+        resource.key_item,
+        resource.time_item,
+        args.threads,
+    )
 
 
 def stage_pandas(args: argparse.Namespace, resource: Resource, work: Path) -> dict[str, Any]:

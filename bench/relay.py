@@ -21,7 +21,9 @@ dataset 人社 pushes for the copy, so both paths answer the same question from 
 Each group below runs in its own process (its peak RSS is its own, ``os.wait4``):
 
 1. ``generate``: the persons list (CSV: ID number, name, household, authorization), the table
-   (CSV, as ``exchange-client respond`` and ``push`` send tables), and three sealed bundles:
+   (CSV, as ``exchange-client push`` sends tables; for the answer also the text-only Parquet
+   that ``exchange-client respond`` seals, :func:`text_parquet`, decision 0007; ``--answer-format
+   csv`` sends the CSV instead, as a client that does not convert would), and three sealed bundles:
    the relayed query (RS-JY-01), the hosted query (RS-JY-01-NODE: same persons, same items)
    and 人社's data push of the table for RS-JY-01-NODE.
 2. ``relayed``: the relayed query goes through ``Runner.process`` (formal review, receipt,
@@ -29,16 +31,16 @@ Each group below runs in its own process (its peak RSS is its own, ``os.wait4``)
    with the table as a ``response`` bundle whose ``in_reply_to`` is the relay id, and the
    response is handed over as the SFTP front hands over a closed upload (untimed). **Timed:**
    ``Runner.process`` of the response, the node's whole work on the answer: verify the bundle
-   and its sender, ``open`` (decrypt), ``answer`` (:func:`store_answer`: the shared validator,
-   the persons-asked check, encrypted Parquet), ``merge`` (:func:`answer_relayed`: the engine's
-   match against the query's persons), the segment's assignment, ``seal`` (the result segment
-   sealed and signed into 民政's outbox, audited), the receipt. Step times come from
-   :attr:`Workflow.timings`; the Runner's own part (verification, registry, receipt, states)
-   is the rest of the wall time of ``process``. After the timed run, ``pki.bundle.verify``
-   alone and :func:`engine.match` (for its own stages) run again on the same bundle and
-   files; they are not part of the figures.
+   and its sender, ``open`` (decrypt), ``answer`` (:func:`merge_answer`, one pass: the shared
+   validator, the persons-asked check, the engine's stages writing the requester's result
+   files), ``place`` (the merged content moved into the next segment), the segment's
+   assignment, ``seal`` (the result segment sealed and signed into 民政's outbox, audited),
+   the receipt. Step times come from :attr:`Workflow.timings`; the Runner's own part
+   (verification, registry, receipt, states) is the rest of the wall time of ``process``.
+   After the timed run, ``pki.bundle.verify`` alone and :func:`merge_answer` (for its own
+   stages) run again on the same bundle and table; they are not part of the figures.
 3. ``hosted``: 人社's push of the table for RS-JY-01-NODE goes through the pipeline (timed, for
-   reference: the hosted path's counterpart of ``answer``), then the hosted query. **Timed:**
+   reference: the hosted path's counterpart of storing the answer), then the hosted query. **Timed:**
    its route, from the accepted query to its sealed segment (the engine's ``match`` and
    ``seal``), and ``match`` alone.
 
@@ -73,12 +75,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import duckdb
 
-from bench.compare import Clock, count, mib, trust  # the shared bench helpers
+from bench.compare import Clock, count, hand_join, mib, trust  # the shared bench helpers
 from exchange_common.catalog import Resource, load_catalog
+from exchange_common.idnumber import china_today
+from exchange_common.tables.source import text_parquet
 from exchange_common.tables.sql import quote_ident, quote_literal
 from exchange_server.admin.home import create_home
+from exchange_server.data.answers import merge_answer
 from exchange_server.data.catalog import CatalogStore
-from exchange_server.data.engine import match
 from exchange_server.data.synthetic import COMPANIES, write_persons
 from exchange_server.node import Node
 from exchange_server.pipeline.assembly import handover_to, node_runner
@@ -261,6 +265,7 @@ def stage_generate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     assert resource is not None
     persons_pq, persons_csv = work / "persons.parquet", work / "persons.csv"
     table = work / "answer.csv"
+    answer = work / f"answer.{args.answer_format}"
     clock.run("persons", lambda: write_persons(persons_pq, args.persons, threads=args.threads))
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
@@ -282,6 +287,7 @@ def stage_generate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             f"TO {quote_literal(str(table))} (HEADER)"
         ),
     )
+    clock.run("answer as respond seals it", lambda: text_parquet(table, work / "answer.parquet"))
     row = con.execute(
         f"SELECT count(*), count(DISTINCT {quote_ident(resource.key_item)}) "
         f"FROM read_csv({quote_literal(str(table))}, header = true, all_varchar = true)"
@@ -312,6 +318,7 @@ def stage_generate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "table_rows": table_rows,
         "table_persons": table_persons,
         "table_bytes": table.stat().st_size,
+        "answer_bytes": answer.stat().st_size,
     }
 
 
@@ -433,7 +440,7 @@ def stage_relayed(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     bid = seal(
         work,
         RS,
-        [work / "answer.csv"],
+        [work / f"answer.{args.answer_format}"],
         response,
         BundleKind.RESPONSE,
         {"in_reply_to": rid, "resource": RELAYED},
@@ -447,19 +454,25 @@ def stage_relayed(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     verify(response, pipe.node.trust(), now=dt.datetime.now(dt.UTC))
     verify_s = time.perf_counter() - t0
     book, datasets = pipe.workflow.book, pipe.workflow.datasets
-    catalog_version, _ = book.request(qid, RELAYED)
+    catalog_version, request = book.request(qid, RELAYED)
     resource = book.catalog_resource(catalog_version, RELAYED)
-    again = match(
-        book.folder(qid) / "persons.parquet",
-        [book.folder(qid) / "answers" / f"{bid}.parquet"],
-        resource,
-        ITEMS,
-        work / "match-again",
-        fmt="parquet" if args.result_format == "parquet" else "csv",
-        threads=datasets.threads,
-        data_key=datasets.data_key(),
-    )
-    shutil.rmtree(work / "match-again")
+    con = datasets.connect(work)
+    try:
+        _, again = merge_answer(
+            con,
+            resource,
+            work / f"answer.{args.answer_format}",
+            book.folder(qid) / "persons.parquet",
+            work / "merge-again",
+            items=request["items"],
+            time_range=request["time_range"],
+            fmt="parquet" if args.result_format == "parquet" else "csv",
+            today=china_today(),
+            threads=datasets.threads,
+        )
+    finally:
+        con.close()
+    shutil.rmtree(work / "merge-again")
     with pipe.node.session(write=False) as s:
         up = s.get(Upload, upload_id)
         assert up is not None and up.receipt_name is not None
@@ -491,10 +504,26 @@ def stage_hosted(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
+def stage_plain(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The peer: bench/compare.py's hand-written DuckDB join, on the plain persons list and
+    the answer table as 人社 sealed it (no checks, no encryption, no household summary)."""
+    resource = load_catalog(work / "catalog.toml").resource(RELAYED)
+    assert resource is not None and resource.time_item is not None
+    return hand_join(
+        work / "persons.parquet",
+        work / "answer.parquet",
+        work / "plain.parquet",
+        resource.key_item,
+        resource.time_item,
+        args.threads,
+    )
+
+
 STAGES: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "generate": stage_generate,
     "relayed": stage_relayed,
     "hosted": stage_hosted,
+    "plain": stage_plain,
 }
 
 
@@ -538,6 +567,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="20,000 persons x 20,000 rows")
     ap.add_argument("--catalog", type=Path, default=ROOT / "config" / "catalog.example.toml")
     ap.add_argument("--result-format", choices=("parquet", "csv"), default="parquet")
+    ap.add_argument(
+        "--answer-format",
+        choices=("parquet", "csv"),
+        default="parquet",
+        help="the provider's answer as sealed: parquet (what exchange-client respond sends) or csv",
+    )
     ap.add_argument("--threads", type=int, help="DuckDB threads (default: all cores)")
     ap.add_argument("--dir", type=Path, help="work folder parent (default: the temp folder)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -578,7 +613,8 @@ def main() -> None:
             + ", ".join(f"{k} {v:.1f} s" for k, v in gen["stages"].items())
             + f"; table {gen['table_rows']:,} rows for {gen['table_persons']:,} persons "
             f"({args.persons - gen['table_persons']:,} listed persons absent), "
-            f"{gen['table_bytes'] / 1e6:,.0f} MB CSV",
+            f"{gen['table_bytes'] / 1e6:,.0f} MB CSV; the answer sealed as {args.answer_format} "
+            f"({gen['answer_bytes'] / 1e6:,.0f} MB)",
             flush=True,
         )
 
@@ -600,14 +636,14 @@ def main() -> None:
             a,
             {
                 "open": "open (decrypt)",
-                "answer": "answer (store_answer)",
-                "merge": "merge (answer_relayed: engine)",
+                "answer": "answer (merge_answer: check, engine)",
+                "place": "place (content into the segment)",
                 "seal": "seal (segment to outbox)",
             },
         )
         print(
             f"      measured again after the run: pki.bundle.verify alone {rel['verify_alone']:.3f} s; "
-            "engine.match on the same files "
+            "merge_answer on the same table "
             + ", ".join(f"{k} {v:.2f} s" for k, v in rel["match_stages"].items())
         )
         c = r["counts"]
@@ -645,8 +681,18 @@ def main() -> None:
         )
         if (r["result_rows"], r["counts"]) != (h["result_rows"], h["counts"]):
             print("WARNING: the relayed and hosted results differ")
+        plain, rss["duckdb-sql"] = run_child("plain", work)
+        loads.append(os.getloadavg()[0])
+        print(
+            f"duckdb-sql the hand-written join (bench/compare.py) on the plain persons list and "
+            f"answer table: {plain['seconds']:.3f} s = {rate(gen['table_rows'], plain['seconds'])}"
+            f", {plain['rows']:,} result rows (no checks, no encryption, no household summary)",
+            flush=True,
+        )
+        if plain["rows"] != r["result_rows"]:
+            print("WARNING: the hand-written join and the node's answer differ in rows")
 
-        merge = a["steps"].get("merge", 0.0)
+        merge = a["steps"].get("answer", 0.0)
         print("\nsummary")
         print(
             f"  relayed answer work (process of the response)  {a['total']:7.3f} s  "
@@ -662,13 +708,17 @@ def main() -> None:
         )
         print(
             f"  ratio relayed / hosted (time): whole {a['total'] / q['route']:.2f}x; "
-            f"engine merge {merge:.3f} s / match {match:.3f} s = {merge / match:.2f}x; "
+            f"answer (check and merge) {merge:.3f} s / match {match:.3f} s = {merge / match:.2f}x; "
             f"relayed / hosted incl. push {a['total'] / (q['route'] + p['total']):.2f}x"
         )
         print(f"  ratio relayed / hosted (CPU): {a['cpu'] / q['route_cpu']:.2f}x")
+        print(
+            f"  ratio relayed / duckdb-sql (time): {a['total'] / plain['seconds']:.2f}x; the "
+            f"hand-written join alone runs at {rate(gen['table_rows'], plain['seconds'])}"
+        )
         print("  peak RSS by process: " + ", ".join(f"{k} {mib(v)}" for k, v in rss.items()))
         print(
-            "  load average (1 min) before generate, relayed, hosted and after: "
+            "  load average (1 min) before generate, relayed, hosted, duckdb-sql and after: "
             + ", ".join(f"{x:.1f}" for x in loads)
         )
         full = (args.persons, args.rows) == (1_000_000, 1_000_000)

@@ -31,6 +31,7 @@ from exchange_client.transport import Session, TransferProgress, run_with_node
 from exchange_common.catalog import Resource, load_catalog
 from exchange_common.errors import InputError, TransportError
 from exchange_common.idnumber import china_today
+from exchange_common.tables.source import text_parquet
 from exchange_common.timefmt import rfc3339
 from pki.bundle import BundleKind, Member, seal_to_file
 
@@ -94,8 +95,10 @@ def prepare_inputs(
     to seal.
 
     Each table (by suffix) is read, checked (:func:`validate_table`, against ``resource`` for
-    a data push) and written as ``workdir/<stem>.csv`` (UTF-8); other files and other kinds
-    pass through unchanged. ``today`` (default: today in China) bounds birth dates.
+    a data push) and written as ``workdir/<stem>.csv`` (UTF-8) or, for a ``response``, as
+    ``workdir/<stem>.parquet`` (the same cells as text, :func:`text_parquet`: the node merges
+    an answer without parsing CSV, decision 0007); other files and other kinds pass through
+    unchanged. ``today`` (default: today in China) bounds birth dates.
     ``allow_unauthorized``: a query's persons without an authorization reference are sent (the
     node suspends the query until a supplement brings them, 浙江 六(二)). Raises
     :class:`RowsRejected` (``E_ROWS``) when rows are invalid and ``valid_only`` is false, or
@@ -112,7 +115,8 @@ def prepare_inputs(
             out.append(f)
             continue
         target = workdir / f"{f.stem}.csv"
-        if target.exists():
+        sealed = target.with_suffix(".parquet") if kind is BundleKind.RESPONSE else target
+        if target.exists() or sealed.exists():
             raise InputError("two tables share a name stem: a bundle's member names must be unique")
         try:
             # an answer to a relay holds rows of its resource, checked like a data push
@@ -131,7 +135,10 @@ def prepare_inputs(
             e.message = f"file {position}: {e.message}"
             raise
         reports.append((position, report))
-        out.append(target)
+        if sealed != target:
+            text_parquet(target, sealed)
+            target.unlink()
+        out.append(sealed)
     bad = sum(r.invalid for _, r in reports)
     if bad and not valid_only:
         raise RowsRejected(

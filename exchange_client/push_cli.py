@@ -239,7 +239,9 @@ def respond(
     The relay must have been pulled into this directory (`pull` lists it as kind `relay`, with
     the resource, the items asked and the deadline). The answer is one table: the resource's key
     column (e.g. 公民身份号码) and some of the items asked, one row per record; a person without
-    a record has no row. With `DIR/catalog.toml` it is checked like a data push before sealing.
+    a record has no row. With `DIR/catalog.toml` it is checked like a data push before sealing;
+    it is sealed as Parquet (every column text, the cells as given), which the node merges
+    without parsing CSV.
     The node refuses an answer that names a person or an item the relay did not ask for
     (E_NOT_ASKED) or holds invalid values (E_ANSWER_VALUES); the relay then stays open for a
     corrected answer. With `--wait` the receipt is awaited as for `push` (exit 0 accepted,

@@ -89,9 +89,15 @@ class RowPlan:
         return f"SELECT {kept}{', '.join(self.outputs)}, {reason} AS _reject FROM ({layer3})"
 
 
-def row_plan(resource: Resource, columns: dict[str, str], today: dt.date) -> RowPlan:
+def row_plan(
+    resource: Resource, columns: dict[str, str], today: dt.date, *, key_by_list: bool = False
+) -> RowPlan:
     """The ingest query for a source with ``columns`` (name -> DuckDB type); ID numbers born
-    after ``today`` are refused."""
+    after ``today`` are refused.
+
+    ``key_by_list``: the key item is normalised but not checked against GB 11643 here: the
+    caller compares it with a list of numbers already checked (a relay's persons list,
+    :mod:`exchange_server.data.answers`), and checks only the keys not on it."""
     plan = RowPlan()
     for n, item in enumerate(resource.items):
         v, t, ok = f"v{n}", f"t{n}", f"ok{n}"
@@ -117,8 +123,9 @@ def row_plan(resource: Resource, columns: dict[str, str], today: dt.date) -> Row
             if item.type is ItemType.ID_NUMBER:
                 # stored canonical (exchange_common.idnumber): X upper-case, 15 digits converted
                 plan.typed.append(f"{id_normalize_sql(v)} AS {t}")
-                plan.oks.append(f"{id_valid_sql(t, today=today)} AS {ok}")
-                bad = f"{t} IS NOT NULL AND NOT {ok}"
+                if not (key_by_list and item.name == resource.key_item):
+                    plan.oks.append(f"{id_valid_sql(t, today=today)} AS {ok}")
+                    bad = f"{t} IS NOT NULL AND NOT {ok}"
             elif item.type is ItemType.DATE:
                 plan.typed.append(f"{date_sql(v)} AS {t}")
                 bad = f"{v} IS NOT NULL AND {t} IS NULL"

@@ -19,7 +19,7 @@ from exchange_common.errors import InputError
 from exchange_common.masking import mask_text
 from exchange_common.tables.sql import quote_literal
 
-__all__ = ["CSV_DIALECT", "describe", "table_source", "unreadable"]
+__all__ = ["CSV_DIALECT", "describe", "table_source", "text_parquet", "unreadable"]
 
 _lit = quote_literal
 
@@ -47,6 +47,27 @@ def table_source(path: Path) -> str:
         _check_first_line(path)
         return f"read_csv({_lit(str(path))}, all_varchar = true, {CSV_DIALECT})"
     raise InputError(f"{path.name}: a data table must be .csv or .parquet", code="E_SCHEMA")
+
+
+def text_parquet(table: Path, target: Path) -> None:
+    """Write the CSV ``table`` to ``target`` as Parquet (zstd) exactly as :func:`table_source`
+    reads it: the header's names, every column text, every cell unchanged, rows in file order.
+
+    A Parquet table is read by the node without parsing CSV and travels at about a seventh of
+    the size (decision 0007). Raises InputError as :func:`unreadable` says (or ``E_SCHEMA``
+    from :func:`table_source`); ``target`` is then left incomplete or absent.
+    """
+    src = table_source(table)
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})
+    try:
+        con.execute("SET enable_progress_bar = false")
+        con.execute(
+            f"COPY (SELECT * FROM {src}) TO {_lit(str(target))} (FORMAT parquet, COMPRESSION zstd)"
+        )
+    except duckdb.Error as e:
+        raise unreadable(table.stem, table, e) from None
+    finally:
+        con.close()
 
 
 def _check_first_line(path: Path) -> None:

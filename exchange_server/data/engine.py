@@ -57,8 +57,10 @@ from exchange_server.data.duck import KEY_NAME, connect
 
 __all__ = [
     "PERSON_COLUMNS",
+    "Comparison",
     "MatchResult",
     "TimeRange",
+    "engine_error",
     "match",
     "parse_time_range",
     "time_where",
@@ -216,6 +218,181 @@ def _normalised(expr: str) -> str:
     return f"upper({clean_sql(expr)})"
 
 
+@dataclass
+class Comparison:
+    """One comparison's settings, checked (:meth:`of`): the resource, the visible items, the
+    time range, the output files and the stage timings. The stages run on one connection:
+    :meth:`load_persons`, then the records of those persons (from a dataset, :func:`match`, or
+    from a provider's answer, :mod:`exchange_server.data.answers`), then :meth:`finish`."""
+
+    resource: Resource
+    visible: list[str]
+    tr: TimeRange
+    fmt: OutputFormat
+    results: Path
+    summary: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    _clock: float = field(default_factory=time.perf_counter)
+    _persons: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def of(
+        cls,
+        resource: Resource,
+        items: Sequence[str],
+        out_dir: Path,
+        time_range: TimeRange | str | None,
+        fmt: OutputFormat,
+    ) -> Comparison:
+        """Check ``items`` and ``time_range`` against ``resource`` (InputError ``E_ITEM``,
+        ``E_TIME_RANGE``) and make ``out_dir``."""
+        tr = time_range if isinstance(time_range, TimeRange) else parse_time_range(time_range)
+        unknown = [i for i in items if resource.item(i) is None]
+        if unknown:
+            raise InputError(f"{resource.code} has no items {unknown}", code="E_ITEM")
+        if not tr.latest and resource.time_item is None:
+            raise InputError(
+                f"{resource.code} has no time item: only an empty time range is possible",
+                code="E_TIME_RANGE",
+            )
+        visible = [n for n in resource.item_names if n in set(items) and n != resource.key_item]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return cls(
+            resource, visible, tr, fmt, out_dir / f"results.{fmt}", out_dir / f"households.{fmt}"
+        )
+
+    def stage(self, name: str) -> None:
+        """Record the seconds since the previous stage under ``name``."""
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._clock, 4)
+        self._clock = now
+
+    def load_persons(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        persons: Path,
+        *,
+        encrypted: bool,
+        threads: int | None,
+    ) -> None:
+        """TEMP TABLE ``persons`` (``row_no``, ``id_number``, ``name``, ``household_id``):
+        normalised and numbered; a person listed twice is kept once (first listing)."""
+        p_src = _reader(persons, all_varchar=True, row_numbers=True, encrypted=encrypted)
+        p_cols = _columns(con, p_src)
+        missing = [c for c in PERSON_COLUMNS if c not in p_cols]
+        if missing:
+            raise InputError(f"{persons}: missing columns {missing}", code="E_SCHEMA")
+        if "file_row_number" in p_cols:  # Parquet: the row's position in the file
+            row_no = "file_row_number + 1"
+        else:  # CSV: numbered by a single-threaded, order-preserving scan
+            row_no = "row_number() OVER ()"
+            con.execute("SET threads = 1")
+            con.execute("SET preserve_insertion_order = true")
+        con.execute(
+            f"CREATE TEMP TABLE persons AS SELECT CAST({row_no} AS BIGINT) AS row_no, "
+            f"{_normalised('CAST(id_number AS VARCHAR)')} AS id_number, "
+            "CAST(name AS VARCHAR) AS name, CAST(household_id AS VARCHAR) AS household_id "
+            f"FROM {p_src}"
+        )
+        con.execute(f"SET threads = {int(threads)}" if threads else "RESET threads")
+        con.execute("SET preserve_insertion_order = false")
+        # NULL IDs group together, as one person. Lists rarely repeat anyone: the grouping runs
+        # only when one does.
+        (n_all, n_persons) = con.execute(
+            "SELECT count(*), count(DISTINCT id_number) + CAST(count(*) > count(id_number) AS INT) "
+            "FROM persons"
+        ).fetchone() or (0, 0)
+        if n_all != n_persons:
+            con.execute("ALTER TABLE persons RENAME TO persons_all")
+            con.execute(
+                "CREATE TEMP TABLE persons AS SELECT min(row_no) AS row_no, id_number, "
+                "arg_min(name, row_no) AS name, arg_min(household_id, row_no) AS household_id "
+                "FROM persons_all GROUP BY id_number"
+            )
+            con.execute("DROP TABLE persons_all")
+        self._persons = (int(n_all), int(n_persons))
+        self.stage("load_persons")
+
+    def finish(self, con: duckdb.DuckDBPyConnection, records: str) -> MatchResult:
+        """Keep the ``records`` (SQL: ``_pid`` = a person's ``row_no``, ``_date``, the visible
+        items; already within the time range) the range asks for, and write both files."""
+        resource, visible, tr, fmt = self.resource, self.visible, self.tr, self.fmt
+        if (tr.latest or tr.as_of) and resource.time_item:
+            # every record on each person's latest date. Most persons have one record: only
+            # those with several are grouped down to their latest date (a small table the
+            # rest is probed against). A window over the records would carry every column
+            # through its sort (about 1.4 times the CPU).
+            con.execute(
+                f"CREATE TEMP TABLE hits AS WITH r AS MATERIALIZED ({records}), "
+                "m AS MATERIALIZED (SELECT _pid, max(_date) AS _date FROM r GROUP BY _pid "
+                "HAVING count(*) > 1) "
+                "SELECT r.* FROM r ANTI JOIN m ON r._pid = m._pid UNION ALL "
+                "SELECT r.* FROM r SEMI JOIN m ON r._pid = m._pid "
+                "AND r._date IS NOT DISTINCT FROM m._date"
+            )
+        else:
+            con.execute(f"CREATE TEMP TABLE hits AS {records}")
+        self.stage("match")
+
+        # results: every person, their records or one no_record row; CSV in list order and
+        # within a person by date (the latest records of a person all share one date)
+        out_items = "".join(f", h.{_q(n)}" for n in visible)
+        order = "p.row_no" if tr.latest or tr.as_of else "p.row_no, h._date"
+        order_by = f"ORDER BY {order}" if fmt == "csv" else ""
+        fmt_sql = "FORMAT parquet, COMPRESSION snappy" if fmt == "parquet" else "FORMAT csv, HEADER"
+        con.execute(
+            f"COPY (SELECT p.row_no, p.id_number, p.name, p.household_id, "
+            f"CASE WHEN h._pid IS NULL THEN 'no_record' ELSE 'match' END AS status{out_items} "
+            f"FROM persons p LEFT JOIN hits h ON h._pid = p.row_no "
+            f"{order_by}) TO {_lit(str(self.results))} ({fmt_sql})"
+        )
+        self.stage("write_results")
+
+        # household summary, from per-person totals (no DISTINCT over the joined records)
+        numeric = [n for n in visible if (it := resource.item(n)) and it.type in NUMERIC_TYPES]
+        con.execute(
+            "CREATE TEMP TABLE per_person AS SELECT _pid, count(*) AS records"
+            + "".join(f", sum({_q(n)}) AS {_q(n)}" for n in numeric)
+            + " FROM hits GROUP BY _pid"
+        )
+        sums = "".join(f", sum(r.{_q(n)}) AS {_q(n + '_合计')}" for n in numeric)
+        con.execute(
+            f"COPY (SELECT p.household_id, count(p.id_number) AS persons, "
+            f"count(r._pid) AS persons_with_records, "
+            f"CAST(coalesce(sum(r.records), 0) AS BIGINT) AS records{sums} "
+            f"FROM persons p LEFT JOIN per_person r ON r._pid = p.row_no "
+            f"GROUP BY p.household_id ORDER BY p.household_id) "
+            f"TO {_lit(str(self.summary))} ({fmt_sql})"
+        )
+        (n_matched, n_records) = con.execute(
+            "SELECT count(*), coalesce(sum(records), 0) FROM per_person"
+        ).fetchone() or (0, 0)
+        (n_households,) = con.execute(
+            "SELECT count(DISTINCT household_id) FROM persons"
+        ).fetchone() or (0,)
+        self.stage("write_summary")
+        n_all, n_persons = self._persons
+        return MatchResult(
+            persons=n_persons,
+            duplicates=n_all - n_persons,
+            matched_persons=int(n_matched),
+            records=int(n_records),
+            households=int(n_households),
+            results=self.results,
+            household_summary=self.summary,
+            items=tuple(visible),
+            time_range=str(tr),
+            timings=self.timings,
+        )
+
+
+def engine_error(e: duckdb.Error) -> InputError:
+    """The InputError ``E_ENGINE`` for a DuckDB failure during a comparison; DuckDB quotes
+    offending values, so anything that could be an ID number is masked in the detail."""
+    detail = mask_text(str(e).splitlines()[0])
+    return InputError(f"comparison failed: {type(e).__name__}", code="E_ENGINE", detail=detail)
+
+
 def match(
     persons: Path,
     dataset: Path | Sequence[Path],
@@ -246,72 +423,16 @@ def match(
     ``write_results`` (every person: records or one ``no_record`` row; CSV in list order) and
     ``write_summary`` (per-person totals, then per household).
     """
-    tr = time_range if isinstance(time_range, TimeRange) else parse_time_range(time_range)
-    unknown = [i for i in items if resource.item(i) is None]
-    if unknown:
-        raise InputError(f"{resource.code} has no items {unknown}", code="E_ITEM")
-    if not tr.latest and resource.time_item is None:
-        raise InputError(
-            f"{resource.code} has no time item: only an empty time range is possible",
-            code="E_TIME_RANGE",
-        )
-    visible = [n for n in resource.item_names if n in set(items) and n != resource.key_item]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    results_path = out_dir / f"results.{fmt}"
-    summary_path = out_dir / f"households.{fmt}"
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def stage(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 4)
-        clock = now
-
+    comparison = Comparison.of(resource, items, out_dir, time_range, fmt)
     con = connect(data_key, threads=threads, memory_limit=memory_limit)
     try:
-        # Every statement below that needs an order says so (ORDER BY): let DuckDB parallelise
+        # Every statement that needs an order says so (ORDER BY): let DuckDB parallelise
         # the rest freely.
         con.execute("SET preserve_insertion_order = false")
+        comparison.load_persons(con, persons, encrypted=data_key is not None, threads=threads)
 
-        # 1. persons: normalised and numbered; a person listed twice is kept once (first
-        #    listing). Lists rarely repeat anyone: the grouping runs only when one does.
-        p_src = _reader(persons, all_varchar=True, row_numbers=True, encrypted=data_key is not None)
-        p_cols = _columns(con, p_src)
-        missing = [c for c in PERSON_COLUMNS if c not in p_cols]
-        if missing:
-            raise InputError(f"{persons}: missing columns {missing}", code="E_SCHEMA")
-        if "file_row_number" in p_cols:  # Parquet: the row's position in the file
-            row_no = "file_row_number + 1"
-        else:  # CSV: numbered by a single-threaded, order-preserving scan
-            row_no = "row_number() OVER ()"
-            con.execute("SET threads = 1")
-            con.execute("SET preserve_insertion_order = true")
-        con.execute(
-            f"CREATE TEMP TABLE persons AS SELECT CAST({row_no} AS BIGINT) AS row_no, "
-            f"{_normalised('CAST(id_number AS VARCHAR)')} AS id_number, "
-            "CAST(name AS VARCHAR) AS name, CAST(household_id AS VARCHAR) AS household_id "
-            f"FROM {p_src}"
-        )
-        con.execute(f"SET threads = {int(threads)}" if threads else "RESET threads")
-        con.execute("SET preserve_insertion_order = false")
-        # NULL IDs group together, as one person
-        (n_all, n_persons) = con.execute(
-            "SELECT count(*), count(DISTINCT id_number) + CAST(count(*) > count(id_number) AS INT) "
-            "FROM persons"
-        ).fetchone() or (0, 0)
-        if n_all != n_persons:
-            con.execute("ALTER TABLE persons RENAME TO persons_all")
-            con.execute(
-                "CREATE TEMP TABLE persons AS SELECT min(row_no) AS row_no, id_number, "
-                "arg_min(name, row_no) AS name, arg_min(household_id, row_no) AS household_id "
-                "FROM persons_all GROUP BY id_number"
-            )
-            con.execute("DROP TABLE persons_all")
-        stage("load_persons")
-
-        # 2. records of those persons (tagged with the person's row number: the later joins and
-        #    groupings then work on integers, not on 18-character strings), filtered by time
+        # records of those persons (tagged with the person's row number: the later joins and
+        # groupings then work on integers, not on 18-character strings), filtered by time
         if data_key is not None:
             files = [dataset] if isinstance(dataset, Path) else list(dataset)
             if not files:
@@ -322,6 +443,7 @@ def match(
         else:
             raise InputError("several dataset files need the data key", code="E_FORMAT")
         d_cols = _columns(con, d_src)
+        visible = comparison.visible
         needed = [resource.key_item, *visible]
         if resource.time_item:
             needed.append(resource.time_item)
@@ -337,79 +459,14 @@ def match(
             else "CAST(NULL AS DATE)"
         )
         selected = "".join(f", {_q(n)}" for n in visible)
-        where = time_where(tr, "d._date")
+        where = time_where(comparison.tr, "d._date")
         records = (
             f"SELECT p.row_no AS _pid, d._date{selected} "
             f"FROM (SELECT {key} AS _key, {date_expr} AS _date{selected} FROM {d_src}) d "
             f"JOIN persons p ON d._key = p.id_number {where}"
         )
-        if (tr.latest or tr.as_of) and resource.time_item:
-            # every record on each person's latest date: the latest date per person by a hash
-            # aggregate over (person, date), then a semi join back. A window over the records
-            # would carry every column through its sort (about 1.4 times the CPU).
-            con.execute(
-                f"CREATE TEMP TABLE hits AS WITH r AS MATERIALIZED ({records}) "
-                "SELECT r.* FROM r SEMI JOIN (SELECT _pid, max(_date) AS _date FROM r "
-                "GROUP BY _pid) l ON r._pid = l._pid AND r._date IS NOT DISTINCT FROM l._date"
-            )
-        else:
-            con.execute(f"CREATE TEMP TABLE hits AS {records}")
-        stage("match")
-
-        # 3. results: every person, their records or one no_record row; CSV in list order and
-        #    within a person by date (the latest records of a person all share one date)
-        out_items = "".join(f", h.{_q(n)}" for n in visible)
-        order = "p.row_no" if tr.latest or tr.as_of else "p.row_no, h._date"
-        order_by = f"ORDER BY {order}" if fmt == "csv" else ""
-        fmt_sql = "FORMAT parquet, COMPRESSION snappy" if fmt == "parquet" else "FORMAT csv, HEADER"
-        con.execute(
-            f"COPY (SELECT p.row_no, p.id_number, p.name, p.household_id, "
-            f"CASE WHEN h._pid IS NULL THEN 'no_record' ELSE 'match' END AS status{out_items} "
-            f"FROM persons p LEFT JOIN hits h ON h._pid = p.row_no "
-            f"{order_by}) TO {_lit(str(results_path))} ({fmt_sql})"
-        )
-        stage("write_results")
-
-        # 4. household summary, from per-person totals (no DISTINCT over the joined records)
-        numeric = [n for n in visible if (it := resource.item(n)) and it.type in NUMERIC_TYPES]
-        con.execute(
-            "CREATE TEMP TABLE per_person AS SELECT _pid, count(*) AS records"
-            + "".join(f", sum({_q(n)}) AS {_q(n)}" for n in numeric)
-            + " FROM hits GROUP BY _pid"
-        )
-        sums = "".join(f", sum(r.{_q(n)}) AS {_q(n + '_合计')}" for n in numeric)
-        con.execute(
-            f"COPY (SELECT p.household_id, count(p.id_number) AS persons, "
-            f"count(r._pid) AS persons_with_records, "
-            f"CAST(coalesce(sum(r.records), 0) AS BIGINT) AS records{sums} "
-            f"FROM persons p LEFT JOIN per_person r ON r._pid = p.row_no "
-            f"GROUP BY p.household_id ORDER BY p.household_id) "
-            f"TO {_lit(str(summary_path))} ({fmt_sql})"
-        )
-        (n_matched, n_records) = con.execute(
-            "SELECT count(*), coalesce(sum(records), 0) FROM per_person"
-        ).fetchone() or (0, 0)
-        (n_households,) = con.execute(
-            "SELECT count(DISTINCT household_id) FROM persons"
-        ).fetchone() or (0,)
-        stage("write_summary")
+        return comparison.finish(con, records)
     except duckdb.Error as e:
-        # DuckDB quotes offending values: mask anything that could be an ID number
-        detail = mask_text(str(e).splitlines()[0])
-        raise InputError(
-            f"comparison failed: {type(e).__name__}", code="E_ENGINE", detail=detail
-        ) from None
+        raise engine_error(e) from None
     finally:
         con.close()
-    return MatchResult(
-        persons=int(n_persons),
-        duplicates=int(n_all) - int(n_persons),
-        matched_persons=int(n_matched),
-        records=int(n_records),
-        households=int(n_households),
-        results=results_path,
-        household_summary=summary_path,
-        items=tuple(visible),
-        time_range=str(tr),
-        timings=timings,
-    )

@@ -1,7 +1,8 @@
-"""Providers' answers checked, and answers turned into segment content: the engine's for hosted resources, a provider's for a
-relay. Both run the same :func:`~exchange_server.data.engine.match` over the query's persons,
-so a relayed answer reaches the requester in exactly the shape of a hosted one (results per
-person, a household summary), and a person without a record in the answer is ``no_record``.
+"""Answers turned into segment content: the engine's for hosted resources, a provider's for a
+relay (checked and merged in one pass). Both end in the same engine stages over the query's
+persons (:class:`~exchange_server.data.engine.Comparison`), so a relayed answer reaches the
+requester in exactly the shape of a hosted one (results per person, a household summary), and
+a person without a record in the answer is ``no_record``.
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from typing import Any
 
 from exchange_common.catalog import Resource
 from exchange_common.errors import InputError, PeerError
-from exchange_common.fs import atomic_write
+from exchange_common.fs import atomic_write, fsync_dir, fsync_file
 from exchange_common.idnumber import china_today
-from exchange_server.data.answers import store_answer
+from exchange_server.data.answers import merge_answer
 from exchange_server.data.datasets import DatasetStore
-from exchange_server.data.engine import match
+from exchange_server.data.engine import MatchResult, OutputFormat, match
 from exchange_server.pipeline.queries import QueryBook, SegmentContent
 from exchange_server.pipeline.router import AcceptedBundle, Refusal
 from exchange_server.store.models import ResourceState
 
-__all__ = ["COUNT_KEYS", "answer_hosted", "answer_relayed", "check_answer"]
+__all__ = ["COUNT_KEYS", "answer_hosted", "check_answer", "place_answer"]
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,26 @@ def _run(
         memory_limit=datasets.memory_limit,
         data_key=datasets.data_key(),
     )
+    return _content(result, resource.code, out)
+
+
+def _sync(out: Path, members: Sequence[tuple[str, str]]) -> None:
+    """Make the member files under ``out`` durable before the index that names them."""
+    for _, name in members:
+        fsync_file(out / name)
+    for folder in {(out / name).parent for _, name in members} | {out}:
+        fsync_dir(folder)
+
+
+def _content(
+    result: MatchResult, code: str, out: Path
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """A resource's member files (relative to ``out``) and its entry in the segment report."""
     summary = result.as_json()
     suffix = result.results.suffix
     members = [
-        (f"{resource.code}-results{suffix}", str(result.results.relative_to(out))),
-        (f"{resource.code}-households{suffix}", str(result.household_summary.relative_to(out))),
+        (f"{code}-results{suffix}", str(result.results.relative_to(out))),
+        (f"{code}-households{suffix}", str(result.household_summary.relative_to(out))),
     ]
     entry = {
         "time_range": result.time_range,
@@ -112,29 +128,9 @@ def answer_hosted(
         entries[code] = entry | {"dataset_version": datasets.versions(code)[-1].version}
         updates[code] = {"state": ResourceState.ANSWERED.value}
     content = SegmentContent(members, entries)
+    _sync(out, members)
     book.save_content(query_id, "engine", content)
     return content, updates
-
-
-def answer_relayed(
-    book: QueryBook,
-    datasets: DatasetStore,
-    query_id: str,
-    code: str,
-    answer: Path,
-    fmt: str,
-    trigger: str,
-) -> SegmentContent:
-    """The segment content of a provider's checked ``answer`` file for resource ``code``."""
-    catalog_version, request = book.request(query_id, code)
-    resource = book.catalog_resource(catalog_version, code)
-    out = book.segment_folder(query_id, trigger)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True, mode=0o700)
-    members, entry = _run(book, datasets, query_id, resource, request, [answer], out, fmt)
-    content = SegmentContent(members, {code: entry})
-    book.save_content(query_id, trigger, content)
-    return content
 
 
 def check_answer(
@@ -146,13 +142,15 @@ def check_answer(
     work: Path,
     now: dt.datetime,
 ) -> dict[str, Any]:
-    """Check a provider's answer to relay ``rid`` and keep it, checked and encrypted, beside
-    its query (:func:`~exchange_server.data.answers.store_answer`); its facts (counts, no
-    personal data); ``table()`` gives the answer's one table (or refuses). Idempotent: the same answer reviewed again after a crash, even once merged,
-    gets the same outcome.
+    """Check a provider's answer to relay ``rid`` and merge it: the requester's segment content
+    (:func:`~exchange_server.data.answers.merge_answer`) in the answer's folder
+    (:meth:`QueryBook.answer_folder`), then its facts (counts, no personal data); ``table()``
+    gives the answer's one table (or refuses). Idempotent: the same answer reviewed again after
+    a crash, even once placed in a segment, gets the same outcome.
 
     Raises :class:`Refusal` ``E_RELAY_UNKNOWN``, ``E_PROVIDER``, ``E_RELAY_CLOSED``,
-    ``E_NOT_ASKED``, ``E_ANSWER_VALUES``, ``E_SCHEMA`` or ``E_ENCODING``.
+    ``E_NOT_ASKED``, ``E_ANSWER_VALUES``, ``E_SCHEMA`` or ``E_ENCODING``; InputError
+    ``E_ENGINE`` (the node's failure: the bundle is retried).
     """
     # A relay exists from the moment its query is recorded: its file may reach the provider
     # before a crash lets the node record it as sent, and the answer is still for it.
@@ -163,9 +161,8 @@ def check_answer(
         raise Refusal(
             "E_PROVIDER", f"only the providing department may answer relays for {row.resource}"
         )
-    target = book.folder(row.query_id) / "answers" / f"{bundle.bundle_id}.parquet"
-    facts = target.with_suffix(".json")
-    if facts.exists():  # this very answer, checked (perhaps merged) before a crash
+    facts = book.answer_facts(row.query_id, bundle.bundle_id)
+    if facts.exists():  # this very answer, checked (perhaps placed) before a crash
         summary: dict[str, Any] = json.loads(facts.read_text("utf-8"))
         return summary
     if not ResourceState(row.state).waiting:
@@ -173,21 +170,39 @@ def check_answer(
     answer = table()
     catalog_version, request = book.request(row.query_id, row.resource)
     resource = book.catalog_resource(catalog_version, row.resource)
+    body = json.loads((book.folder(row.query_id) / "application.json").read_text("utf-8"))
+    fmt: OutputFormat = (
+        "parquet" if body["application"].get("result_format") == "parquet" else "csv"
+    )
+    out = book.answer_folder(row.query_id, bundle.bundle_id)
+    shutil.rmtree(out, ignore_errors=True)
     con = datasets.connect(work)
     try:
-        report = store_answer(
+        report, result = merge_answer(
             con,
             resource,
             answer,
-            target,
-            asked_items=request["items"],
-            persons=book.folder(row.query_id) / "persons.parquet",
+            book.folder(row.query_id) / "persons.parquet",
+            out / resource.code,
+            items=request["items"],
+            time_range=request["time_range"],
+            fmt=fmt,
             today=china_today(now),
+            threads=datasets.threads,
         )
-    except (InputError, PeerError) as e:
+    except PeerError as e:
+        shutil.rmtree(out, ignore_errors=True)
+        raise Refusal(e.code, e.message, detail=e.detail) from None
+    except InputError as e:
+        shutil.rmtree(out, ignore_errors=True)
+        if e.code == "E_ENGINE":
+            raise
         raise Refusal(e.code, e.message, detail=e.detail) from None
     finally:
         con.close()
+    members, entry = _content(result, resource.code, out)
+    _sync(out, members)
+    SegmentContent(members, {resource.code: entry}, source=bundle.bundle_id).write(out)
     summary = {
         "relay_id": rid,
         "query_id": row.query_id,
@@ -197,3 +212,21 @@ def check_answer(
     }
     atomic_write(facts, json.dumps(summary).encode(), 0o600)
     return summary
+
+
+def place_answer(book: QueryBook, query_id: str, bundle_id: str, trigger: str) -> bool:
+    """Move answer ``bundle_id``'s merged content into the folder of segment ``trigger`` (one
+    rename; a leftover there from an attempt that crashed before its assignment is replaced).
+    True when that folder holds this answer's content, now or since before a crash; False when
+    the content is gone (review the answer again)."""
+    src = book.answer_folder(query_id, bundle_id)
+    target = book.segment_folder(query_id, trigger)
+    if SegmentContent.read(src) is not None:
+        shutil.rmtree(target, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        src.rename(target)
+        fsync_dir(target.parent)
+        fsync_dir(src.parent)
+        return True
+    placed = SegmentContent.read(target)
+    return placed is not None and placed.source == bundle_id

@@ -17,8 +17,10 @@ is repeated until it is recorded. :meth:`QueryBook.deliver_pending` redelivers w
 left assigned but unrecorded.
 
 Files per query in ``spool/queries/<QUERY>/``: ``application.json``, ``persons.parquet``
-(encrypted under the node data key), ``answers/`` (checked answers, encrypted) and
-``segments/`` (content waiting for delivery; plaintext only while it waits).
+(encrypted under the node data key), ``answers/`` (per provider's answer its facts, and its
+merged content until route moves it into ``segments/``) and ``segments/`` (content waiting for
+delivery; plaintext only while it waits). The answer itself is kept as its signed, encrypted
+bundle in ``spool/store``.
 """
 
 # SQL is assembled from quoted identifiers and literals only.
@@ -66,6 +68,7 @@ from pki.bundle import BundleKind, Member
 __all__ = [
     "RELAY_PERSON_HEADERS",
     "QueryBook",
+    "SegmentContent",
     "relay_id",
     "relay_name",
     "resource_status",
@@ -76,6 +79,10 @@ log = logging.getLogger(__name__)
 
 #: Columns of the persons list a relay carries (the key item's name comes first).
 RELAY_PERSON_HEADERS = ("授权编号", "姓名")
+
+
+#: A query's folder of providers' answers.
+ANSWERS = "answers"
 
 
 def result_name(query_id: str, segment: int = 1) -> str:
@@ -111,16 +118,40 @@ def _statuses(rows: Sequence[QueryResource]) -> list[dict[str, Any]]:
     return [resource_status(r) for r in rows]
 
 
+#: The index of a segment's prepared content, in its folder.
+CONTENT_INDEX = "content.json"
+
+
 def _safe(trigger: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", trigger)
 
 
 @dataclass(frozen=True)
 class SegmentContent:
-    """What a segment carries besides its statuses: member files and per-resource facts."""
+    """What a segment carries besides its statuses: member files and per-resource facts;
+    ``source``: the answer bundle it was made from (empty for the node's own content)."""
 
     members: list[tuple[str, str]]  # (member name, file name inside the content folder)
     entries: dict[str, dict[str, Any]]  # resource -> counts for the report
+    source: str = ""
+
+    def write(self, folder: Path) -> None:
+        """Write the index ``folder/content.json`` (last, atomically: the files it names are
+        complete when it exists)."""
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(
+            folder / CONTENT_INDEX,
+            json.dumps(asdict(self), ensure_ascii=False).encode(),
+            0o600,
+        )
+
+    @classmethod
+    def read(cls, folder: Path) -> SegmentContent | None:
+        """The index written by :meth:`write`, or None when there is none."""
+        index = folder / CONTENT_INDEX
+        if not index.is_file():
+            return None
+        return cls(**json.loads(index.read_text("utf-8")))
 
 
 class QueryBook:
@@ -291,18 +322,23 @@ class QueryBook:
 
     # ------------------------------------------------------------------ segments
 
+    def answer_folder(self, query_id: str, bundle_id: str) -> Path:
+        """Where a provider's checked answer waits, merged (segment content), for route."""
+        return self.folder(query_id) / ANSWERS / bundle_id
+
+    def answer_facts(self, query_id: str, bundle_id: str) -> Path:
+        """The checked answer's facts (counts, no personal data), written when its review
+        ends; kept after the merge, so that the same answer reviewed again after a crash gets
+        the same outcome."""
+        return self.folder(query_id) / ANSWERS / f"{bundle_id}.json"
+
     def segment_folder(self, query_id: str, trigger: str) -> Path:
         """Where a segment's content waits until it is delivered."""
         return self.folder(query_id) / "segments" / _safe(trigger)
 
     def save_content(self, query_id: str, trigger: str, content: SegmentContent) -> None:
         """Record the prepared content's index in its folder (written last, atomically)."""
-        self.segment_folder(query_id, trigger).mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write(
-            self.segment_folder(query_id, trigger) / "content.json",
-            json.dumps(asdict(content), ensure_ascii=False).encode(),
-            0o600,
-        )
+        content.write(self.segment_folder(query_id, trigger))
 
     def assign(
         self,
@@ -439,12 +475,10 @@ class QueryBook:
         query = self.query(segment.query_id)
         assert query is not None
         folder = self.segment_folder(segment.query_id, segment.trigger)
-        index = folder / "content.json"
-        if not index.exists():  # assigned by a process that crashed before saving: rebuild
+        content = SegmentContent.read(folder)
+        if content is None:  # assigned by a process that crashed before saving: rebuild
             log.warning("query %s segment %d: content missing", query.bundle_id, segment.seq)
             content = SegmentContent([], {})
-        else:
-            content = SegmentContent(**json.loads(index.read_text("utf-8")))
         statuses = json.loads(segment.statuses)
         for entry in statuses:
             entry.update(content.entries.get(entry["resource"], {}))
@@ -496,6 +530,11 @@ class QueryBook:
         if segment.final:
             for leftover in ("relay-work", "segments"):
                 shutil.rmtree(self.folder(query.bundle_id) / leftover, ignore_errors=True)
+            # answers merged but not used (a second answer to one relay): their result files
+            answers = self.folder(query.bundle_id) / ANSWERS
+            for unused in answers.iterdir() if answers.is_dir() else ():
+                if unused.is_dir():
+                    shutil.rmtree(unused, ignore_errors=True)
 
 
 def _segment(s: Session, query_id: str, trigger: str) -> QuerySegment | None:

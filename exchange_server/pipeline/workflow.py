@@ -37,13 +37,14 @@ on the node (:mod:`exchange_server.pipeline.answering`) as result segment 1,
 ``response`` (a provider's answer, ``exchange-client respond``): review checks it names an open
 relay of this node (``E_RELAY_UNKNOWN``, ``E_RELAY_CLOSED``), comes from the resource's
 provider (``E_PROVIDER``), and holds only persons and items that were asked, with valid values
-(:mod:`exchange_server.data.answers`: ``E_NOT_ASKED``, ``E_ANSWER_VALUES``, ``E_SCHEMA``); a
-refused answer leaves the relay open. Route merges it into the requester's next segment.
+(:mod:`exchange_server.data.answers`: ``E_NOT_ASKED``, ``E_ANSWER_VALUES``, ``E_SCHEMA``), and
+merges it, in the same pass, into the content of the requester's next segment; a refused
+answer leaves the relay open. Route places that content in the next segment.
 Everything is idempotent: relay and segment names and ids are functions of the query.
 
-Plaintext exists only in ``spool/work/<UPLOAD>/`` and a segment's folder while a step runs;
-the persons list and checked answers kept in ``spool/queries/<QUERY>/`` are encrypted under the
-node data key.
+Plaintext exists only in ``spool/work/<UPLOAD>/``, a merged answer's folder and a segment's
+folder while they wait for the next step; the persons list kept in ``spool/queries/<QUERY>/``
+is encrypted under the node data key, and an answer is kept as its signed bundle.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ from exchange_server.data.engine import parse_time_range
 from exchange_server.data.persons import PERSON_HEADERS, prepare_persons
 from exchange_server.node import Node, utcnow
 from exchange_server.outbox.writer import Outbox
-from exchange_server.pipeline.answering import answer_hosted, answer_relayed, check_answer
+from exchange_server.pipeline.answering import answer_hosted, check_answer, place_answer
 from exchange_server.pipeline.application import (
     Application,
     ResourceRequest,
@@ -332,7 +333,7 @@ class Workflow:
         }
 
     def _review_response(self, bundle: AcceptedBundle, work: Path) -> dict[str, Any]:
-        """Check a provider's answer to a relay and keep it, checked and encrypted, for route."""
+        """Check a provider's answer to a relay and merge it into segment content for route."""
         fields, paths = self._open(bundle, work)
         rid = text_field(fields, "in_reply_to")
         with self._timed(bundle.bundle_id, "answer"):
@@ -370,25 +371,23 @@ class Workflow:
         assert row is not None  # review found it
         trigger = f"answer:{row.resource}"
         taken = {g.trigger for g in self.book.segments(row.query_id)}
+        unused = self.book.answer_folder(row.query_id, bundle.bundle_id)
         if trigger in taken and row.answer_bundle != bundle.bundle_id:
             log.warning("answer %s: relay %s was answered already", bundle.bundle_id, row.relay_id)
+            shutil.rmtree(unused, ignore_errors=True)
             return RouteOutcome.DONE
         if trigger not in taken:
             if not ResourceState(row.state).waiting:
                 log.warning("answer %s: relay %s is %s", bundle.bundle_id, row.relay_id, row.state)
+                shutil.rmtree(unused, ignore_errors=True)
                 return RouteOutcome.DONE
-            body = json.loads((self.book.folder(row.query_id) / "application.json").read_text())
-            answer = self.book.folder(row.query_id) / "answers" / f"{bundle.bundle_id}.parquet"
-            with self._timed(bundle.bundle_id, "merge"):
-                answer_relayed(
-                    self.book,
-                    self.datasets,
-                    row.query_id,
-                    row.resource,
-                    answer,
-                    str(body["application"].get("result_format", "csv")),
-                    trigger,
-                )
+            with self._timed(bundle.bundle_id, "place"):
+                if not place_answer(self.book, row.query_id, bundle.bundle_id, trigger):
+                    # the merged content is gone: merge it again (review is idempotent)
+                    self.book.answer_facts(row.query_id, bundle.bundle_id).unlink(missing_ok=True)
+                    self.review(bundle)
+                    if not place_answer(self.book, row.query_id, bundle.bundle_id, trigger):
+                        raise RuntimeError(f"answer {bundle.bundle_id}: merged content missing")
             self.book.assign(
                 row.query_id,
                 trigger,

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -21,6 +22,7 @@ from exchange_client.state import read_state
 from exchange_client.tables import convert_csv, read_table, validate_table
 from exchange_common.errors import InputError
 from exchange_common.idnumber import check_character
+from exchange_common.tables.source import table_source
 from pki.bundle import BundleKind, open_bundle
 from pki.identity import Role
 from pki.keys import certificate_pem, load_certificates, load_private_key, private_key_pem
@@ -302,6 +304,34 @@ def test_push_side_to_pull_side_round_trip(tmp_path: Path, source: str, fmt: str
     back = convert_csv(sealed, fmt)
     header, rows, _ = read_table(back)
     assert [header, *(r for _, r in rows)] == CLEAN
+
+
+def test_response_is_sealed_as_text_parquet_with_the_cells_a_csv_would_give(
+    tmp_path: Path,
+) -> None:
+    """respond seals Parquet (decision 0007): every column text, the node's CSV reading of the
+    same table cell for cell, rows in order; GB18030 text outside GBK survives."""
+    rows = [
+        ["身份证号", "姓名", "备注"],
+        [ID1, "𠀀𪚥 张三丰", "=1+1"],  # U+20000 and U+2A6A5: GB18030 four-byte sequences
+        [ID2, "李 四", "0012"],
+        [ID3, "王五", ""],
+    ]
+    src = write_csv(tmp_path / "answer.csv", rows, "gb18030")
+    as_data, as_response = tmp_path / "data", tmp_path / "response"
+    as_data.mkdir()
+    as_response.mkdir()
+    (csv_member,), _ = prepare_inputs([src], BundleKind.DATA, as_data, today=TODAY)
+    (member,), reports = prepare_inputs([src], BundleKind.RESPONSE, as_response, today=TODAY)
+    assert member == as_response / "answer.parquet" and reports[0][1].valid == 3
+    assert sorted(p.name for p in as_response.iterdir()) == ["answer.parquet"]
+    table = pq.read_table(member)
+    assert table.column_names == rows[0]
+    assert all(pa.types.is_string(t) or pa.types.is_large_string(t) for t in table.schema.types)
+    con = duckdb.connect()
+    expected = con.execute(f"SELECT * FROM {table_source(csv_member)}").fetchall()  # noqa: S608
+    assert [tuple(r.values()) for r in table.to_pylist()] == expected
+    assert expected[0][1] == "𠀀𪚥 张三丰" and expected[1][2] == "0012"
 
 
 def test_convert_opened_skips_receipts_and_reports_failures(tmp_path: Path) -> None:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlmodel import select
 
-from exchange_server.pipeline.queries import relay_id, relay_name, result_name
+from exchange_server.pipeline.queries import QueryBook, relay_id, relay_name, result_name
 from exchange_server.store.audit import verify_chain
 from exchange_server.store.models import AuditEvent, Query, QueryResource, QuerySegment, Upload
 from pki.bundle import open_bundle
@@ -213,8 +215,22 @@ def test_good_answer_becomes_the_final_segment_and_closes_the_query(world: World
         # a value outside the item's code list, a date that is no date
         (f"公民身份号码,就业状态\n{A},在职\n", "E_ANSWER_VALUES"),
         (f"公民身份号码,就业状态,登记日期\n{A},就业,2025-13-45\n", "E_ANSWER_VALUES"),
+        # a key that is no valid ID number (GB 11643 check character wrong), one left blank
+        (
+            f"公民身份号码,就业状态\n{A},就业\n{A[:-1]}{'0' if A[-1] != '0' else '1'},就业\n",
+            "E_ANSWER_VALUES",
+        ),
+        (f"公民身份号码,就业状态\n{A},就业\n ,就业\n", "E_ANSWER_VALUES"),
     ],
-    ids=["stranger", "item-not-asked", "unknown-column", "bad-code", "bad-date"],
+    ids=[
+        "stranger",
+        "item-not-asked",
+        "unknown-column",
+        "bad-code",
+        "bad-date",
+        "invalid-key",
+        "blank-key",
+    ],
 )
 def test_bad_answer_is_refused_and_the_relay_stays_open(world: World, body: str, code: str) -> None:
     up = _query(
@@ -232,10 +248,92 @@ def test_bad_answer_is_refused_and_the_relay_stays_open(world: World, body: str,
     assert "110101199003070038" not in json.dumps(receipt, ensure_ascii=False)
     assert _state(world, qid) == {"RS-JY-01": "pending"}
     assert _outbox(world, MZ) == before  # no segment for a refused answer
+    assert _answer_folders(world, qid) == []  # and no merged content left behind
     # the relay still takes a good answer
     good = _answer(world, relay_id(qid, "RS-JY-01"), GOOD)
     assert good.state == "done", good.reason_detail
     assert _state(world, qid) == {"RS-JY-01": "answered"}
+
+
+def _answer_folders(world: World, qid: str) -> list[Path]:
+    answers = world.ingest.spool.root / "queries" / qid / "answers"
+    return sorted(p for p in answers.iterdir() if p.is_dir()) if answers.is_dir() else []
+
+
+class _Crash(Exception):
+    """A kill at one precise step, for the in-process crash tests."""
+
+
+def _crash_once(monkeypatch: pytest.MonkeyPatch, before: Callable[[], None] = lambda: None) -> None:
+    """Make the next segment assignment die after its content was placed (``before`` runs
+    first, as what the crash left behind)."""
+    real = QueryBook.assign
+    state = {"armed": True}
+
+    def assign(self: QueryBook, *args: Any, **kwargs: Any) -> Any:
+        if state["armed"]:
+            state["armed"] = False
+            before()
+            raise _Crash
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(QueryBook, "assign", assign)
+
+
+def _answer_crashing(world: World, rid: str) -> str:
+    path = world.seal(
+        RS, GOOD.encode(), kind="response", fields={"in_reply_to": rid}, member="answer.csv"
+    )
+    upload_id = world.upload(RS, path)
+    with pytest.raises(_Crash):
+        world.ingest.process(upload_id)
+    assert _upload(world, upload_id).state == "accepted"  # receipt sent, route to repeat
+    return upload_id
+
+
+def test_answer_placed_before_a_crash_becomes_one_segment(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the merged answer moved into its segment folder, before the segment was
+    assigned: the restarted route assigns that very content, once."""
+    up = _query(world, RELAYED_ONLY)
+    qid = up.bundle_id
+    assert qid is not None
+    _crash_once(monkeypatch)
+    upload_id = _answer_crashing(world, relay_id(qid, "RS-JY-01"))
+    assert _answer_folders(world, qid) == []  # moved into the segment folder
+    assert world.ingest.process(upload_id).value == "done"
+    fields, out = _open(world, MZ, result_name(qid, 1))
+    assert (fields["segment"], fields["final"]) == (1, True)
+    # A is listed twice: one result row (the first listing), as for a hosted resource
+    assert [(r["id_number"], r["status"]) for r in _rows(out / "RS-JY-01-results.csv")] == [
+        (A, "match"),
+        (B, "no_record"),
+        (C, "match"),
+    ]
+    assert {n for n in _outbox(world, MZ) if n.startswith(f"result-{qid}")} == {result_name(qid, 1)}
+
+
+def test_answer_content_lost_in_a_crash_is_merged_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The placed content is gone when route runs again (or belongs to another answer): the
+    answer is merged again from its bundle, and the segment says what that answer says."""
+    up = _query(world, RELAYED_ONLY)
+    qid = up.bundle_id
+    assert qid is not None
+    segments = world.ingest.spool.root / "queries" / qid / "segments"
+
+    def lose() -> None:
+        shutil.rmtree(segments)
+
+    _crash_once(monkeypatch, lose)
+    upload_id = _answer_crashing(world, relay_id(qid, "RS-JY-01"))
+    assert not segments.exists() and _answer_folders(world, qid) == []
+    assert world.ingest.process(upload_id).value == "done"
+    _, out = _open(world, MZ, result_name(qid, 1))
+    rows = {r["id_number"]: r for r in _rows(out / "RS-JY-01-results.csv")}
+    assert rows[C]["就业状态"] == "失业" and rows[B]["status"] == "no_record"
 
 
 def test_answer_from_another_department_is_refused(world: World) -> None:
