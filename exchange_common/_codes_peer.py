@@ -230,7 +230,24 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         "E_BUSY",
         _NET,
         "The node is busy; try again later.",
-        "The node reached its maximum number of connections (limits.max_connections).",
+        "The node reached its maximum number of connections (limits.max_connections), or of "
+        "connections not yet logged in (limits.max_preauth_connections in total, "
+        "limits.max_preauth_per_address from the client's address).",
+    ),
+    (
+        "E_SILENT",
+        _PEER,
+        "The connection was closed: it did not ask to log in in time.",
+        "No login request within limits.handshake_timeout_seconds of connecting; counts as a "
+        "failed login (repeated, it bans the address).",
+    ),
+    (
+        "E_AUTH_TRIES",
+        _PEER,
+        "Too many authentication failures.",
+        "The connection offered more than limits.max_auth_tries refused credentials (an SSH "
+        "agent with many keys: choose the key with IdentitiesOnly / -i); each counts as a "
+        "failed login.",
     ),
     (
         "E_UNKNOWN_USER",

@@ -38,6 +38,14 @@ class Limits:
     ``max_upload_bytes``      one upload to the node (the SFTP front refuses a write past it)
     ``max_connections``       concurrent connections to the node's SFTP front
     ``login_timeout_seconds`` time a client has to authenticate
+    ``max_preauth_connections``   connections not yet logged in, in total (within
+                              ``max_connections``: silent ones cannot take every slot)
+    ``max_preauth_per_address``   connections not yet logged in, from one address
+    ``handshake_timeout_seconds`` time a client has to ask to authenticate (SSH version, key
+                              exchange, the first login request); a connection silent that
+                              long is closed and counts as a failed login
+    ``max_auth_tries``        credentials one connection may offer (OpenSSH's MaxAuthTries);
+                              each refused one counts as a failed login
     ========================  ===================================================================
     """
 
@@ -52,6 +60,10 @@ class Limits:
     max_upload_bytes: int = 64 * GIB
     max_connections: int = 200
     login_timeout_seconds: int = 60
+    max_preauth_connections: int = 32
+    max_preauth_per_address: int = 8
+    handshake_timeout_seconds: int = 10
+    max_auth_tries: int = 6
 
     def __post_init__(self) -> None:
         for f in fields(self):

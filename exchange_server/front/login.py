@@ -8,6 +8,7 @@ one failed login. The ``E_...`` codes are stable: they appear in the log and the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ log = logging.getLogger("exchange_server.front.sftp")
 E_UNKNOWN_ADDRESS = "E_UNKNOWN_ADDRESS"
 E_BANNED = "E_BANNED"
 E_BUSY = "E_BUSY"
+E_SILENT = "E_SILENT"
+E_AUTH_TRIES = "E_AUTH_TRIES"
 E_UNKNOWN_USER = "E_UNKNOWN_USER"
 E_DISABLED = "E_DISABLED"
 E_ADDRESS = "E_ADDRESS"
@@ -79,6 +82,8 @@ class _LoginServer(asyncssh.SSHServer):
         self._attempted = False
         self._reason: str | None = None
         self._key_fp: str | None = None
+        self._refused_keys = 0
+        self._silent: asyncio.TimerHandle | None = None
         self.session_info: SessionInfo | None = None
 
     def connection_made(self, conn: Any) -> None:
@@ -87,15 +92,38 @@ class _LoginServer(asyncssh.SSHServer):
         if peer:
             self._address = normalise_address(str(peer[0])) or str(peer[0])
         self._front.connection_opened(conn)
+        # A connection that never asks to log in holds a slot for nothing: close it soon, and
+        # count it as a failed login (repeated, the address is banned like a brute force).
+        limits = self._front.node.config.limits
+        self._silent = asyncio.get_running_loop().call_later(
+            limits.handshake_timeout_seconds, self._handshake_expired
+        )
+
+    def _handshake_expired(self) -> None:
+        self._silent = None
+        if not self._attempted:
+            self._attempted = True
+            self._reason = E_SILENT
+            self._conn.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._silent is not None:
+            self._silent.cancel()
         self._front.connection_closed(self._conn)
         if self._attempted and self.session_info is None:
-            self._front.login_failed(self._reason or E_CREDENTIALS, self._address, self._user)
+            self._front.login_failed(
+                self._reason or E_CREDENTIALS,
+                self._address,
+                self._user,
+                failures=max(1, self._refused_keys),
+            )
 
     async def begin_auth(self, username: str) -> bool:
         # Called again if the client switches user names mid-connection; asyncssh resets the
         # authorized keys each time, so nothing admitted for one name carries over.
+        if self._silent is not None:
+            self._silent.cancel()
+            self._silent = None
         self._attempted = True
         self._user = username
         self._admission = None
@@ -135,12 +163,23 @@ class _LoginServer(asyncssh.SSHServer):
     def validate_public_key(self, username: str, key: Any) -> bool:
         adm = self._admission
         if adm is None or adm.refusal is not None or username != adm.dept:
-            return False
+            return self._refuse_key()
         data = key.public_data
         for fp, registered in adm.ssh_keys:
             if registered.public_data == data:
                 self._key_fp = fp
                 return True
+        return self._refuse_key()
+
+    def _refuse_key(self) -> bool:
+        """One more refused credential; past ``max_auth_tries`` the connection is closed
+        (OpenSSH's MaxAuthTries: one connection cannot try a whole key ring)."""
+        self._refused_keys += 1
+        if self._refused_keys >= self._front.node.config.limits.max_auth_tries:
+            self._reason = E_AUTH_TRIES
+            self._conn.disconnect(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures"
+            )
         return False
 
     def validate_ca_key(self, username: str, key: Any) -> bool:

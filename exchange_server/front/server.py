@@ -6,9 +6,13 @@ value and the refusal codes are :mod:`exchange_server.front.login`.
 
 The SFTP front runs its own accept loop instead of asyncssh's listener, because the IP
 registration (部省 第五条) must be enforced *before* the SSH banner: an address that belongs to no
-active department, a banned address, or one more connection than ``max_connections`` is closed
-at once and is sent nothing (not even a version string to fingerprint). Admitted sockets are
-handed to :func:`asyncssh.run_server`.
+active department, a banned address, one more connection than ``max_connections``, or one more
+connection not yet logged in than ``max_preauth_per_address`` (from that address) or
+``max_preauth_connections`` (in all) is closed at once and is sent nothing (not even a version
+string to fingerprint). Admitted sockets are handed to :func:`asyncssh.run_server`. A
+connection that does not ask to log in within ``handshake_timeout_seconds`` is closed
+(``E_SILENT``), and one that offers more than ``max_auth_tries`` refused credentials is
+disconnected (``E_AUTH_TRIES``); both count as failed logins, each refused credential once.
 
 Login (each time from the store, so registry changes apply without a restart):
 
@@ -37,6 +41,7 @@ import logging
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -145,6 +150,8 @@ class SFTPFront:
         self._tasks: set[asyncio.Task[None]] = set()
         self._conns: set[Any] = set()
         self._active = 0
+        #: Connections not yet logged in, per address.
+        self._preauth: Counter[str] = Counter()
         self._options: Any = None
         # The registry keeps only a department's leaf certificate and trust/root.pem may hold
         # only the root: the intermediates above the node's own certificate (the same issuing
@@ -277,10 +284,16 @@ class SFTPFront:
                 sock.close()
             self._refused(reason, address or raw, None)
             return
+        assert address is not None  # admitted
         self._active += 1
+        self._preauth[address] += 1
+        logged_in = False
         try:
             sock.setblocking(False)
+            # run_server returns once the client has logged in
             conn = await asyncssh.run_server(sock, options=self._options)
+            self._leave_preauth(address)
+            logged_in = True
             await conn.wait_closed()
         except asyncio.CancelledError:
             raise
@@ -290,8 +303,15 @@ class SFTPFront:
             srv_log.debug("connection from %s ended: %s: %s", address, type(e).__name__, e)
         finally:
             self._active -= 1
+            if not logged_in:
+                self._leave_preauth(address)
             with contextlib.suppress(OSError):
                 sock.close()
+
+    def _leave_preauth(self, address: str) -> None:
+        self._preauth[address] -= 1
+        if self._preauth[address] <= 0:
+            del self._preauth[address]
 
     async def _admit_connection(self, address: str | None) -> str | None:
         if address is None:
@@ -301,8 +321,15 @@ class SFTPFront:
         networks = await self._allowlist()
         if not in_networks(address, networks):
             return E_UNKNOWN_ADDRESS
-        # Last, with no await between this check and the caller's count of the connection.
-        if self._active >= self.node.config.limits.max_connections:
+        # Last, with no await between these checks and the caller's count of the connection.
+        # Connections not yet logged in have caps of their own, per address and in total, so
+        # that silent ones from one address cannot take the slots of every department.
+        limits = self.node.config.limits
+        if self._active >= limits.max_connections:
+            return E_BUSY
+        if self._preauth[address] >= limits.max_preauth_per_address:
+            return E_BUSY
+        if sum(self._preauth.values()) >= limits.max_preauth_connections:
             return E_BUSY
         return None
 
@@ -398,10 +425,16 @@ class SFTPFront:
         log.info("login ok: address=%s user=%s method=%s", address, dept, method)
         self._audit("login.ok", dept, {"address": address, "method": method})
 
-    def login_failed(self, reason: str, address: str, user: str | None) -> None:
-        """Record a connection that tried to log in and did not."""
+    def login_failed(
+        self, reason: str, address: str, user: str | None, *, failures: int = 1
+    ) -> None:
+        """Record a connection that tried to log in and did not (``failures`` refused
+        credentials, each counted by the ban gate), or stayed silent (``E_SILENT``)."""
         self._refused(reason, address, user)
-        if self.gate.record_failure(address):
+        banned = False
+        for _ in range(failures):
+            banned = self.gate.record_failure(address) or banned
+        if banned:
             seconds = self.gate.policy.ban_seconds
             log.warning("address banned: address=%s seconds=%s", address, seconds)
             self._audit("login.ban", None, {"address": address, "seconds": seconds})

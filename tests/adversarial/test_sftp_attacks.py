@@ -353,6 +353,114 @@ def test_connection_flood_is_refused_before_the_banner(strict: NodeHarness) -> N
     assert_nothing_changed(node, before)
 
 
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeHarness]:
+    """A node with small pre-login caps: 3 connections not yet logged in per address, 4 in
+    all; 2 s to ask to log in; 3 credentials per connection; 3 failures ban for 3 s.
+    民政 has two addresses (127.0.0.1 and .3), 人社 one (127.0.0.2)."""
+    security = {
+        "max_auth_failures": 3,
+        "failure_window_seconds": 60,
+        "ban_seconds": 3,
+        "max_preauth_per_address": 3,
+        "max_preauth_connections": 4,
+        "handshake_timeout_seconds": 2,
+        "max_auth_tries": 3,
+    }
+    depts = [
+        DeptSpec(MZ, "杭州市民政局", ("127.0.0.1", "127.0.0.3")),
+        DeptSpec(RS, "杭州市人社局", ("127.0.0.2",)),
+    ]
+    with NodeHarness(tmp_path_factory.mktemp("guarded"), depts, security=security) as harness:
+        yield harness
+
+
+def _silent(node: NodeHarness, bind: str) -> socket.socket:
+    """A TCP connection that reads the node's banner and then says nothing."""
+    s = socket.create_connection((node.host, node.port), timeout=10, source_address=(bind, 0))
+    s.settimeout(10)
+    assert s.recv(4096).startswith(b"SSH-")
+    return s
+
+
+def _closed_by_node(s: socket.socket) -> bool:
+    try:
+        while chunk := s.recv(4096):
+            del chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return True
+
+
+async def _logs_in(node: NodeHarness, code: str, bind: str) -> list[str]:
+    async with node.asyncssh_connect(code, bind=bind) as conn, conn.start_sftp_client() as sftp:
+        return sorted(await sftp.listdir("."))
+
+
+def test_silent_connections_are_capped_closed_and_banned(guarded: NodeHarness) -> None:
+    """Silent TCP connections from a registered address (no login attempt) used to fill every
+    slot until the login timeout: now they are capped per address and in total, closed after
+    the handshake timeout, counted as failed logins and banned; other departments log in."""
+    node = guarded
+    before = snapshot(node)
+    held = [_silent(node, "127.0.0.1") for _ in range(3)]
+    try:
+        # the address's fourth connection is refused before the banner
+        assert first_bytes(node, "127.0.0.1") == b""
+        refused_in_audit(node, "E_BUSY", "127.0.0.1", None)
+        # 人社, from its own address, is served meanwhile
+        assert "outbox" in _run(_logs_in(node, RS, "127.0.0.2"))
+        # one more silent connection from 民政's other address fills the total (4) ...
+        held.append(_silent(node, "127.0.0.3"))
+        assert first_bytes(node, "127.0.0.2") == b""
+        # ... for no longer than the handshake timeout: the node closes all of them
+        for s in held:
+            assert _closed_by_node(s)
+    finally:
+        for s in held:
+            s.close()
+    refused_in_audit(node, "E_SILENT", "127.0.0.1", None)
+    # three silent connections are three failed logins: the address is banned, the other not
+    wait_until(
+        lambda: any('"127.0.0.1"' in e.detail for e in node.audit("login.ban")),
+        timeout=10,
+        what="the ban of 127.0.0.1",
+    )
+    assert not any('"127.0.0.3"' in e.detail for e in node.audit("login.ban"))
+    assert first_bytes(node, "127.0.0.1") == b""
+    assert "outbox" in _run(_logs_in(node, RS, "127.0.0.2"))
+    assert "outbox" in _run(_logs_in(node, MZ, "127.0.0.3"))
+    wait_until(lambda: first_bytes(node, "127.0.0.1") is None, timeout=10, what="ban expiry")
+    assert_nothing_changed(node, before)
+
+
+def test_key_ring_on_one_connection_is_cut_off_and_each_key_counted(guarded: NodeHarness) -> None:
+    """30 keys offered on one connection used to count as one failed login: now the node
+    disconnects after max_auth_tries refused keys (3 here) and counts each, so one connection
+    reaches the ban; the right key from another department still logs in."""
+    node = guarded
+    before = snapshot(node)
+    ring = [asyncssh.generate_private_key("ssh-ed25519") for _ in range(30)]
+
+    async def attack() -> None:
+        conn = node.asyncssh_connect(RS, bind="127.0.0.2", client_keys=ring)
+        with pytest.raises(asyncssh.DisconnectError, match="Too many authentication failures"):
+            async with conn:
+                pass
+
+    _run(attack())
+    refused_in_audit(node, "E_AUTH_TRIES", "127.0.0.2", RS)
+    wait_until(
+        lambda: any('"127.0.0.2"' in e.detail for e in node.audit("login.ban")),
+        timeout=10,
+        what="the ban after one connection",
+    )
+    assert "outbox" in _run(_logs_in(node, MZ, "127.0.0.3"))
+    wait_until(lambda: first_bytes(node, "127.0.0.2") is None, timeout=10, what="ban expiry")
+    assert "outbox" in _run(_logs_in(node, RS, "127.0.0.2"))
+    assert_nothing_changed(node, before)
+
+
 # --- what a logged-in department may touch ---------------------------------------------------------
 
 
