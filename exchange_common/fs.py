@@ -24,12 +24,32 @@ __all__ = [
     "atomic_write",
     "fsync_dir",
     "new_directory",
+    "private_dir",
     "require_empty_dir",
     "sha256_file",
 ]
 
 #: Read size when hashing a file: large enough to be fast, small enough to keep memory flat.
 _HASH_BLOCK = 1 << 20
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` and any missing parent a directory only its owner may enter (0700); an
+    existing directory is left as it is. Returns ``path``."""
+    missing: list[Path] = []
+    p = path
+    while not p.is_dir():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+    return path
 
 
 def fsync_file(path: Path) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["mask_id", "mask_name", "mask_text"]
+__all__ = ["mask_id", "mask_name", "mask_text", "peer_token"]
 
 _ID_RUN = re.compile(r"\d{6,}[0-9Xx]*")
+#: What a peer's text may look like to be echoed: a code, a date, a mode (ASCII, short).
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,47}")
 
 
 def mask_id(value: str) -> str:
@@ -31,3 +33,15 @@ def mask_name(value: str) -> str:
 def mask_text(text: str) -> str:
     """Replace every run of six or more digits (an ID number, a phone) in free text by ``***``."""
     return _ID_RUN.sub("***", text)
+
+
+def peer_token(value: object) -> str:
+    """A value a peer sent, fit for a receipt, a log line or the state store: quoted as given
+    when it looks like a code, a date or a mode (short ASCII without a run of six digits),
+    otherwise only its length (``<5 characters, not shown>``): a header, a resource code or a
+    time range may hold a person's name or ID number, and none may leave the node's control
+    unmasked."""
+    text = value if isinstance(value, str) else str(value)
+    if _TOKEN.fullmatch(text) and mask_text(text) == text:
+        return repr(text)
+    return f"<{len(text)} characters, not shown>"

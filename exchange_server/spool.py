@@ -20,21 +20,21 @@ import os
 import uuid
 from pathlib import Path
 
+from exchange_common.fs import private_dir
 from pki.identity import DeptCode, parse_dept_code
 
 __all__ = ["Spool"]
 
 
 class Spool:
-    """Paths inside one spool root; creates folders on demand."""
+    """Paths inside one spool root; creates folders on demand, owner-only (0700)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
 
     def _dir(self, *parts: str) -> Path:
-        path = self.root.joinpath(*parts)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        # owner-only: the spool holds sealed personal data and, while a step runs, plaintext
+        return private_dir(self.root.joinpath(*parts))
 
     @property
     def partial(self) -> Path:

@@ -15,6 +15,7 @@ from exchange_common.catalog.model import (
     Catalog,
     SharingType,
 )
+from exchange_common.masking import peer_token
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,9 @@ def check_access(
     """
     resource = catalog.resource(resource_code)
     if resource is None:
-        return AccessDecision(False, "E_UNKNOWN_RESOURCE", f"no resource {resource_code!r}")
+        return AccessDecision(
+            False, "E_UNKNOWN_RESOURCE", f"no resource {peer_token(resource_code)}"
+        )
     if resource.provider == department:
         granted: set[str] = set(resource.item_names)
     elif resource.sharing_type is SharingType.NONE:
@@ -61,7 +64,8 @@ def check_access(
             return AccessDecision(
                 False,
                 "E_SCOPE",
-                f"{department} may not see {resource.code} for business type {business_type!r}",
+                f"{department} may not see {resource.code} for business type "
+                f"{peer_token(business_type)}",
             )
         granted = set()
         for rule in rules:
@@ -70,7 +74,13 @@ def check_access(
     if wanted is not None:
         unknown = [i for i in wanted if resource.item(i) is None]
         if unknown:
-            return AccessDecision(False, "E_ITEM", f"{resource.code} has no items {unknown}")
+            shown = ", ".join(peer_token(i) for i in unknown)
+            return AccessDecision(
+                False,
+                "E_ITEM",
+                f"{resource.code} has no items {shown} (its items: "
+                f"{', '.join(resource.item_names)})",
+            )
         denied = [i for i in wanted if i not in granted]
         if denied:
             return AccessDecision(

@@ -25,7 +25,7 @@ import duckdb
 from exchange_common.catalog import NUMERIC_TYPES, ItemType, Resource
 from exchange_common.errors import InputError
 from exchange_common.idnumber import id_normalize_sql, id_valid_sql
-from exchange_common.masking import mask_id, mask_text
+from exchange_common.masking import mask_id
 from exchange_common.tables.source import describe
 from exchange_common.tables.sql import date_sql, quote_ident, quote_literal, text_sql
 
@@ -149,20 +149,22 @@ def check_columns(
 ) -> dict[str, str]:
     """The table's columns (name -> DuckDB type), checked against the resource's items."""
     cols = describe(con, resource.code, table, src)
-    unknown = [c for c in cols if resource.item(c) is None]
+    unknown = [n for n, c in enumerate(cols, start=1) if resource.item(c) is None]
     if unknown:
-        # Header names are echoed to the sender (a typo is found at once), except when the
-        # first line looks like data: a table without a header makes its first row (ID
-        # number, name, ...) the "header", and none of that may go into a receipt or a log.
-        if resource.key_item not in cols or any(mask_text(c) != c for c in unknown):
+        # Header names are not echoed: a name or an ID number used as a header (a table
+        # without a header line, or a hostile one) must not reach a receipt, a log or the
+        # store. The positions, and the items the resource has, find a typo as fast.
+        shown = ", ".join(str(n) for n in unknown[:10]) + (", …" if len(unknown) > 10 else "")
+        if resource.key_item not in cols:
             raise InputError(
                 f"{resource.code}: the first line is not a header of item names (no column "
                 f"{resource.key_item!r}; {len(unknown)} of {len(cols)} columns unknown)",
                 code="E_SCHEMA",
             )
-        shown = [c[:40] for c in unknown[:5]] + (["…"] if len(unknown) > 5 else [])
         raise InputError(
-            f"{resource.code}: columns {shown} are not items of the resource", code="E_SCHEMA"
+            f"{resource.code}: column(s) {shown} of {len(cols)} are not items of the resource "
+            f"(its items: {', '.join(resource.item_names)})",
+            code="E_SCHEMA",
         )
     if resource.key_item not in cols:
         raise InputError(

@@ -23,7 +23,7 @@ import asyncssh
 from cryptography.hazmat.primitives import serialization
 
 from exchange_common.errors import CertificateError, InputError
-from exchange_common.fs import atomic_write, new_directory, require_empty_dir
+from exchange_common.fs import atomic_write, new_directory, private_dir, require_empty_dir
 from exchange_server.config import CONFIG_NAME, NodeConfig, SFTPConfig, render_config
 from exchange_server.node import utcnow
 from exchange_server.store.db import open_store
@@ -80,9 +80,9 @@ def create_home(
     )
     with new_directory(home) as tmp:
         for sub in ("trust", "node", "drop"):
-            (tmp / sub).mkdir()
+            (tmp / sub).mkdir(mode=0o700)
         for sub in SPOOL_DIRS:
-            (tmp / "spool" / sub).mkdir(parents=True)
+            private_dir(tmp / "spool" / sub)
         atomic_write(tmp / "trust" / "root.pem", certificate_pem(store.roots))
         if crl is not None:
             shutil.copyfile(crl, tmp / "trust" / "crl.pem")

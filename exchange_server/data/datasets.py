@@ -55,7 +55,7 @@ from exchange_common.catalog import Resource
 from exchange_common.errors import InputError
 from exchange_common.fs import fsync_dir, fsync_file, sha256_file
 from exchange_common.idnumber import china_today
-from exchange_common.masking import mask_text
+from exchange_common.masking import mask_text, peer_token
 from exchange_common.tables.rows import check_columns, reject_summary, row_plan
 from exchange_common.tables.source import table_source, unreadable
 from exchange_server.data.duck import (
@@ -182,7 +182,9 @@ class DatasetStore:
         Idempotent per ``bundle_id``: a second ingest of a stored bundle returns its report.
         """
         if mode not in MODES:
-            raise InputError(f"mode {mode!r}: expected one of {list(MODES)}", code="E_MODE")
+            raise InputError(
+                f"mode {peer_token(mode)}: expected one of {list(MODES)}", code="E_MODE"
+            )
         started = time.perf_counter()
         done = self.by_bundle(bundle_id)
         # a name of its own per attempt: two processes storing one bundle at once never write

@@ -49,7 +49,7 @@ import duckdb
 
 from exchange_common.catalog import NUMERIC_TYPES, Resource
 from exchange_common.errors import InputError
-from exchange_common.masking import mask_text
+from exchange_common.masking import mask_text, peer_token
 from exchange_common.tables.source import CSV_DIALECT
 from exchange_common.tables.sql import clean_sql, date_sql, quote_ident, quote_literal
 from exchange_server.data.datasets import parquet_source
@@ -97,7 +97,9 @@ def _date(parts: Sequence[str], text: str) -> dt.date:
     try:
         return dt.date(int(parts[0]), int(parts[1]), int(parts[2]))
     except ValueError:
-        raise InputError(f"time range {text!r}: no such date", code="E_TIME_RANGE") from None
+        raise InputError(
+            f"time range {peer_token(text)}: no such date", code="E_TIME_RANGE"
+        ) from None
 
 
 def parse_time_range(text: str | None) -> TimeRange:
@@ -111,10 +113,10 @@ def parse_time_range(text: str | None) -> TimeRange:
     if m := re.fullmatch(rf"{_DATE_RE}\s*-\s*{_DATE_RE}", t):
         start, end = _date(m.groups()[:3], t), _date(m.groups()[3:], t)
         if start > end:
-            raise InputError(f"time range {t!r}: start after end", code="E_TIME_RANGE")
+            raise InputError(f"time range {peer_token(t)}: start after end", code="E_TIME_RANGE")
         return TimeRange(start, end)
     raise InputError(
-        f"time range {t!r}: expected YYYY/MM/DD, YYYY/MM/DD-YYYY/MM/DD or empty",
+        f"time range {peer_token(t)}: expected YYYY/MM/DD, YYYY/MM/DD-YYYY/MM/DD or empty",
         code="E_TIME_RANGE",
     )
 
@@ -249,7 +251,8 @@ class Comparison:
         tr = time_range if isinstance(time_range, TimeRange) else parse_time_range(time_range)
         unknown = [i for i in items if resource.item(i) is None]
         if unknown:
-            raise InputError(f"{resource.code} has no items {unknown}", code="E_ITEM")
+            shown = ", ".join(peer_token(i) for i in unknown)
+            raise InputError(f"{resource.code} has no items {shown}", code="E_ITEM")
         if not tr.latest and resource.time_item is None:
             raise InputError(
                 f"{resource.code} has no time item: only an empty time range is possible",

@@ -23,7 +23,8 @@ from exchange_common.idnumber import china_today
 from exchange_server.data.answers import merge_answer
 from exchange_server.data.datasets import DatasetStore
 from exchange_server.data.engine import MatchResult, OutputFormat, match
-from exchange_server.pipeline.queries import QueryBook, SegmentContent
+from exchange_server.pipeline.content import SegmentContent
+from exchange_server.pipeline.queries import QueryBook
 from exchange_server.pipeline.router import AcceptedBundle, Refusal
 from exchange_server.store.models import ResourceState
 

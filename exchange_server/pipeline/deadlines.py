@@ -38,7 +38,8 @@ from exchange_common.masking import mask_text
 from exchange_common.workdays import CalendarGap, Deadline, WorkCalendar
 from exchange_server.config import DeadlineConfig
 from exchange_server.outbox.writer import result_bundle_id
-from exchange_server.pipeline.queries import QueryBook, SegmentContent
+from exchange_server.pipeline.content import SegmentContent
+from exchange_server.pipeline.queries import QueryBook
 from exchange_server.store.audit import EventSpec, append_events
 from exchange_server.store.models import (
     Query,

@@ -33,7 +33,6 @@ import logging
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +40,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from exchange_common.catalog import AnsweredBy, Resource
-from exchange_common.fs import atomic_write
 from exchange_common.workdays import Deadline, WorkCalendar
 from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.datasets import DatasetStore
 from exchange_server.node import Node
 from exchange_server.outbox.writer import Outbox, result_bundle_id
+from exchange_server.pipeline.content import SegmentContent
 from exchange_server.pipeline.decisions import QueryClosed, RegistrySnapshot, UploadFacts, decide
 from exchange_server.pipeline.plans import ResourcePlan
 from exchange_server.pipeline.runner import transition_events
@@ -118,40 +117,8 @@ def _statuses(rows: Sequence[QueryResource]) -> list[dict[str, Any]]:
     return [resource_status(r) for r in rows]
 
 
-#: The index of a segment's prepared content, in its folder.
-CONTENT_INDEX = "content.json"
-
-
 def _safe(trigger: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", trigger)
-
-
-@dataclass(frozen=True)
-class SegmentContent:
-    """What a segment carries besides its statuses: member files and per-resource facts;
-    ``source``: the answer bundle it was made from (empty for the node's own content)."""
-
-    members: list[tuple[str, str]]  # (member name, file name inside the content folder)
-    entries: dict[str, dict[str, Any]]  # resource -> counts for the report
-    source: str = ""
-
-    def write(self, folder: Path) -> None:
-        """Write the index ``folder/content.json`` (last, atomically: the files it names are
-        complete when it exists)."""
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write(
-            folder / CONTENT_INDEX,
-            json.dumps(asdict(self), ensure_ascii=False).encode(),
-            0o600,
-        )
-
-    @classmethod
-    def read(cls, folder: Path) -> SegmentContent | None:
-        """The index written by :meth:`write`, or None when there is none."""
-        index = folder / CONTENT_INDEX
-        if not index.is_file():
-            return None
-        return cls(**json.loads(index.read_text("utf-8")))
 
 
 class QueryBook:

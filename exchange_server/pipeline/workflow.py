@@ -63,6 +63,7 @@ from typing import Any
 from exchange_common.catalog import Catalog, check_access
 from exchange_common.errors import InputError, PeerError
 from exchange_common.fs import atomic_write, fsync_dir
+from exchange_common.masking import peer_token
 from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.datasets import DatasetStore
 from exchange_server.data.engine import parse_time_range
@@ -231,7 +232,8 @@ class Workflow:
         resource = catalog.resource(code)
         if resource is None:
             raise Refusal(
-                "E_UNKNOWN_RESOURCE", f"no resource {code!r} in catalog v{catalog_version}"
+                "E_UNKNOWN_RESOURCE",
+                f"no resource {peer_token(code)} in catalog v{catalog_version}",
             )
         if resource.provider != bundle.sender:
             raise Refusal(
@@ -272,7 +274,8 @@ class Workflow:
         if catalog.business_types and app.business_type not in catalog.business_types:
             raise Refusal(
                 "E_BUSINESS_TYPE",
-                f"business type {app.business_type!r} is not in catalog v{catalog_version}",
+                f"business type {peer_token(app.business_type)} is not in catalog v{catalog_version} "
+                f"({', '.join(catalog.business_types)})",
             )
         for req in app.resources:
             decision = check_access(catalog, bundle.sender, app.business_type, req.code, req.items)

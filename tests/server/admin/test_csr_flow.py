@@ -39,6 +39,12 @@ def test_node_csr_issue_and_init(tmp_path: Path, test_ca: CAFixture) -> None:
     res = _init(test_ca, tmp_path / "home", cert, key)
     assert res.exit_code == 0, res.output
     assert load_config(tmp_path / "home").code == "NODE01"
+    # the node's state and spool are owner-only (the store holds who sent what; the spool
+    # sealed personal data and, while a step runs, plaintext)
+    home = tmp_path / "home"
+    assert (home / "state.db").stat().st_mode & 0o777 == 0o600
+    for folder in [home, home / "drop", home / "node", home / "spool", *(home / "spool").iterdir()]:
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
     # a second csr into the same files is refused and changes nothing
     before = key.read_bytes()
     res = runner.invoke(app, ["csr", "--code", "NODE01", "--key", str(key), "--out", str(csr)])

@@ -333,7 +333,11 @@ def test_samples_are_capped_but_every_reject_is_counted(
 @pytest.mark.parametrize(
     ("header", "row", "words"),
     [
-        ([*HEADER, "银行卡号"], [*_row(A), "6222000000000000"], "['银行卡号'] are not items"),
+        (
+            [*HEADER, "银行卡号"],
+            [*_row(A), "6222000000000000"],
+            "are not items of the resource (its items:",
+        ),
         (HEADER[1:], _row(A)[1:], "'公民身份号码' is missing"),
         (
             [h for h in HEADER if h != "姓名"],

@@ -339,3 +339,52 @@ def test_poison_persons_count_is_refused_and_jams_nothing(world: World, count: s
     assert _receipt(world, up, MZ)["reason_code"] == "E_APPLICATION"
     assert world.ingest.pending() == []
     assert _push_query(world).state == "done"
+
+
+#: A person's name and ID number, put by a hostile (or careless) peer where the node expects a
+#: header, a code or a date.
+LEAK_NAME = "欧阳娜娜"
+LEAK = f"{LEAK_NAME} {B}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "changes", "body", "code"),
+    [
+        ("data", {}, f"公民身份号码,{LEAK}\n{A},1\n", "E_SCHEMA"),  # a header
+        ("data", {}, f"{B},{LEAK_NAME}\n{A},张三\n", "E_SCHEMA"),  # no header line at all
+        ("data", {"mode": LEAK}, DATA, "E_MODE"),
+        ("query", {"resources": [LEAK]}, PERSONS, "E_UNKNOWN_RESOURCE"),
+        ("query", {"business_type": LEAK}, PERSONS, "E_BUSINESS_TYPE"),
+        ("query", {"resources": [{"code": "RS-SI-01", "items": [LEAK]}]}, PERSONS, "E_ITEM"),
+        ("query", {"time_range": LEAK}, PERSONS, "E_TIME_RANGE"),
+    ],
+    ids=["header", "data-as-header", "mode", "resource", "business-type", "item", "time-range"],
+)
+def test_personal_data_as_a_header_or_code_is_never_echoed(
+    world: World,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    changes: dict[str, object],
+    body: str,
+    code: str,
+) -> None:
+    """A header name or an application field that holds a person's name and ID number is
+    refused without echoing it: not in the receipt, the log, the upload record or the audit
+    trail (the refusal names positions, lengths and what the catalog allows instead)."""
+    caplog.set_level("DEBUG")
+    up = (
+        _push_data(world, body=body, **changes)
+        if kind == "data"
+        else _push_query(world, body, **changes)
+    )
+    assert (up.state, up.reason_code) == ("rejected", code), up.reason_detail
+    receipt = json.dumps(_receipt(world, up, RS if kind == "data" else MZ), ensure_ascii=False)
+    with world.node.session(write=False) as s:
+        stored = json.dumps(
+            [u.model_dump(mode="json") for u in s.exec(select(Upload))]
+            + [e.model_dump(mode="json") for e in s.exec(select(AuditEvent))],
+            ensure_ascii=False,
+        )
+    for text in (receipt, stored, caplog.text):
+        assert LEAK_NAME not in text and B not in text and B.lower() not in text
+    assert "not shown" in receipt or "column(s)" in receipt or "not a header" in receipt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import asyncssh
 import pytest
@@ -10,8 +11,9 @@ from sqlalchemy import Engine, inspect, text
 from sqlmodel import Session
 
 from exchange_common.errors import CertificateError, InputError, StoreError
+from exchange_server.spool import Spool
 from exchange_server.store.audit import append_event, verify_chain
-from exchange_server.store.db import migrate, open_store
+from exchange_server.store.db import migrate, open_store, sqlite_url
 from exchange_server.store.models import AuditEvent, DeptState
 from exchange_server.store.registry import (
     add_department,
@@ -203,3 +205,24 @@ def test_audit_times_round_trip_as_utc(engine: Engine) -> None:
         ev = s.get(AuditEvent, 1)
         assert ev is not None
         assert verify_chain(s) == 1
+
+
+def test_state_file_is_made_owner_only_and_the_spool_private(tmp_path: Path) -> None:
+    """An existing state.db readable by others (a home from before) is tightened when the node
+    opens it; spool folders are created 0700 at every level, the wal file inherits 0600."""
+    db = tmp_path / "state.db"
+    db.touch(mode=0o644)
+    db.chmod(0o644)
+    engine = open_store(sqlite_url(db))
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE probe (x INTEGER)")
+            conn.exec_driver_sql("INSERT INTO probe VALUES (1)")
+        for f in tmp_path.glob("state.db*"):
+            assert f.stat().st_mode & 0o777 == 0o600, f
+    finally:
+        engine.dispose()
+    spool = Spool(tmp_path / "spool")
+    outbox = spool.outbox("MZ330100")
+    for folder in (tmp_path / "spool", tmp_path / "spool" / "depts", outbox.parent, outbox):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
