@@ -36,6 +36,7 @@ from exchange_common.catalog import Resource
 from exchange_common.errors import InputError
 from exchange_common.tables.check import RowProblem, check_table
 from exchange_common.tables.check import TableCheck as ValidationReport
+from exchange_common.tables.formulas import spreadsheet_safe
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -292,11 +293,12 @@ def convert_csv(path: Path, fmt: str) -> Path:
     try:
         if fmt in ("csv", "csv-gb18030"):
             enc = "utf-8-sig" if fmt == "csv" else "gb18030"
+            # for spreadsheets: text they would run as a formula is neutralised (formulas.py)
             with tmp.open("w", encoding=enc, newline="") as fh:
                 writer = csv.writer(fh)
-                writer.writerow(header)
+                writer.writerow([spreadsheet_safe(h) for h in header])
                 for _line, cells in rows:
-                    writer.writerow(cells)
+                    writer.writerow([spreadsheet_safe(c) for c in cells])
         elif fmt == "xlsx":
             _write_xlsx(header, rows, tmp)
         else:

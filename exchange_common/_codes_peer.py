@@ -235,6 +235,13 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         "limits.max_preauth_per_address from the client's address).",
     ),
     (
+        "E_SPARSE",
+        _PEER,
+        "The upload has holes: part of the file was never written.",
+        "The client wrote past the end of the file (offsets with gaps); upload the file again "
+        "with an ordinary client.",
+    ),
+    (
         "E_SILENT",
         _PEER,
         "The connection was closed: it did not ask to log in in time.",

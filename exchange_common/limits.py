@@ -46,6 +46,9 @@ class Limits:
                               long is closed and counts as a failed login
     ``max_auth_tries``        credentials one connection may offer (OpenSSH's MaxAuthTries);
                               each refused one counts as a failed login
+    ``max_table_rows``        rows of one table in a bundle, as a Parquet file declares them
+                              (checked before a row is read: Parquet compresses 100,000,000
+                              identical rows into a few kilobytes)
     ========================  ===================================================================
     """
 
@@ -64,6 +67,7 @@ class Limits:
     max_preauth_per_address: int = 8
     handshake_timeout_seconds: int = 10
     max_auth_tries: int = 6
+    max_table_rows: int = 50_000_000
 
     def __post_init__(self) -> None:
         for f in fields(self):

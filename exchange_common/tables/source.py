@@ -14,12 +14,21 @@ import re
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from exchange_common.errors import InputError
 from exchange_common.masking import mask_text
 from exchange_common.tables.sql import quote_literal
 
-__all__ = ["CSV_DIALECT", "describe", "table_source", "text_parquet", "unreadable"]
+__all__ = [
+    "CSV_DIALECT",
+    "declared_rows",
+    "describe",
+    "table_source",
+    "text_parquet",
+    "unreadable",
+]
 
 _lit = quote_literal
 
@@ -47,6 +56,24 @@ def table_source(path: Path) -> str:
         _check_first_line(path)
         return f"read_csv({_lit(str(path))}, all_varchar = true, {CSV_DIALECT})"
     raise InputError(f"{path.name}: a data table must be .csv or .parquet", code="E_SCHEMA")
+
+
+def declared_rows(table: Path) -> int | None:
+    """The rows a Parquet ``table`` declares in its footer, read without a single data page;
+    None for a CSV (its rows are bounded by its bytes). A peer's Parquet file can hold 100,000,000
+    identical rows in a few kilobytes: the caller bounds this before any work on the rows.
+    Raises InputError ``E_SCHEMA`` when the footer cannot be read."""
+    if table.suffix.lower() != ".parquet":
+        return None
+    try:
+        return int(pq.ParquetFile(table).metadata.num_rows)
+    except (OSError, pa.ArrowException) as e:
+        detail = mask_text(str(e).splitlines()[0] if str(e) else type(e).__name__)[:200]
+        raise InputError(
+            f"{table.name}: the table cannot be read (not a Parquet file)",
+            code="E_SCHEMA",
+            detail=detail,
+        ) from None
 
 
 def text_parquet(table: Path, target: Path) -> None:

@@ -47,9 +47,10 @@ from typing import Any, Literal
 
 import duckdb
 
-from exchange_common.catalog import NUMERIC_TYPES, Resource
+from exchange_common.catalog import NUMERIC_TYPES, ItemType, Resource
 from exchange_common.errors import InputError
 from exchange_common.masking import mask_text, peer_token
+from exchange_common.tables.formulas import spreadsheet_safe_sql
 from exchange_common.tables.source import CSV_DIALECT
 from exchange_common.tables.sql import clean_sql, date_sql, quote_ident, quote_literal
 from exchange_server.data.datasets import parquet_source
@@ -339,12 +340,21 @@ class Comparison:
 
         # results: every person, their records or one no_record row; CSV in list order and
         # within a person by date (the latest records of a person all share one date)
-        out_items = "".join(f", h.{_q(n)}" for n in visible)
+        def text(expr: str, name: str) -> str:
+            # a CSV is for people: text a spreadsheet would run is neutralised (formulas.py)
+            shown = spreadsheet_safe_sql(expr) if fmt == "csv" else expr
+            return f"{shown} AS {_q(name)}"
+
+        out_items = "".join(
+            ", " + (text(f"h.{_q(n)}", n) if _is_text(resource, n) else f"h.{_q(n)}")
+            for n in visible
+        )
         order = "p.row_no" if tr.latest or tr.as_of else "p.row_no, h._date"
         order_by = f"ORDER BY {order}" if fmt == "csv" else ""
         fmt_sql = "FORMAT parquet, COMPRESSION snappy" if fmt == "parquet" else "FORMAT csv, HEADER"
+        people = ", ".join(text(f"p.{c}", c) for c in PERSON_COLUMNS)
         con.execute(
-            f"COPY (SELECT p.row_no, p.id_number, p.name, p.household_id, "
+            f"COPY (SELECT p.row_no, {people}, "
             f"CASE WHEN h._pid IS NULL THEN 'no_record' ELSE 'match' END AS status{out_items} "
             f"FROM persons p LEFT JOIN hits h ON h._pid = p.row_no "
             f"{order_by}) TO {_lit(str(self.results))} ({fmt_sql})"
@@ -360,7 +370,8 @@ class Comparison:
         )
         sums = "".join(f", sum(r.{_q(n)}) AS {_q(n + '_合计')}" for n in numeric)
         con.execute(
-            f"COPY (SELECT p.household_id, count(p.id_number) AS persons, "
+            f"COPY (SELECT {text('p.household_id', 'household_id')}, "
+            "count(p.id_number) AS persons, "
             f"count(r._pid) AS persons_with_records, "
             f"CAST(coalesce(sum(r.records), 0) AS BIGINT) AS records{sums} "
             f"FROM persons p LEFT JOIN per_person r ON r._pid = p.row_no "
@@ -387,6 +398,11 @@ class Comparison:
             time_range=str(tr),
             timings=self.timings,
         )
+
+
+def _is_text(resource: Resource, name: str) -> bool:
+    item = resource.item(name)
+    return item is not None and item.type not in NUMERIC_TYPES and item.type is not ItemType.DATE
 
 
 def engine_error(e: duckdb.Error) -> InputError:

@@ -20,7 +20,9 @@ anything else      "no such file"; every mutating operation is "permission denie
 =================  ===========================================================================
 
 Uploads are atomic. The bytes go to ``spool/incoming/.partial/<upload id>.part`` (``os.pwrite``
-at the requested offset, because clients pipeline their writes). Only a close request from the
+at the requested offset, because clients pipeline their writes). A file with holes (fewer bytes
+received than its size: writes far past the end) is refused at close (``E_SPARSE``), so a few
+kilobytes cannot become gigabytes for the pipeline to read. Only a close request from the
 client (``SSH_FXP_CLOSE``) commits the upload, through :meth:`Handover.accept_upload`, *before* the
 client is told it succeeded. When the session ends with the file still open (connection lost,
 client killed, channel closed), asyncssh calls the same :meth:`SFTPServer.close` from its
@@ -400,6 +402,7 @@ class DepartmentSFTPServer(asyncssh.SFTPServer):
             if e.errno in {errno.ENOSPC, errno.EDQUOT}:
                 raise asyncssh.SFTPNoSpaceOnFilesystem("node is out of space") from None
             raise asyncssh.SFTPFailure("upload could not be stored") from None
+        up.written += len(data)
         if growth:
             up.size = end
             book.grow(up.dept, growth)
@@ -443,6 +446,14 @@ class DepartmentSFTPServer(asyncssh.SFTPServer):
             raise asyncssh.SFTPInvalidHandle("invalid handle")
         up.finished = True
         try:
+            if up.written < up.size:
+                # Writes far past the end leave holes: a few kilobytes would make gigabytes
+                # the pipeline reads. A client writes every byte of a file at least once.
+                self._poison(
+                    up,
+                    f"upload has holes: {up.size - up.written} of {up.size} bytes never written",
+                    "E_SPARSE",
+                )
             if up.failed is not None:
                 self._services.ingest.discard_partial(up.partial)
                 raise asyncssh.SFTPFailure(up.failed)

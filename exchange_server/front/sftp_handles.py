@@ -62,6 +62,8 @@ class _Upload:
         self.base_usage = base_usage
         self.quota = quota
         self.size = 0
+        #: Bytes the client actually sent; fewer than ``size`` means the file has holes.
+        self.written = 0
         self.failed: str | None = None
         self.finished = False
         #: Bytes handed to a background fdatasync so far, and that sync while it runs.

@@ -7,13 +7,25 @@ naming the field (docs/catalog.md "Query application").
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from exchange_common.errors import InputError
+from exchange_common.tables.source import declared_rows
 from exchange_server.pipeline.router import Refusal
 
-__all__ = ["Application", "ResourceRequest", "parse_application", "text_field"]
+__all__ = [
+    "Application",
+    "ResourceRequest",
+    "check_declared_count",
+    "one_table",
+    "parse_application",
+    "text_field",
+]
+
+_TABLE_SUFFIXES = (".csv", ".parquet")
 
 _RESULT_FORMATS = ("csv", "parquet")
 
@@ -111,3 +123,33 @@ def parse_application(fields: Mapping[str, Any]) -> Application:
         result_format=fmt,
         provider=text_field(fields, "provider", required=False),
     )
+
+
+def one_table(paths: Sequence[Path], what: str, max_rows: int) -> Path:
+    """The bundle's one table (.csv or .parquet, else ``E_SCHEMA``); a Parquet one declaring
+    more than ``max_rows`` rows is refused (``E_LIMIT``) before a row is read."""
+    tables = [p for p in paths if p.suffix.lower() in _TABLE_SUFFIXES]
+    if len(tables) != 1:
+        raise Refusal(
+            "E_SCHEMA", f"{what} needs exactly one table (.csv or .parquet), found {len(tables)}"
+        )
+    try:
+        rows = declared_rows(tables[0])
+    except InputError as e:
+        raise Refusal(e.code, e.message, detail=e.detail) from None
+    if rows is not None and rows > max_rows:
+        raise Refusal(
+            "E_LIMIT", f"{what}: the table declares {rows} rows, more than the limit {max_rows}"
+        )
+    return tables[0]
+
+
+def check_declared_count(table: Path, persons: int) -> None:
+    """Refuse (``E_COUNT``) a Parquet persons list whose footer declares another number of rows
+    than the application states, before a row is read (the rows are counted again as they are
+    checked)."""
+    declared = declared_rows(table)
+    if declared is not None and declared != persons:
+        raise Refusal(
+            "E_COUNT", f"the application states {persons} persons, the table holds {declared}"
+        )

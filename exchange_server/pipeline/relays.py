@@ -18,6 +18,7 @@ import shutil
 import uuid
 
 from exchange_common.errors import InputError
+from exchange_common.tables.formulas import spreadsheet_safe_sql
 from exchange_common.tables.sql import quote_ident, quote_literal
 from exchange_server.data.duck import encrypted_scan
 from exchange_server.pipeline.queries import (
@@ -94,9 +95,15 @@ def _deliver_relay(
     try:
         persons = work / "persons.csv"
         columns = [f"id_number AS {quote_ident(resource.key_item)}"]
-        columns.append(f'"authorization" AS {quote_ident(RELAY_PERSON_HEADERS[0])}')
+        # the provider's staff open this list in a spreadsheet: text it would run is neutralised
+        columns.append(
+            f"{spreadsheet_safe_sql(chr(34) + 'authorization' + chr(34))} "
+            f"AS {quote_ident(RELAY_PERSON_HEADERS[0])}"
+        )
         if resource.relay_names:
-            columns.append(f"name AS {quote_ident(RELAY_PERSON_HEADERS[1])}")
+            columns.append(
+                f"{spreadsheet_safe_sql('name')} AS {quote_ident(RELAY_PERSON_HEADERS[1])}"
+            )
         con = book.datasets.connect(work)
         try:
             source = encrypted_scan(book.folder(query_id) / "persons.parquet")

@@ -74,6 +74,8 @@ from exchange_server.pipeline.answering import answer_hosted, check_answer, plac
 from exchange_server.pipeline.application import (
     Application,
     ResourceRequest,
+    check_declared_count,
+    one_table,
     parse_application,
     text_field,
 )
@@ -105,7 +107,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_TABLE_SUFFIXES = (".csv", ".parquet")
 #: In an answer's or a supplement's work folder: the relay or query it refers to, for route.
 _POINTER = "reply.json"
 
@@ -189,15 +190,8 @@ class Workflow:
             raise Refusal(e.code, e.message, detail=e.detail) from None
         return dict(opened.manifest.fields), list(opened.paths)
 
-    @staticmethod
-    def _one_table(paths: list[Path], what: str) -> Path:
-        tables = [p for p in paths if p.suffix.lower() in _TABLE_SUFFIXES]
-        if len(tables) != 1:
-            raise Refusal(
-                "E_SCHEMA",
-                f"{what} needs exactly one table (.csv or .parquet), found {len(tables)}",
-            )
-        return tables[0]
+    def _one_table(self, paths: list[Path], what: str) -> Path:
+        return one_table(paths, what, self.node.config.limits.max_table_rows)
 
     # ------------------------------------------------------------------ review
 
@@ -292,6 +286,7 @@ class Workflow:
                     "E_TIME_RANGE", f"{req.code} has no time item: only an empty range is possible"
                 )
         table = self._one_table(paths, "a query")
+        check_declared_count(table, app.persons)
         with self._timed(bundle.bundle_id, "persons"):
             count, unauthorized = self._prepare_persons(table, work / "persons.parquet")
         if count != app.persons:

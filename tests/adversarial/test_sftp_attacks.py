@@ -659,6 +659,30 @@ def test_oversized_upload_is_refused_and_discarded(node: NodeHarness, tmp_path: 
     assert_nothing_changed(node, before)
 
 
+@pytest.mark.parametrize("gap", [64 * 1024, MAX_UPLOAD - 8192])  # below this node's size limit
+def test_sparse_upload_is_refused_at_close_and_nothing_is_read(node: NodeHarness, gap: int) -> None:
+    """A few kilobytes written at large offsets made an upload of gigabytes (apparent size)
+    that the pipeline then read: now the close is refused (E_SPARSE), the partial is gone at
+    once, nothing reaches incoming/ or quarantine/, and the next upload goes through."""
+    before = snapshot(node)
+    quarantine = node.spool.quarantine
+    held = set(quarantine.iterdir())
+
+    async def body() -> None:
+        async with node.asyncssh_connect(MZ) as conn, conn.start_sftp_client() as sftp:
+            with pytest.raises(asyncssh.SFTPError, match="holes"):
+                async with sftp.open("/inbox/sparse.bundle", "wb") as f:
+                    await f.write(b"x" * 4096, 0)
+                    await f.write(b"y" * 4096, gap)
+
+    _run(body())
+    wait_until(
+        lambda: "reason=E_SPARSE" in node.log_text(), timeout=10, what="the refusal in the log"
+    )
+    assert set(quarantine.iterdir()) == held
+    assert_nothing_changed(node, before)
+
+
 def test_quota_exceeding_upload_is_refused(node: NodeHarness, tmp_path: Path) -> None:
     data = tmp_path / "over-quota.bin"
     data.write_bytes(os.urandom(200_000))  # quota of 住建 is 100 000 bytes

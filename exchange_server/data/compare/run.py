@@ -30,6 +30,7 @@ from sqlmodel import Session, col, select
 from exchange_common.catalog import AccessDecision, Catalog, Resource, check_access
 from exchange_common.errors import ExchangeError, InputError
 from exchange_common.masking import mask_text
+from exchange_common.tables.formulas import spreadsheet_safe_sql
 from exchange_common.tables.sql import quote_ident, quote_literal
 from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.compare.results import RunResult, TargetOutcome
@@ -211,8 +212,16 @@ def _compare(
         shown_cols = ["比对资源", "资源名称", *plan.roster_items]
         shown_cols += [RECORD_PREFIX + c for c in target_cols]
         listed = ", ".join(_q(c) for c in shown_cols)
+        # a CSV for people: text a spreadsheet would run is neutralised (formulas.py)
+        types = dict(
+            con.execute("SELECT column_name, column_type FROM (DESCRIBE flagged)").fetchall()
+        )
+        selected = ", ".join(
+            f"{spreadsheet_safe_sql(_q(c))} AS {_q(c)}" if types.get(c) == "VARCHAR" else _q(c)
+            for c in shown_cols
+        )
         con.execute(
-            f"COPY (SELECT {listed} FROM flagged ORDER BY _pos, _key, _date NULLS FIRST, "
+            f"COPY (SELECT {selected} FROM flagged ORDER BY _pos, _key, _date NULLS FIRST, "
             f"{listed}) TO {_lit(str(out / 'flagged.csv'))} (FORMAT csv, HEADER)"
         )
     except duckdb.Error as e:

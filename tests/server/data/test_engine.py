@@ -463,3 +463,34 @@ def test_engine_agrees_with_python_on_generated_data(tmp_path: Path) -> None:
     assert 0 < len(latest) < 3_000  # some hits, some misses
     assert result.records == expected_records
     assert result.persons - result.matched_persons == 3_000 - len(latest)
+
+
+def test_csv_results_neutralise_formulas_and_parquet_keeps_raw_values(
+    tmp_path: Path, resource: Resource
+) -> None:
+    """CSV injection: a name, a household and a provider's value that a spreadsheet would run
+    reach the CSV result (meant for people) with a leading apostrophe; negative amounts stay
+    numbers; the Parquet result (for programs) keeps every value as it was."""
+    persons = _write_csv(
+        tmp_path / "persons.csv",
+        ["id_number", "name", "household_id"],
+        [(A, '=HYPERLINK("http://x","点击")', "-H1"), (E, "@SUM(A1)", "+1")],
+    )
+    data = _write_csv(
+        tmp_path / "data.csv",
+        ["公民身份号码", "险种类型", "待遇领取金额", "数据日期"],
+        [(A, "=cmd|' /C calc'!A0", "-3.50", "2024-01-01"), (E, "失业保险", "2.00", "2024-01-01")],
+    )
+    out_csv = match(persons, data, resource, resource.item_names, tmp_path / "c", fmt="csv")
+    with out_csv.results.open(encoding="utf-8", newline="") as fh:
+        by_id = {r["id_number"]: r for r in csv.DictReader(fh)}
+    assert by_id[A]["name"] == '\'=HYPERLINK("http://x","点击")'
+    assert by_id[A]["household_id"] == "'-H1" and by_id[A]["险种类型"] == "'=cmd|' /C calc'!A0"
+    assert float(by_id[A]["待遇领取金额"]) == -3.5  # a number, not a formula: no apostrophe
+    assert by_id[E]["name"] == "'@SUM(A1)" and by_id[E]["household_id"] == "+1"
+    with out_csv.household_summary.open(encoding="utf-8", newline="") as fh:
+        assert {r["household_id"] for r in csv.DictReader(fh)} == {"'-H1", "+1"}
+    raw = _rows(match(persons, data, resource, resource.item_names, tmp_path / "p").results)
+    by_id_raw = {r["id_number"]: r for r in raw}
+    assert by_id_raw[A]["name"] == '=HYPERLINK("http://x","点击")'
+    assert by_id_raw[A]["险种类型"] == "=cmd|' /C calc'!A0"

@@ -390,3 +390,14 @@ def test_routing_twice_sends_one_relay_and_one_segment(world: World) -> None:
         assert len(s.exec(select(QuerySegment)).all()) == 1
         sent = s.exec(select(AuditEvent).where(AuditEvent.action == "relay.sent")).all()
         assert len(sent) == 1
+
+
+def test_relayed_persons_list_neutralises_spreadsheet_formulas(world: World) -> None:
+    """CSV injection through a relay: an authorization reference a spreadsheet would run
+    reaches the provider's persons list with a leading apostrophe."""
+    table = PERSONS.replace(",SQ-1\n", ',"=HYPERLINK(""http://x"")"\n')
+    up = _query(world, RELAYED_ONLY, table)
+    assert up.bundle_id is not None and up.state == "routed", up.reason_detail
+    _, out = _open(world, RS, relay_name(relay_id(up.bundle_id, "RS-JY-01")))
+    refs = {r["公民身份号码"]: r["授权编号"] for r in _rows(out / "persons.csv")}
+    assert refs[A] == '\'=HYPERLINK("http://x")' and refs[C] == "SQ-3"

@@ -10,8 +10,10 @@ import csv
 import datetime as dt
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 
+import duckdb
 import pytest
 from sqlmodel import select
 
@@ -388,3 +390,62 @@ def test_personal_data_as_a_header_or_code_is_never_echoed(
     for text in (receipt, stored, caplog.text):
         assert LEAK_NAME not in text and B not in text and B.lower() not in text
     assert "not shown" in receipt or "column(s)" in receipt or "not a header" in receipt
+
+
+def _identical_rows(path: Path, header: list[str], row: list[str], rows: int) -> bytes:
+    """A zstd Parquet file of ``rows`` identical rows: a few kilobytes whatever ``rows`` is."""
+    cols = ", ".join(f"'{v}' AS \"{h}\"" for h, v in zip(header, row, strict=True))
+    duckdb.sql(
+        f"COPY (SELECT {cols} FROM range({rows})) TO '{path}' "  # noqa: S608 - test constants
+        "(FORMAT parquet, COMPRESSION zstd)"
+    )
+    return path.read_bytes()
+
+
+def test_compressed_persons_bomb_is_refused_before_a_row_is_read(world: World) -> None:
+    """A query whose persons table is a small Parquet file of millions of identical rows (the
+    attack used 100,000,000 in 9 KB and drove the node to 7.3 GB): refused E_COUNT from the
+    footer alone, before the persons step reads a row; the next query goes through."""
+    body = _identical_rows(
+        world.tmp / "bomb.parquet", ["身份证号", "姓名", "授权编号"], [A, "张三", "SQ-1"], 2_000_000
+    )
+    assert len(body) < 64 * 1024
+    path = world.seal(
+        MZ, body, kind="query", fields={**APPLICATION, "persons": 3}, member="persons.parquet"
+    )
+    upload_id = world.upload(MZ, path)
+    world.ingest.process(upload_id)
+    up = _upload(world, upload_id)
+    assert (up.state, up.reason_code) == ("rejected", "E_COUNT")
+    assert _receipt(world, up, MZ)["reason_code"] == "E_COUNT"
+    router = world.ingest.router
+    assert isinstance(router, Workflow) and up.bundle_id is not None
+    assert "persons" not in router.timings.get(up.bundle_id, {})  # no row was read
+    assert world.ingest.pending() == []
+    _push_data(world)
+    assert _push_query(world).state == "done"
+
+
+def test_parquet_declaring_more_rows_than_the_limit_is_refused_unread(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every table a bundle carries is bounded by ``[limits] max_table_rows`` from its footer,
+    before any work on its rows: a data push declaring more is refused E_LIMIT, nothing is
+    stored, and the node keeps serving."""
+    cfg = world.node.config
+    monkeypatch.setattr(
+        world.node, "config", replace(cfg, limits=replace(cfg.limits, max_table_rows=1000))
+    )
+    header = HEADER.strip().split(",")
+    body = _identical_rows(world.tmp / "big.parquet", header, DATA.splitlines()[1].split(","), 1001)
+    path = world.seal(
+        RS, body, kind="data", fields={"resource": "RS-SI-01", "mode": "full"}, member="d.parquet"
+    )
+    upload_id = world.upload(RS, path)
+    world.ingest.process(upload_id)
+    up = _upload(world, upload_id)
+    assert (up.state, up.reason_code) == ("rejected", "E_LIMIT")
+    assert _receipt(world, up, RS)["reason_code"] == "E_LIMIT"
+    with world.node.session(write=False) as s:
+        assert s.exec(select(DatasetVersion)).all() == []
+    assert _push_data(world).state == "done"
