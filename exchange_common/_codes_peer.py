@@ -25,6 +25,14 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         "A fault in the software or its environment: read the node's log and report it.",
     ),
     (
+        "E_NODE_FAULT",
+        _FAULT,
+        "The node could not process this bundle; nothing of it was used. You may send it again.",
+        "Processing failed limits.max_attempts times with a node-side error (the log names "
+        "it); the bundle was quarantined and its id released, so the same bundle can be resent "
+        "once the cause is fixed.",
+    ),
+    (
         "E_PEER",
         _PEER,
         "The data received is unacceptable.",

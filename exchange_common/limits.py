@@ -46,6 +46,8 @@ class Limits:
                               long is closed and counts as a failed login
     ``max_auth_tries``        credentials one connection may offer (OpenSSH's MaxAuthTries);
                               each refused one counts as a failed login
+    ``max_attempts``          times the pipeline tries one upload that fails with a node-side
+                              error before it gives up on it (``E_NODE_FAULT``)
     ``max_table_rows``        rows of one table in a bundle, as a Parquet file declares them
                               (checked before a row is read: Parquet compresses 100,000,000
                               identical rows into a few kilobytes)
@@ -68,6 +70,7 @@ class Limits:
     handshake_timeout_seconds: int = 10
     max_auth_tries: int = 6
     max_table_rows: int = 50_000_000
+    max_attempts: int = 5
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,7 @@ from exchange_common.errors import InputError
 from exchange_common.fs import fsync_dir, sha256_file
 from exchange_common.timefmt import rfc3339
 from exchange_server.node import Node, utcnow
-from exchange_server.outbox.receipts import Receipt, send_receipt
+from exchange_server.outbox.receipts import Receipt, receipt_name, send_receipt
 from exchange_server.outbox.writer import Outbox
 from exchange_server.pipeline.decisions import (
     BundleFacts,
@@ -52,6 +51,7 @@ from exchange_server.pipeline.decisions import (
     UploadFacts,
     decide,
 )
+from exchange_server.pipeline.recovery import OPEN_STATES, pending_uploads, recover_spool
 from exchange_server.pipeline.router import AcceptedBundle, Refusal, RouteOutcome, Router
 from exchange_server.spool import Spool
 from exchange_server.store.audit import EventSpec, append_events
@@ -73,45 +73,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds before uploads whose processing failed (a node-side error) are tried again.
 RETRY_SECONDS = 5.0
-
-#: States from which the pipeline still moves an upload.
-OPEN_STATES = (BundleState.RECEIVED, BundleState.ACCEPTED)
-
-
-def recover_spool(node: Node, spool: Spool) -> None:
-    """Bring the spool back to a consistent state after a crash (idempotent).
-
-    Partial uploads no transport holds are deleted; complete files in ``incoming/`` that have
-    no upload record were never acknowledged, so they are quarantined, never processed. Work
-    folders (plaintext while a bundle is reviewed or answered) of uploads that are no longer
-    open are removed; those of open uploads are redone when they are processed.
-    """
-    # Partials an upload still writes are skipped: the SFTP front holds an flock on each
-    # partial it writes, and another node process sharing the spool may be serving.
-    spool.remove_orphan_partials()
-    with node.session(write=False) as s:
-        known = set(s.exec(select(Upload.id)).all())
-    for f in spool.incoming.iterdir():
-        if f.is_file() and not f.name.startswith(".") and f.name not in known:
-            log.warning("unacknowledged upload %s quarantined at recovery", f.name)
-            f.replace(spool.quarantine / f"orphan-{f.name}")
-    work = spool.root / "work"
-    if work.is_dir():
-        still_open = set(_pending(node))
-        for d in work.iterdir():
-            if d.name not in still_open:
-                shutil.rmtree(d, ignore_errors=True)
-
-
-def _pending(node: Node) -> list[str]:
-    with node.session(write=False) as s:
-        return list(
-            s.exec(
-                select(Upload.id)
-                .where(col(Upload.state).in_([st.value for st in OPEN_STATES]))
-                .order_by(col(Upload.received_at), col(Upload.id))
-            ).all()
-        )
 
 
 @dataclass
@@ -168,7 +129,7 @@ class Runner:
 
     def pending(self) -> list[str]:
         """Upload ids not yet in a final state, oldest first."""
-        return _pending(self.node)
+        return pending_uploads(self.node)
 
     async def run(self, *, recover: bool = True) -> None:
         """Process uploads until cancelled: recovery first, then whatever arrives.
@@ -220,13 +181,67 @@ class Runner:
 
     def process_batch_safely(self, upload_ids: list[str]) -> bool:
         """:meth:`process_batch`, logging instead of raising: one bad upload never stops the
-        node. Returns False if the batch failed (its uploads stay pending and are retried)."""
+        node, nor holds up the others. When a batch fails, its uploads are processed again one
+        by one (processing is idempotent), so only the one that fails stays pending; each of
+        its failures counts as an attempt (:meth:`_attempt_failed`). Returns False if any
+        upload failed (it is retried after :data:`RETRY_SECONDS`)."""
         try:
             self.process_batch(upload_ids)
-        except Exception:
-            log.exception("processing uploads %s failed; they stay pending", upload_ids)
-            return False
-        return True
+            return True
+        except Exception as e:
+            if len(upload_ids) == 1:
+                log.exception("processing upload %s failed", upload_ids[0])
+                self._attempt_failed(upload_ids[0], e)
+                return False
+            log.exception("processing uploads %s failed; trying them one by one", upload_ids)
+        ok = True
+        for u in upload_ids:
+            ok = self.process_batch_safely([u]) and ok
+        return ok
+
+    def _attempt_failed(self, upload_id: str, error: Exception) -> None:
+        """Count one failed attempt at ``upload_id``; at ``limits.max_attempts`` give up on it.
+        Before its receipt: a signed rejection ``E_NODE_FAULT``, the bundle quarantined and its
+        id released (the sender may resend it). After its receipt (routing fails): it leaves
+        the queue, logged and audited ``bundle.held``, for the operator."""
+        limit = self.node.config.limits.max_attempts
+        with self.node.session() as s:
+            row = s.get(Upload, upload_id)
+            if row is None or BundleState(row.state) not in OPEN_STATES:
+                return
+            row.attempts += 1
+            s.add(row)
+            snapshot = row.model_copy()
+        if snapshot.attempts < limit:
+            return
+        now = self.clock()
+        cause = type(error).__name__  # its message may quote data: the log has the traceback
+        # the receipt is written before the state that records it: look in the outbox
+        sent = snapshot.receipt_name is not None or (
+            (self.spool.outbox(snapshot.dept_code) / receipt_name(upload_id)).exists()
+        )
+        if sent:
+            log.error("upload %s held after %d failed attempts (%s)", upload_id, limit, cause)
+            with self.node.session() as s:
+                append_events(
+                    s,
+                    [EventSpec("node", "bundle.held", snapshot.bundle_id, {"upload": upload_id})],
+                    now=now,
+                )
+            return
+        item = _Item(snapshot)
+        why = f"the node could not process this bundle ({limit} attempts failed: {cause})"
+        event: Event = (
+            BundleInvalid("E_NODE_FAULT", why, cause)
+            if snapshot.state == BundleState.RECEIVED.value
+            else ReviewRefused("E_NODE_FAULT", why, cause)
+        )
+        self._reject(item, self._decide(item, event, now), now)
+        if snapshot.bundle_id is not None:
+            with self.node.session() as s:
+                seen = s.get(SeenBundle, snapshot.bundle_id)
+                if seen is not None and seen.upload_id == upload_id:
+                    s.delete(seen)  # released: the same bundle may be sent again
 
     def process(self, upload_id: str) -> BundleState:
         """Take one upload as far as it can go; idempotent, so safe to repeat after a crash."""

@@ -121,6 +121,8 @@ class Upload(SQLModel, table=True):
     receipt_name: str | None = Field(default=None, max_length=255)
     received_at: dt.datetime = Field(sa_column=_utc_column())
     updated_at: dt.datetime = Field(sa_column=_utc_column())
+    #: Attempts that failed with a node-side error (bounded by ``limits.max_attempts``).
+    attempts: int = Field(default=0)
 
 
 class SeenBundle(SQLModel, table=True):

@@ -20,7 +20,7 @@ from exchange_server.data.catalog import CatalogStore
 from exchange_server.pipeline.workflow import Workflow
 from exchange_server.store.db import open_store
 from tests.conftest import CAFixture
-from tests.server.world import World, build_world
+from tests.server.world import World, build_world, close_worlds
 
 PG_URL = os.environ.get("EXCHANGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -59,8 +59,16 @@ def store_url(
     try:
         yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
     finally:
+        close_worlds()  # the test's pools go before their schema does
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(autouse=True)
+def _close_worlds() -> Iterator[None]:
+    """Every world a test built is closed after it (its store's connections returned)."""
+    yield
+    close_worlds()
 
 
 @pytest.fixture

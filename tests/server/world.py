@@ -112,6 +112,17 @@ class World:
         return upload_id
 
 
+#: Nodes opened by :func:`build_world` during the current test (closed after it).
+_OPENED: list[Node] = []
+
+
+def close_worlds() -> None:
+    """Dispose the store engines of the worlds built during the test: a PostgreSQL pool left to
+    the garbage collector holds its connections, and a long run exhausts the server's."""
+    while _OPENED:
+        _OPENED.pop().engine.dispose()
+
+
 def build_world(tmp: Path, ca: CAFixture, database: str | None = None) -> World:
     """Create the CA certificates, the node home and register MZ330100 and RS330100."""
     node_cert = ca.issue("NODE01", "测试节点", ("127.0.0.1",), role=Role.NODE)
@@ -135,6 +146,7 @@ def build_world(tmp: Path, ca: CAFixture, database: str | None = None) -> World:
         database=database,
     )
     node = Node.open(home)
+    _OPENED.append(node)
     now = dt.datetime.now(dt.UTC)
     with node.session() as s:
         for code, issued in depts.items():

@@ -50,7 +50,7 @@ def test_migration_creates_tables_and_is_idempotent(engine: Engine) -> None:
     } <= names
     migrate(engine)  # second run changes nothing and does not fail
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
 
 
 def test_bad_url_is_a_store_error() -> None:
