@@ -177,12 +177,16 @@ def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate
     return crl.is_signature_valid(key)
 
 
-def _check_revocation(
-    cert: x509.Certificate,
+def current_crl(
     issuer: x509.Certificate,
     crls: Sequence[x509.CertificateRevocationList],
     now: dt.datetime,
-) -> None:
+) -> x509.CertificateRevocationList:
+    """``issuer``'s newest CRL among ``crls`` (by CRL number), valid at ``now``.
+
+    Raises CertificateError ``E_CRL_MISSING`` (none from that issuer), ``E_CRL_INVALID`` (none
+    signed by it) or ``E_CRL_STALE`` (past its nextUpdate, or not yet valid).
+    """
     candidates = [c for c in crls if c.issuer == issuer.subject]
     if not candidates:
         raise CertificateError(
@@ -212,6 +216,16 @@ def _check_revocation(
             code="E_CRL_STALE",
             detail=f"CRL {number(crl)} valid {crl.last_update_utc} .. {next_update}, now {now}",
         )
+    return crl
+
+
+def _check_revocation(
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    crls: Sequence[x509.CertificateRevocationList],
+    now: dt.datetime,
+) -> None:
+    crl = current_crl(issuer, crls, now)
     entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
     if entry is not None:
         reason = "unspecified"

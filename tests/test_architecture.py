@@ -5,7 +5,7 @@ Layers, lowest first; a module may import its own layer and the layers below it,
 1. ``exchange_common`` — shared by everything;
 2. ``pki`` — cryptography and trust;
 3. ``exchange_client`` (the department's side) and the node's foundation: ``exchange_server``'s
-   ``config``, ``node``, ``spool`` and ``store``;
+   ``config``, ``node``, ``spool``, ``crl`` and ``store``;
 4. ``exchange_server.outbox``; 5. ``exchange_server.data``; 6. ``exchange_server.pipeline``;
 7. ``exchange_server.front``; 8. ``exchange_server.admin``.
 
@@ -29,6 +29,7 @@ _SERVER_LAYERS = {
     "config": 3,
     "node": 3,
     "spool": 3,
+    "crl": 3,
     "store": 3,
     "outbox": 4,
     "data": 5,

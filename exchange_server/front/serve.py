@@ -14,9 +14,10 @@ import signal
 
 from exchange_common.cli import setup_logging
 from exchange_common.errors import ExchangeError
+from exchange_server.crl import crl_status
 from exchange_server.front.dropfolder import DropFolder
 from exchange_server.front.server import SFTPFront
-from exchange_server.node import Node
+from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.assembly import handover_to_process, node_spool
 from exchange_server.pipeline.process import PipelineProcess
 from exchange_server.pipeline.runner import recover_spool
@@ -32,6 +33,17 @@ srv_log = logging.getLogger("exchange_server.front.server")
 async def _serve(node: Node, host: str, port: int) -> None:
     # Recovery runs to completion before the listener opens, so it never races a live upload.
     await asyncio.to_thread(recover_spool, node, node_spool(node))
+    crl = await asyncio.to_thread(crl_status, node, utcnow())
+    if crl.current:
+        srv_log.info("%s", crl.message)
+    else:
+        srv_log.error(
+            "CRL not current (%s): %s; every department is refused until a current CRL is "
+            "installed in %s",
+            crl.code,
+            crl.message,
+            node.config.path(node.config.crl),
+        )
     # The pipeline runs in its own process so that it and the SFTP front each get a core;
     # each committed upload wakes it.
     pipeline = PipelineProcess(node.config.home)

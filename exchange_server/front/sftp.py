@@ -54,6 +54,7 @@ from typing import Any
 
 import asyncssh
 
+from exchange_server.crl import crl_status
 from exchange_server.front.sftp_handles import (
     _called_by_client_close,
     _denied,
@@ -73,6 +74,7 @@ from exchange_server.front.sftp_paths import (
     resolve,
 )
 from exchange_server.front.sftp_services import SessionInfo, SFTPServices
+from exchange_server.node import utcnow
 
 __all__ = [
     "DepartmentSFTPServer",
@@ -454,10 +456,22 @@ class DepartmentSFTPServer(asyncssh.SFTPServer):
                     f"upload has holes: {up.size - up.written} of {up.size} bytes never written",
                     "E_SPARSE",
                 )
+            loop = asyncio.get_running_loop()
+            if up.failed is None:
+                # fail closed at every commit, also on a session that logged in before the CRL
+                # went stale (exchange_server.crl)
+                crl = await loop.run_in_executor(
+                    self._services.executor, crl_status, self._services.node, utcnow()
+                )
+                if not crl.current:
+                    self._poison(
+                        up,
+                        f"the node's CRL is not current: {crl.message}",
+                        crl.code or "E_CRL_STALE",
+                    )
             if up.failed is not None:
                 self._services.ingest.discard_partial(up.partial)
                 raise asyncssh.SFTPFailure(up.failed)
-            loop = asyncio.get_running_loop()
             if up.sync is not None:
                 with contextlib.suppress(OSError):  # the fsync in accept_upload has the last word
                     await asyncio.wrap_future(up.sync)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from exchange_common.cli import setup_logging
 from exchange_common.errors import ExchangeError
+from exchange_server.crl import CrlWatch
 from exchange_server.data.compare import load_rules, rules_path, run_due
 from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.assembly import node_runner
@@ -38,6 +39,8 @@ log = logging.getLogger("exchange_server.pipeline")
 
 #: Seconds between checks for due cross-comparison rules.
 COMPARE_INTERVAL = 60.0
+#: Seconds between two checks of the CRL's freshness (exchange_server.crl).
+CRL_INTERVAL = 60.0
 
 _PR_SET_PDEATHSIG = 1
 
@@ -170,13 +173,24 @@ async def _child(node: Node, parent: int | None) -> None:
                 log.exception("deadline check failed")
             await asyncio.sleep(node.config.deadlines.tick_seconds)
 
+    async def crl() -> None:
+        """The CRL watched: each change logged and audited (crl.stale / crl.fresh)."""
+        watch = CrlWatch(node)
+        while True:
+            try:
+                await asyncio.to_thread(watch.check, utcnow())
+            except Exception:
+                log.exception("CRL check failed")
+            await asyncio.sleep(CRL_INTERVAL)
+
     task = asyncio.create_task(ingest.run(recover=False), name="ingest-pipeline")
+    crl_task = asyncio.create_task(crl(), name="crl-watch")
     compare_task = asyncio.create_task(comparisons(), name="comparisons")
     deadline_task = asyncio.create_task(deadlines(), name="deadlines")
     watcher = asyncio.create_task(watch_parent())
     stopped = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    for t in (task, compare_task, deadline_task, watcher, stopped):
+    for t in (task, compare_task, deadline_task, crl_task, watcher, stopped):
         t.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task

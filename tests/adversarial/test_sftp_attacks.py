@@ -21,6 +21,7 @@ their source address to pose as another machine.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import socket
@@ -459,6 +460,36 @@ def test_key_ring_on_one_connection_is_cut_off_and_each_key_counted(guarded: Nod
     wait_until(lambda: first_bytes(node, "127.0.0.2") is None, timeout=10, what="ban expiry")
     assert "outbox" in _run(_logs_in(node, RS, "127.0.0.2"))
     assert_nothing_changed(node, before)
+
+
+def test_stale_crl_stops_the_uploads_of_a_session_opened_before(guarded: NodeHarness) -> None:
+    """A session that logged in while the CRL was current kept uploading after it went stale:
+    now every commit checks it, the upload is refused (E_CRL_STALE) and nothing is kept; with
+    a current CRL again the department uploads as before."""
+    node = guarded
+    assert node.ca is not None
+    before = snapshot(node)
+    crl_file = node.home / "trust" / "crl.pem"
+
+    async def body() -> None:
+        async with (
+            node.asyncssh_connect(MZ, bind="127.0.0.3") as conn,
+            conn.start_sftp_client() as sftp,
+        ):
+            assert node.ca is not None
+            stale = node.ca.crl(now=dt.datetime.now(dt.UTC) - dt.timedelta(days=30), days=1)
+            crl_file.write_bytes(stale)
+            with pytest.raises(asyncssh.SFTPError, match="CRL"):
+                async with sftp.open("/inbox/late.bundle", "wb") as f:
+                    await f.write(b"x" * 1000)
+
+    try:
+        _run(body())
+        wait_until(lambda: "reason=E_CRL_STALE" in node.log_text(), timeout=10, what="refusal")
+    finally:
+        crl_file.write_bytes(node.ca.crl())
+    assert_nothing_changed(node, before)  # (its check logs in: with a current CRL again)
+    assert "outbox" in _run(_logs_in(node, MZ, "127.0.0.3"))
 
 
 # --- what a logged-in department may touch ---------------------------------------------------------
