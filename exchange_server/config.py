@@ -44,6 +44,14 @@ class SFTPConfig:
     #: and AES-GCM (AES-NI) is far cheaper than chacha20-poly1305 in asyncssh; add
     #: "aes256-ctr" for legacy clients without GCM (WinSCP before 5.19).
     encryption_algs: tuple[str, ...] = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+    #: Offered after ``encryption_algs`` to clients that do not name themselves as one of
+    #: ``gcm_clients`` (libssh2/curl, JSch, PuTTY and MFT tools without AES-GCM; decision 0009).
+    #: The client picks the first of its own list the node offers, so OpenSSH would pick
+    #: aes128-ctr over GCM if it were offered these too.
+    legacy_encryption_algs: tuple[str, ...] = ("aes128-ctr", "aes256-ctr")
+    #: Prefixes of SSH client version strings that always offer AES-GCM: offered only
+    #: ``encryption_algs``.
+    gcm_clients: tuple[str, ...] = ("OpenSSH_", "paramiko_", "AsyncSSH_")
 
 
 @dataclass(frozen=True)

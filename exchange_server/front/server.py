@@ -98,6 +98,9 @@ srv_log = logging.getLogger("exchange_server.front.server")
 
 #: How long the allow-list of registered networks is reused before it is read again.
 ALLOWLIST_TTL_SECONDS = 1.0
+#: Seconds to wait for the client's SSH version string before choosing its cipher offer
+#: (clients that wait for the node's version first get the legacy superset after it).
+CLIENT_VERSION_WAIT = 0.5
 #: Attempts to append one audit event when concurrent writers race for the next number.
 _AUDIT_ATTEMPTS = 8
 #: Identical pre-banner refusals (same reason and address) within this window are audited once.
@@ -153,6 +156,7 @@ class SFTPFront:
         #: Connections not yet logged in, per address.
         self._preauth: Counter[str] = Counter()
         self._options: Any = None
+        self._legacy_options: Any = None
         # The registry keeps only a department's leaf certificate and trust/root.pem may hold
         # only the root: the intermediates above the node's own certificate (the same issuing
         # CA) complete the path. They are untrusted hints: the path must still end in a root.
@@ -160,7 +164,7 @@ class SFTPFront:
 
     # -- start and stop ---------------------------------------------------------------------
 
-    def _build_options(self) -> Any:
+    def _build_options(self, algs: list[str]) -> Any:
         cfg = self.node.config
         host_key_path = cfg.path(cfg.sftp.host_key)
         try:
@@ -195,8 +199,9 @@ class SFTPFront:
             agent_forwarding=False,
             x11_forwarding=False,
             allow_pty=False,
-            # [sftp] encryption_algs: AES-GCM only by default (see SFTPConfig for why).
-            encryption_algs=list(cfg.sftp.encryption_algs),
+            # [sftp] encryption_algs: AES-GCM by default (see SFTPConfig for why); other
+            # clients also get legacy_encryption_algs (_options_for).
+            encryption_algs=algs,
             # Bigger SSH packets and a wider window: fewer, larger writes per byte uploaded,
             # which is what a Python SSH stack pays for.
             window=8 * 1024 * 1024,
@@ -205,7 +210,10 @@ class SFTPFront:
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on ``host:port`` (0 = any free port); return the bound address."""
-        self._options = self._build_options()
+        sftp = self.node.config.sftp
+        self._options = self._build_options(list(sftp.encryption_algs))
+        legacy = [a for a in sftp.legacy_encryption_algs if a not in sftp.encryption_algs]
+        self._legacy_options = self._build_options([*sftp.encryption_algs, *legacy])
         if not commit_on_close_supported():
             srv_log.error(
                 "this asyncssh version has no recognisable SFTP close handler: every upload "
@@ -290,8 +298,9 @@ class SFTPFront:
         logged_in = False
         try:
             sock.setblocking(False)
+            options = await self._options_for(sock)
             # run_server returns once the client has logged in
-            conn = await asyncssh.run_server(sock, options=self._options)
+            conn = await asyncssh.run_server(sock, options=options)
             self._leave_preauth(address)
             logged_in = True
             await conn.wait_closed()
@@ -307,6 +316,33 @@ class SFTPFront:
                 self._leave_preauth(address)
             with contextlib.suppress(OSError):
                 sock.close()
+
+    async def _options_for(self, sock: socket.socket) -> Any:
+        """GCM-only options for a client whose version string names it as one that always
+        offers AES-GCM (OpenSSH keeps its cipher and its speed); the legacy superset for any
+        other, or when the client waits for the node's version first (decision 0009)."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        fd = sock.fileno()
+
+        def readable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await asyncio.wait_for(ready, CLIENT_VERSION_WAIT)
+            head = sock.recv(64, socket.MSG_PEEK)
+        except (TimeoutError, OSError):
+            head = b""
+        finally:
+            loop.remove_reader(fd)
+        version = head.split(b"\n", 1)[0].decode("ascii", "replace")
+        software = version.removeprefix("SSH-2.0-")
+        gcm = version.startswith("SSH-2.0-") and software.startswith(
+            self.node.config.sftp.gcm_clients
+        )
+        return self._options if gcm else self._legacy_options
 
     def _leave_preauth(self, address: str) -> None:
         self._preauth[address] -= 1
