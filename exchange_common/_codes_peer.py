@@ -27,7 +27,7 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     (
         "E_NODE_FAULT",
         _FAULT,
-        "The node could not process this bundle; nothing of it was used. You may send it again.",
+        "The node could not process this bundle and used none of it; you may send it again.",
         "Processing failed limits.max_attempts times with a node-side error (the log names "
         "it); the bundle was quarantined and its id released, so the same bundle can be resent "
         "once the cause is fixed.",

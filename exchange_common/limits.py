@@ -65,8 +65,8 @@ class Limits:
     max_upload_bytes: int = 64 * GIB
     max_connections: int = 200
     login_timeout_seconds: int = 60
-    max_preauth_connections: int = 32
-    max_preauth_per_address: int = 8
+    max_preauth_connections: int = 64
+    max_preauth_per_address: int = 32
     handshake_timeout_seconds: int = 10
     max_auth_tries: int = 6
     max_table_rows: int = 50_000_000
