@@ -54,7 +54,6 @@ from typing import Any
 
 import asyncssh
 
-from exchange_server.crl import crl_status
 from exchange_server.front.sftp_handles import (
     _called_by_client_close,
     _denied,
@@ -74,7 +73,6 @@ from exchange_server.front.sftp_paths import (
     resolve,
 )
 from exchange_server.front.sftp_services import SessionInfo, SFTPServices
-from exchange_server.node import utcnow
 
 __all__ = [
     "DepartmentSFTPServer",
@@ -460,9 +458,7 @@ class DepartmentSFTPServer(asyncssh.SFTPServer):
             if up.failed is None:
                 # fail closed at every commit, also on a session that logged in before the CRL
                 # went stale (exchange_server.crl)
-                crl = await loop.run_in_executor(
-                    self._services.executor, crl_status, self._services.node, utcnow()
-                )
+                crl = await loop.run_in_executor(self._services.executor, self._services.crl)
                 if not crl.current:
                     self._poison(
                         up,

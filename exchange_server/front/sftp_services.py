@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import func
 from sqlmodel import select
 
-from exchange_server.node import Node
+from exchange_server.crl import CrlStatus, crl_status
+from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.handover import Handover
 from exchange_server.spool import Spool
 from exchange_server.store.models import BundleState, Department, Upload
@@ -100,6 +101,10 @@ class SFTPServices:
         return self.ingest.spool
 
     _usage_cache: dict[str, tuple[float, tuple[int, int]]] = field(default_factory=dict)
+
+    def crl(self) -> CrlStatus:
+        """Whether the node's CRL is current now (every upload commit asks)."""
+        return crl_status(self.node, utcnow())
 
     def usage(self, dept: str) -> tuple[int, int]:
         """``(outstanding bytes, quota)`` of a department; blocking (run it in the executor).

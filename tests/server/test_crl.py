@@ -14,12 +14,10 @@ from exchange_server.store.models import AuditEvent
 from tests.conftest import CAFixture
 from tests.server.world import World, build_world
 
-NOW = dt.datetime.now(dt.UTC)
-
 
 @pytest.fixture
 def world(tmp_path: Path, test_ca: CAFixture) -> Iterator[World]:
-    w = build_world(tmp_path, test_ca)
+    w = build_world(tmp_path, test_ca)  # its CRL is signed now: the tests' clock starts after
     yield w
     test_ca.ca.crl()  # the CA directory's crl.pem current again for the other tests
 
@@ -36,6 +34,7 @@ def _audit(world: World) -> list[str]:
 
 
 def test_status_says_until_when_and_fails_closed(world: World, test_ca: CAFixture) -> None:
+    NOW = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
     status = crl_status(world.node, NOW)
     assert status.current and status.next_update is not None and status.next_update > NOW
     assert f"{status.next_update:%Y-%m-%d}" in status.message
@@ -47,6 +46,7 @@ def test_status_says_until_when_and_fails_closed(world: World, test_ca: CAFixtur
 
 
 def test_watch_reports_each_change_once(world: World, test_ca: CAFixture) -> None:
+    NOW = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
     watch = CrlWatch(world.node)
     assert watch.check(NOW).current and _audit(world) == []  # current at start: nothing
     _install(world, test_ca, signed=NOW - dt.timedelta(days=30), days=1)

@@ -22,6 +22,7 @@ from asyncssh.packet import SSHPacket, String
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exchange_server.crl import CrlStatus
 from exchange_server.front.sftp import DepartmentSFTPServer
 from exchange_server.front.sftp_paths import MAX_NAME_BYTES, VKind, name_problem, normalise, resolve
 from exchange_server.front.sftp_services import SessionInfo, SFTPServices, UploadBook
@@ -207,6 +208,9 @@ class FakeIngest:
 class FakeServices(SFTPServices):
     used = 0
     quota = 10_000
+
+    def crl(self) -> CrlStatus:
+        return CrlStatus(None, "current (test)")
 
     def usage(self, dept: str) -> tuple[int, int]:
         return self.used, self.quota
