@@ -11,7 +11,9 @@ process or, through ``wake``, in the pipeline's own process.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import logging
 import os
 import queue
@@ -68,9 +70,29 @@ class Handover:
         quarantines the orphan (it was never acknowledged, so the sender retries). Raises
         what the store raises when the record cannot be committed (then do not acknowledge).
         """
-        with partial.open("rb") as fh:
-            os.fsync(fh.fileno())
-        size = partial.stat().st_size
+        # The file stays locked until its record is durable, so that another node process's
+        # recovery never takes it for an orphan (the SFTP writer already holds the lock).
+        lock = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            with contextlib.suppress(OSError):
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._commit(upload_id, dept, partial, file_name, remote_addr, source, lock)
+        finally:
+            os.close(lock)
+        self._wake()
+
+    def _commit(
+        self,
+        upload_id: str,
+        dept: str,
+        partial: Path,
+        file_name: str,
+        remote_addr: str | None,
+        source: str,
+        fd: int,
+    ) -> None:
+        os.fsync(fd)
+        size = os.fstat(fd).st_size
         target = self.spool.incoming_path(upload_id)
         partial.replace(target)
         fsync_dir(target.parent)
@@ -88,7 +110,6 @@ class Handover:
         )
         self._committer.commit(row)  # returns once the row is durable
         log.info("upload %s from %s committed (%d bytes)", upload_id, dept, size)
-        self._wake()
 
     def discard_partial(self, partial: Path) -> None:
         """Remove an aborted upload's temporary file (nothing of it is ever processed)."""

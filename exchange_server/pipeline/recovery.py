@@ -3,8 +3,11 @@ spool made consistent before anything else runs."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import shutil
+from pathlib import Path
 
 from sqlmodel import col, select
 
@@ -18,6 +21,28 @@ log = logging.getLogger("exchange_server.pipeline.runner")
 
 #: States from which the pipeline still moves an upload.
 OPEN_STATES = (BundleState.RECEIVED, BundleState.ACCEPTED)
+
+
+def _quarantine_orphan(node: Node, spool: Spool, f: Path) -> None:
+    """Quarantine ``f`` unless a commit holds it: another node process sharing the spool may
+    be between the rename into ``incoming/`` and the record (its writer holds an ``flock`` on
+    the file until the record is durable, :meth:`Handover.accept_upload`)."""
+    try:
+        fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # a commit in progress
+        with node.session(write=False) as s:
+            if s.get(Upload, f.name) is not None:
+                return  # recorded while we looked
+        log.warning("unacknowledged upload %s quarantined at recovery", f.name)
+        f.replace(spool.quarantine / f"orphan-{f.name}")
+    finally:
+        os.close(fd)
 
 
 def recover_spool(node: Node, spool: Spool) -> None:
@@ -35,8 +60,7 @@ def recover_spool(node: Node, spool: Spool) -> None:
         known = set(s.exec(select(Upload.id)).all())
     for f in spool.incoming.iterdir():
         if f.is_file() and not f.name.startswith(".") and f.name not in known:
-            log.warning("unacknowledged upload %s quarantined at recovery", f.name)
-            f.replace(spool.quarantine / f"orphan-{f.name}")
+            _quarantine_orphan(node, spool, f)
     work = spool.root / "work"
     if work.is_dir():
         still_open = set(pending_uploads(node))

@@ -154,8 +154,10 @@ class NodeHarness:
         sftp: dict[str, Any] | None = None,
         host: str = "127.0.0.1",
         intermediate: bool = False,
+        database: str | None = None,
     ):
         self.root = Path(root)
+        self.database = database
         self.intermediate = intermediate
         self.specs = list(departments)
         self.security = dict(security or {})
@@ -197,6 +199,7 @@ class NodeHarness:
             cert=node_cert,
             key=node_key,
             crl=self.ca.dir / "crl.pem",
+            database=self.database,
         )
         cfg = load_config(self.home)
         # overrides name keys of [security], [sftp] or [limits] (the one limits object)
@@ -347,6 +350,14 @@ class NodeHarness:
         if self._log_fh is not None:
             self._log_fh.close()
             self._log_fh = None
+
+    def twin(self, name: str = "twin") -> NodeHarness:
+        """A second ``serve`` process of the same built home (its own port and log): two node
+        processes sharing one state store and one spool, as behind a TCP load balancer."""
+        other = NodeHarness(self.root, self.specs, host=self.host, database=self.database)
+        other.ca, other.depts = self.ca, self.depts
+        other.log_path = self.root / f"{name}.log"
+        return other
 
     def restart(self) -> NodeHarness:
         """Stop and start again (same home, new port)."""

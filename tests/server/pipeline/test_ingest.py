@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import fcntl
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -212,6 +214,25 @@ def test_recovery_quarantines_unacknowledged_files_and_drops_partials(world: Wor
     assert spool.incoming_path(kept).exists()
     with world.node.session() as s:
         assert len(s.exec(select(Upload)).all()) == 1
+
+
+def test_recovery_of_another_process_leaves_a_commit_in_progress_alone(world: World) -> None:
+    """Two node processes share a spool: one restarts (recovery) while the other is between
+    renaming an upload into incoming/ and recording it. The committing process holds a lock
+    on the file until its record is durable, so recovery leaves it; an unlocked file without
+    a record is still an orphan."""
+    spool = world.ingest.spool
+    live = spool.incoming / str(uuid.uuid4())
+    live.write_bytes(b"being committed by the other process")
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        world.ingest.recover()
+        assert live.exists()  # left alone while locked
+    finally:
+        os.close(fd)
+    world.ingest.recover()
+    assert not live.exists() and (spool.quarantine / f"orphan-{live.name}").exists()
 
 
 def test_the_node_limits_from_node_toml_bound_every_bundle(world: World) -> None:
