@@ -64,12 +64,15 @@ from exchange_server.store.models import (
     Upload,
     as_utc,
 )
-from pki.bundle import BundleError, verify
+from pki.bundle import BundleError, signer_for_receipt, verify
 from pki.keys import fingerprint
 
 __all__ = ["OPEN_STATES", "RETRY_SECONDS", "Runner", "recover_spool", "transition_events"]
 
 log = logging.getLogger(__name__)
+
+#: Refusals for the state of the node's CRL, not for the sender: its receipt finds the signer.
+_CRL_STATE = frozenset({"E_CRL_STALE", "E_CRL_MISSING", "E_CRL_INVALID"})
 
 #: Seconds before uploads whose processing failed (a node-side error) are tried again.
 RETRY_SECONDS = 5.0
@@ -222,12 +225,9 @@ class Runner:
         )
         if sent:
             log.error("upload %s held after %d failed attempts (%s)", upload_id, limit, cause)
+            held = EventSpec("node", "bundle.held", snapshot.bundle_id, {"upload": upload_id})
             with self.node.session() as s:
-                append_events(
-                    s,
-                    [EventSpec("node", "bundle.held", snapshot.bundle_id, {"upload": upload_id})],
-                    now=now,
-                )
+                append_events(s, [held], now=now)
             return
         item = _Item(snapshot)
         why = f"the node could not process this bundle ({limit} attempts failed: {cause})"
@@ -276,6 +276,10 @@ class Runner:
                 )
             except BundleError as e:
                 event = BundleInvalid(e.code, e.message, e.detail)
+                if not item.row.dept_code and e.code in _CRL_STATE:
+                    # no account to answer (the drop folder): the verified signer learns why
+                    signer = signer_for_receipt(self.spool.incoming_path(u), trust, now=now)
+                    item = _Item(item.row.model_copy(update={"dept_code": signer or ""}))
                 results[u] = self._reject(item, self._decide(item, event, now), now)
                 continue
             facts = BundleFacts(

@@ -36,7 +36,7 @@ from pki.bundle._streams import CLOCK_SKEW, DEFAULT_TTL, ciphertext_size, guess_
 from pki.bundle.opening import open_bundle
 from pki.bundle.sealing import seal, seal_to_file
 from pki.bundle.values import Member, OpenedBundle, SealResult, VerifiedBundle
-from pki.bundle.verification import SignatureParts, signature_parts, verify
+from pki.bundle.verification import SignatureParts, signature_parts, signer_for_receipt, verify
 
 __all__ = [
     "CLOCK_SKEW",
@@ -59,5 +59,6 @@ __all__ = [
     "seal",
     "seal_to_file",
     "signature_parts",
+    "signer_for_receipt",
     "verify",
 ]

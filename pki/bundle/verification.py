@@ -57,11 +57,13 @@ def _certificate_rejection(e: CertificateError) -> BundleError:
 
 
 def _check_sender_certificate(
-    header: BundleHeader, trust: TrustStore, now: dt.datetime
+    header: BundleHeader, trust: TrustStore, now: dt.datetime, *, revocation: bool = True
 ) -> CertifiedIdentity:
     leaf, *rest = header.certificates
     try:
-        return verify_certificate(leaf, trust, now=now, chain=rest, role=None)
+        return verify_certificate(
+            leaf, trust, now=now, chain=rest, role=None, require_crl=revocation
+        )
     except CertificateError as e:
         raise _certificate_rejection(e) from None
     except CERTIFICATE_PARSE_ERRORS as e:
@@ -112,11 +114,13 @@ def _verify_stream(
     now: dt.datetime,
     limits: Limits,
     progress: Progress | None,
+    *,
+    revocation: bool = True,
 ) -> VerifiedBundle:
     prefix, header_bytes = _read_prefix_and_header(src, limits)
     header = parse_header(header_bytes, limits)
     # Cheap checks first: an unknown or revoked sender is refused before we read gigabytes.
-    sender = _check_sender_certificate(header, trust, now)
+    sender = _check_sender_certificate(header, trust, now, revocation=revocation)
     _check_bundle_times(header, now)
     if progress is not None:
         progress(len(prefix) + len(header_bytes))
@@ -221,6 +225,25 @@ def verify(
             return _verify_stream(src, trust, now, limits, progress)
         except OSError as e:
             raise InputError(f"cannot read bundle: {e}", code="E_IO") from e
+
+
+def signer_for_receipt(
+    source: Source, trust: TrustStore, *, now: dt.datetime, limits: Limits = DEFAULT_LIMITS
+) -> str | None:
+    """The code of the department that signed ``source`` when every check of :func:`verify`
+    but revocation passes (layout, chain to a trusted root, times, signature); None otherwise.
+
+    Only to address the receipt of a bundle that :func:`verify` *refused* for the state of the
+    node's CRL (stale, missing, invalid): its verified signer learns why. It never makes a
+    bundle acceptable, and a revoked signer is not looked for (its refusal names a revocation,
+    which this skips).
+    """
+    try:
+        with _open_input(source) as src:
+            verified = _verify_stream(src, trust, now, limits, None, revocation=False)
+    except (BundleError, InputError, OSError):
+        return None
+    return str(verified.sender.code)
 
 
 @dataclass(frozen=True)

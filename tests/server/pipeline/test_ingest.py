@@ -248,3 +248,39 @@ def test_the_node_limits_from_node_toml_bound_every_bundle(world: World) -> None
     assert _upload(world, refused).reason_code == "E_LIMIT"
     assert _receipt(world, "MZ330100", refused)["reason_code"] == "E_LIMIT"
     assert world.ingest.process(world.upload("MZ330100", small)).value == "done"
+
+
+def test_drop_folder_bundle_refused_for_a_stale_crl_gets_a_receipt_to_its_signer(
+    world: World,
+) -> None:
+    """A bundle from the drop folder has no account to answer; refused because the node's CRL
+    is stale, it used to get no receipt at all. Its signer, verified in every other respect,
+    now gets the signed rejection (and a bundle whose signature does not verify still none)."""
+    bundle = world.seal("MZ330100")
+    upload_id, partial = world.handover.new_partial()
+    partial.write_bytes(bundle.read_bytes())
+    world.handover.accept_upload(
+        upload_id=upload_id, dept="", partial=partial, file_name="d.bundle",
+        remote_addr=None, source="drop",
+    )  # fmt: skip
+    crl = world.node.config.path(world.node.config.crl)
+    crl.write_bytes(world.ca.ca.crl(now=dt.datetime.now(dt.UTC) - dt.timedelta(days=30), days=1))
+    try:
+        assert world.ingest.process(upload_id).value == "rejected"
+        forged_id, forged = world.handover.new_partial()
+        data = bytearray(bundle.read_bytes())
+        data[-10] ^= 0xFF  # a broken signature: no signer to find
+        forged.write_bytes(bytes(data))
+        world.handover.accept_upload(
+            upload_id=forged_id, dept="", partial=forged, file_name="f.bundle",
+            remote_addr=None, source="drop",
+        )  # fmt: skip
+        assert world.ingest.process(forged_id).value == "rejected"
+    finally:
+        crl.write_bytes(world.ca.ca.crl())  # a current CRL again, to read the receipt
+    up = _upload(world, upload_id)
+    assert up.reason_code == "E_CRL_STALE"
+    assert _outbox_receipts(world, "MZ330100") == [receipt_name(upload_id)]
+    receipt = _receipt(world, "MZ330100", upload_id)
+    assert receipt["verdict"] == "rejected" and receipt["reason_code"] == "E_CRL_STALE"
+    assert _upload(world, forged_id).receipt_name is None
