@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
 from exchange_common.codes import registered_text
@@ -194,7 +194,9 @@ class Runner:
         except Exception as e:
             if len(upload_ids) == 1:
                 log.exception("processing upload %s failed", upload_ids[0])
-                self._attempt_failed(upload_ids[0], e)
+                if not isinstance(e, OperationalError):  # the store away is not the bundle's fault
+                    with contextlib.suppress(Exception):  # nor can it be counted without a store
+                        self._attempt_failed(upload_ids[0], e)
                 return False
             log.exception("processing uploads %s failed; trying them one by one", upload_ids)
         ok = True
