@@ -1,0 +1,176 @@
+"""``exchange-server status``: what the node holds and what needs the administrator, at a glance.
+
+A first slice of the administrator's view (issue "The administrator's node"): uploads by state,
+kind and department; the oldest upload still moving; uploads the pipeline gave up on and holds
+(``limits.max_attempts``); rejections by reason over the last day; relayed resources overdue or
+due within a day; the CRL (current until when) and the node certificate's expiry. The JSON
+(``--json``) has a versioned schema, :data:`SCHEMA`, documented in docs/operator-guide.md.
+Output holds codes, states, counts and dates only: never an ID number or a name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import Any
+
+import typer
+from sqlmodel import col, select
+
+from exchange_common.cli import console, emit_json, fail_on_error
+from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
+from exchange_server.crl import crl_status
+from exchange_server.node import Node, utcnow
+from exchange_server.store.models import QueryResource, ResourceState, Upload, as_utc
+
+__all__ = ["SCHEMA", "node_status", "status"]
+
+#: The ``--json`` schema's name and version (a field added keeps it; a field changed bumps it).
+SCHEMA = "exchange-node-status/1"
+
+#: Upload states in which the pipeline, or a relay, still has work to do.
+_MOVING = ("received", "accepted", "routed")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return as_utc(value).isoformat(timespec="seconds") if value is not None else None
+
+
+def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
+    """The node's status at ``now`` as the ``--json`` document (schema :data:`SCHEMA`)."""
+    limit = node.config.limits.max_attempts
+    with node.session(write=False) as s:
+        uploads = s.exec(select(Upload)).all()
+        waiting = s.exec(
+            select(QueryResource).where(
+                col(QueryResource.state).in_([st.value for st in ResourceState if st.waiting])
+            )
+        ).all()
+    by_dept: dict[str, Counter[str]] = {}
+    for u in uploads:
+        by_dept.setdefault(u.dept_code or "(drop folder)", Counter())[u.state] += 1
+    moving = sorted((u for u in uploads if u.state in _MOVING), key=lambda u: as_utc(u.received_at))
+    oldest = moving[0] if moving else None
+    day_ago = now - dt.timedelta(days=1)
+    rejected = Counter(
+        u.reason_code or "?"
+        for u in uploads
+        if u.state == "rejected" and as_utc(u.updated_at) >= day_ago
+    )
+    held = [u for u in uploads if u.state in ("received", "accepted") and u.attempts >= limit]
+    soon = now + dt.timedelta(days=1)
+    crl = crl_status(node, now)
+    leaf = node.identity()[0][0]
+    return {
+        "schema": SCHEMA,
+        "node": {"code": node.config.code, "at": _iso(now)},
+        "uploads": {
+            "by_state": dict(Counter(u.state for u in uploads)),
+            "by_kind": dict(Counter(u.kind or "(unverified)" for u in uploads)),
+            "by_department": {d: dict(c) for d, c in sorted(by_dept.items())},
+        },
+        "oldest_moving": None
+        if oldest is None
+        else {
+            "upload_id": oldest.id,
+            "department": oldest.dept_code,
+            "kind": oldest.kind,
+            "state": oldest.state,
+            "received_at": _iso(oldest.received_at),
+            "age_seconds": int((now - as_utc(oldest.received_at)).total_seconds()),
+        },
+        "held": [
+            {
+                "upload_id": u.id,
+                "bundle_id": u.bundle_id,
+                "department": u.dept_code,
+                "kind": u.kind,
+                "state": u.state,
+                "attempts": u.attempts,
+            }
+            for u in held
+        ],
+        "rejections_last_day": dict(rejected.most_common()),
+        "deadlines": {
+            "overdue": sum(r.state == ResourceState.OVERDUE.value for r in waiting),
+            "due_within_a_day": sum(
+                r.state != ResourceState.OVERDUE.value
+                and r.due_at is not None
+                and as_utc(r.due_at) <= soon
+                for r in waiting
+            ),
+        },
+        "crl": {
+            "current": crl.current,
+            "code": crl.code,
+            "next_update": _iso(crl.next_update),
+            "message": crl.message,
+        },
+        "certificate": {
+            "not_after": _iso(leaf.not_valid_after_utc),
+            "days_left": (leaf.not_valid_after_utc - now).days,
+        },
+    }
+
+
+@fail_on_error
+def status(home: HomeOpt, json_out: JsonOpt = False) -> None:
+    """What the node holds and what needs you: uploads by state, the oldest still moving, uploads
+    held after repeated failures, rejections of the last day, overdue deadlines, the CRL and the
+    node certificate.
+
+    Exit 0 when nothing needs attention; 1 when something does (a held upload, an overdue
+    deadline, a CRL that is not current, a certificate with less than 30 days left).
+
+    **Examples**
+
+        exchange-server status --home /srv/node
+
+        exchange-server status --home /srv/node --json
+    """
+    doc = node_status(_node(home), utcnow())
+    attention = bool(
+        doc["held"]
+        or doc["deadlines"]["overdue"]
+        or not doc["crl"]["current"]
+        or doc["certificate"]["days_left"] < 30
+    )
+    if json_out:
+        emit_json(doc | {"attention": attention})
+    else:
+        up = doc["uploads"]["by_state"]
+        lines = [
+            f"node {doc['node']['code']} at {doc['node']['at']}",
+            "uploads: " + (", ".join(f"{k} {v}" for k, v in sorted(up.items())) or "none"),
+        ]
+        if doc["oldest_moving"]:
+            o = doc["oldest_moving"]
+            lines.append(
+                f"oldest still moving: {o['upload_id']} ({o['department']}, {o['kind']}, "
+                f"{o['state']}) for {o['age_seconds']} s"
+            )
+        for h in doc["held"]:
+            lines.append(
+                f"HELD after {h['attempts']} failed attempts: upload {h['upload_id']} "
+                f"({h['department']}, {h['kind']}, {h['state']})"
+            )
+        rej = doc["rejections_last_day"]
+        lines.append(
+            "rejections (last day): " + (", ".join(f"{k} {v}" for k, v in rej.items()) or "none")
+        )
+        d = doc["deadlines"]
+        lines.append(f"deadlines: {d['overdue']} overdue, {d['due_within_a_day']} due within a day")
+        crl = doc["crl"]
+        lines.append(
+            f"CRL: current until {crl['next_update']}"
+            if crl["current"]
+            else f"CRL NOT CURRENT ({crl['code']}): {crl['message']}"
+        )
+        cert = doc["certificate"]
+        lines.append(
+            f"node certificate: valid until {cert['not_after']} ({cert['days_left']} days)"
+        )
+        for line in lines:
+            console.print(line, markup=False)
+    if attention:
+        raise typer.Exit(1)
