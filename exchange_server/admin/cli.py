@@ -21,7 +21,7 @@ from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
 from exchange_server.admin.compare_cli import compare_app
 from exchange_server.admin.dept_cli import dept_app
 from exchange_server.admin.query_cli import query_app
-from exchange_server.admin.status_cli import status
+from exchange_server.admin.status_cli import status, upload_app
 
 app = typer.Typer(
     name="exchange-server",
@@ -212,6 +212,7 @@ app.add_typer(compare_app, name="compare")
 app.add_typer(calendar_app, name="calendar")
 app.add_typer(query_app, name="query")
 app.command(name="status")(status)
+app.add_typer(upload_app, name="upload")
 
 
 def main() -> None:

@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from sqlmodel import col, select
 
 from exchange_common.cli import console, emit_json, fail_on_error
+from exchange_common.errors import InputError
 from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
 from exchange_server.crl import crl_status
 from exchange_server.node import Node, utcnow
+from exchange_server.store.audit import EventSpec, append_events
 from exchange_server.store.models import QueryResource, ResourceState, Upload, as_utc
 
-__all__ = ["SCHEMA", "node_status", "status"]
+__all__ = ["SCHEMA", "node_status", "status", "upload_app"]
 
 #: The ``--json`` schema's name and version (a field added keeps it; a field changed bumps it).
 SCHEMA = "exchange-node-status/1"
@@ -174,3 +176,54 @@ def status(home: HomeOpt, json_out: JsonOpt = False) -> None:
             console.print(line, markup=False)
     if attention:
         raise typer.Exit(1)
+
+
+upload_app = typer.Typer(
+    name="upload",
+    help="Uploads on this node: take up one the pipeline gave up on and holds.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@upload_app.command("retry")
+@fail_on_error
+def retry(
+    home: HomeOpt,
+    upload_id: Annotated[str, typer.Argument(help="The held upload (from `status`).")],
+    by: Annotated[str, typer.Option("--by", help="Who decided (name or post, recorded).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Let the pipeline take up again an upload it held after `[limits] max_attempts` failures
+    (fix the cause first: the log names it). Its failure count starts again from zero; audited
+    `bundle.retry` with who decided. Refused (exit 3) for an upload that is not held.
+
+    **Example**
+
+        exchange-server upload retry --home /srv/node 6f1c2d3e-… --by 张科长
+    """
+    node = _node(home)
+    if not by.strip():
+        raise InputError("--by must name who decided")
+    now = utcnow()
+    with node.session() as s:
+        up = s.get(Upload, upload_id)
+        held = (
+            up is not None
+            and up.state in ("received", "accepted")
+            and up.attempts >= node.config.limits.max_attempts
+        )
+        if up is None or not held:
+            raise InputError(f"upload {upload_id} is not held", code="E_NOT_FOUND")
+        up.attempts = 0
+        s.add(up)
+        append_events(
+            s,
+            [EventSpec(by.strip()[:64], "bundle.retry", up.bundle_id, {"upload": up.id})],
+            now=now,
+        )
+    if json_out:
+        emit_json({"upload_id": upload_id, "retried": True})
+    else:
+        console.print(f"upload {upload_id} is queued again", markup=False)

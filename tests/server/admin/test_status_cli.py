@@ -11,7 +11,7 @@ from typer.testing import CliRunner, Result
 
 from exchange_server.admin.cli import app
 from exchange_server.admin.status_cli import SCHEMA
-from exchange_server.store.models import QueryResource, Upload
+from exchange_server.store.models import AuditEvent, QueryResource, Upload
 from tests.server.pipeline.test_relays import RELAYED_ONLY, _query
 from tests.server.pipeline.test_workflow import MZ, A, B, C, _push_data
 from tests.server.world import World
@@ -65,3 +65,27 @@ def test_held_uploads_overdue_deadlines_and_rejections_need_attention(world: Wor
     assert "1 overdue" in words.stdout and "E_PROVIDER 1" in words.stdout
     for text in (words.stdout, r.stdout):
         assert not any(x in text for x in (A, B, B.lower(), C, "张三", "欧阳娜娜", "李四"))
+
+
+def test_a_held_upload_is_taken_up_again_by_retry_and_nothing_else_is(world: World) -> None:
+    query = _query(world, RELAYED_ONLY)
+    home = str(world.node.config.home)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["upload", "retry", "--home", home, query.id, "--by", "张科长"])
+    assert refused.exit_code == 3 and "is not held" in refused.output  # routed, never failed
+    with world.node.session() as s:
+        up = s.get(Upload, query.id)
+        assert up is not None
+        up.state, up.attempts = "accepted", world.node.config.limits.max_attempts
+        s.add(up)
+    assert query.id not in world.ingest.pending()
+    ok = runner.invoke(
+        app, ["upload", "retry", "--home", home, query.id, "--by", "张科长", "--json"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout) == {"upload_id": query.id, "retried": True}
+    assert query.id in world.ingest.pending()  # the pipeline takes it up again
+    with world.node.session(write=False) as s:
+        events = s.exec(select(AuditEvent).where(AuditEvent.action == "bundle.retry")).all()
+        assert [(e.actor, e.subject) for e in events] == [("张科长", query.bundle_id)]
+    assert json.loads(invoke(world, "--json").stdout)["held"] == []
