@@ -15,15 +15,39 @@ own UUIDs and bundles by their verified UUID.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from exchange_common.fs import private_dir
 from pki.identity import DeptCode, parse_dept_code
 
-__all__ = ["Spool"]
+__all__ = ["Spool", "unheld"]
+
+
+@contextlib.contextmanager
+def unheld(path: Path) -> Iterator[bool]:
+    """True inside the block when nobody holds an ``flock`` on ``path`` (we hold it until the
+    block ends); False when a writer does, or the file cannot be opened. Writers lock their
+    uploads until they are recorded (:meth:`Handover.accept_upload`), so an unheld file is
+    nobody's work in progress."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 class Spool:
@@ -81,18 +105,8 @@ class Spool:
             names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
         for name in names:
             path = self.partial / name
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                continue
-            try:
-                path.unlink(missing_ok=True)
-                removed.append(path)
-            finally:
-                os.close(fd)
+            with unheld(path) as free:
+                if free:
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
         return removed

@@ -66,50 +66,39 @@ class Handover:
         """Make a complete upload durable and queue it; call before acknowledging the upload.
 
         The partial file is fsynced, renamed into ``incoming/`` and recorded as ``received``
-        in one step each; if the node dies between the rename and the record, recovery
-        quarantines the orphan (it was never acknowledged, so the sender retries). Raises
+        in one step each, the file locked until its record is durable; if the node dies
+        between the rename and the record, recovery quarantines the orphan (it was never
+        acknowledged, so the sender retries). Raises
         what the store raises when the record cannot be committed (then do not acknowledge).
         """
         # The file stays locked until its record is durable, so that another node process's
         # recovery never takes it for an orphan (the SFTP writer already holds the lock).
-        lock = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
         try:
             with contextlib.suppress(OSError):
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._commit(upload_id, dept, partial, file_name, remote_addr, source, lock)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            target = self.spool.incoming_path(upload_id)
+            partial.replace(target)
+            fsync_dir(target.parent)
+            now = self.clock()
+            row = Upload(
+                id=upload_id,
+                dept_code=dept,
+                source=source,
+                remote_addr=remote_addr,
+                file_name=file_name[:255],
+                size=size,
+                state=BundleState.RECEIVED.value,
+                received_at=now,
+                updated_at=now,
+            )
+            self._committer.commit(row)  # returns once the row is durable
         finally:
-            os.close(lock)
-        self._wake()
-
-    def _commit(
-        self,
-        upload_id: str,
-        dept: str,
-        partial: Path,
-        file_name: str,
-        remote_addr: str | None,
-        source: str,
-        fd: int,
-    ) -> None:
-        os.fsync(fd)
-        size = os.fstat(fd).st_size
-        target = self.spool.incoming_path(upload_id)
-        partial.replace(target)
-        fsync_dir(target.parent)
-        now = self.clock()
-        row = Upload(
-            id=upload_id,
-            dept_code=dept,
-            source=source,
-            remote_addr=remote_addr,
-            file_name=file_name[:255],
-            size=size,
-            state=BundleState.RECEIVED.value,
-            received_at=now,
-            updated_at=now,
-        )
-        self._committer.commit(row)  # returns once the row is durable
+            os.close(fd)
         log.info("upload %s from %s committed (%d bytes)", upload_id, dept, size)
+        self._wake()
 
     def discard_partial(self, partial: Path) -> None:
         """Remove an aborted upload's temporary file (nothing of it is ever processed)."""

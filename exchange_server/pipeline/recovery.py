@@ -3,16 +3,14 @@ spool made consistent before anything else runs."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from sqlmodel import col, select
 
 from exchange_server.node import Node
-from exchange_server.spool import Spool
+from exchange_server.spool import Spool, unheld
 from exchange_server.store.models import BundleState, Upload
 
 __all__ = ["OPEN_STATES", "pending_uploads", "recover_spool"]
@@ -27,22 +25,14 @@ def _quarantine_orphan(node: Node, spool: Spool, f: Path) -> None:
     """Quarantine ``f`` unless a commit holds it: another node process sharing the spool may
     be between the rename into ``incoming/`` and the record (its writer holds an ``flock`` on
     the file until the record is durable, :meth:`Handover.accept_upload`)."""
-    try:
-        fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+    with unheld(f) as free:
+        if not free:
             return  # a commit in progress
         with node.session(write=False) as s:
             if s.get(Upload, f.name) is not None:
                 return  # recorded while we looked
         log.warning("unacknowledged upload %s quarantined at recovery", f.name)
         f.replace(spool.quarantine / f"orphan-{f.name}")
-    finally:
-        os.close(fd)
 
 
 def recover_spool(node: Node, spool: Spool) -> None:
