@@ -10,17 +10,15 @@ Runs only where PostgreSQL is reachable (CI has it); SQLite is one process's sto
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from exchange_server.store.audit import verify_chain
 from tests.integration.node_harness import DeptSpec, NodeHarness, wait_until
-from tests.server.conftest import _PG_PROBLEM, PG_URL
+from tests.server.conftest import _PG_PROBLEM, PG_URL, pg_schema_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -32,16 +30,8 @@ ROUNDS = 3  # uploads per department per round and process
 def pg_schema() -> Iterator[str]:
     if _PG_PROBLEM is not None:
         pytest.skip(f"PostgreSQL not reachable at {PG_URL} ({_PG_PROBLEM})")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    dsn = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    with pg_schema_url() as url:
+        yield url
 
 
 async def _upload_round(node: NodeHarness, tmp: Path, tag: str) -> list[str]:

@@ -8,6 +8,7 @@ half skips with a message saying so; the SQLite half always runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -49,6 +50,17 @@ def store_url(
         return
     if _PG_PROBLEM is not None:
         pytest.skip(f"PostgreSQL not reachable at {PG_URL} ({_PG_PROBLEM}); SQLite half ran")
+    with pg_schema_url() as url:
+        try:
+            yield url
+        finally:
+            close_worlds()  # the test's pools go before their schema does
+
+
+@contextlib.contextmanager
+def pg_schema_url() -> Iterator[str]:
+    """The URL of a fresh, private PostgreSQL schema at PG_URL, dropped afterwards (the caller
+    has checked that PostgreSQL is reachable)."""
     import psycopg
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
@@ -59,7 +71,6 @@ def store_url(
     try:
         yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
     finally:
-        close_worlds()  # the test's pools go before their schema does
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
