@@ -391,12 +391,11 @@ STAGES: dict[str, Callable[[argparse.Namespace, Resource, Path], dict[str, Any]]
 # ------------------------------------------------------------------------------ the parent
 
 
-def run_child(stage: str, work: Path) -> tuple[dict[str, Any], float]:
-    """Run ``stage`` in a fresh interpreter; its JSON result and its own peak RSS (bytes)."""
+def run_child(stage: str, work: Path, script: str = __file__) -> tuple[dict[str, Any], float]:
+    """Run ``stage`` of bench ``script`` (this one unless given: bench/relay.py shares it) in
+    a fresh interpreter; its JSON result and its own peak RSS (bytes)."""
     argv = [a for a in sys.argv[1:] if a != "--keep"]
-    proc = subprocess.Popen(
-        [sys.executable, __file__, *argv, "--child", stage, "--work", str(work)]
-    )
+    proc = subprocess.Popen([sys.executable, script, *argv, "--child", stage, "--work", str(work)])
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:

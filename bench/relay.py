@@ -62,7 +62,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -76,6 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import duckdb
 
 from bench.compare import Clock, count, hand_join, mib, trust  # the shared bench helpers
+from bench.compare import run_child as _run_child
 from exchange_common.catalog import Resource, load_catalog
 from exchange_common.idnumber import china_today
 from exchange_common.tables.source import text_parquet
@@ -531,16 +531,8 @@ STAGES: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
 
 
 def run_child(stage: str, work: Path) -> tuple[dict[str, Any], float]:
-    """Run ``stage`` in a fresh interpreter; its JSON result and its own peak RSS (bytes)."""
-    argv = [a for a in sys.argv[1:] if a != "--keep"]
-    proc = subprocess.Popen(
-        [sys.executable, __file__, *argv, "--child", stage, "--work", str(work)]
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"stage {stage} failed (exit {os.waitstatus_to_exitcode(status)})")
-    result: dict[str, Any] = json.loads((work / f"{stage}.json").read_text(encoding="utf-8"))
-    return result, usage.ru_maxrss * 1024.0
+    """bench/compare.py's :func:`run_child` for this script's stages."""
+    return _run_child(stage, work, __file__)
 
 
 def rate(rows: int, seconds: float) -> str:
