@@ -19,7 +19,6 @@ from exchange_server.pipeline.router import Refusal
 __all__ = [
     "Application",
     "ResourceRequest",
-    "check_declared_count",
     "one_table",
     "parse_application",
     "text_field",
@@ -125,9 +124,13 @@ def parse_application(fields: Mapping[str, Any]) -> Application:
     )
 
 
-def one_table(paths: Sequence[Path], what: str, max_rows: int) -> Path:
-    """The bundle's one table (.csv or .parquet, else ``E_SCHEMA``); a Parquet one declaring
-    more than ``max_rows`` rows is refused (``E_LIMIT``) before a row is read."""
+def one_table(
+    paths: Sequence[Path], what: str, max_rows: int, *, persons: int | None = None
+) -> Path:
+    """The bundle's one table (.csv or .parquet, else ``E_SCHEMA``); a Parquet one is bounded
+    from its footer before a row is read: more than ``max_rows`` rows is ``E_LIMIT``, and for a
+    persons list (``persons``: the count the application states) another number is ``E_COUNT``
+    (the rows are counted again as they are checked)."""
     tables = [p for p in paths if p.suffix.lower() in _TABLE_SUFFIXES]
     if len(tables) != 1:
         raise Refusal(
@@ -141,15 +144,8 @@ def one_table(paths: Sequence[Path], what: str, max_rows: int) -> Path:
         raise Refusal(
             "E_LIMIT", f"{what}: the table declares {rows} rows, more than the limit {max_rows}"
         )
-    return tables[0]
-
-
-def check_declared_count(table: Path, persons: int) -> None:
-    """Refuse (``E_COUNT``) a Parquet persons list whose footer declares another number of rows
-    than the application states, before a row is read (the rows are counted again as they are
-    checked)."""
-    declared = declared_rows(table)
-    if declared is not None and declared != persons:
+    if rows is not None and persons is not None and rows != persons:
         raise Refusal(
-            "E_COUNT", f"the application states {persons} persons, the table holds {declared}"
+            "E_COUNT", f"the application states {persons} persons, the table holds {rows}"
         )
+    return tables[0]

@@ -74,7 +74,6 @@ from exchange_server.pipeline.answering import answer_hosted, check_answer, plac
 from exchange_server.pipeline.application import (
     Application,
     ResourceRequest,
-    check_declared_count,
     one_table,
     parse_application,
     text_field,
@@ -190,8 +189,8 @@ class Workflow:
             raise Refusal(e.code, e.message, detail=e.detail) from None
         return dict(opened.manifest.fields), list(opened.paths)
 
-    def _one_table(self, paths: list[Path], what: str) -> Path:
-        return one_table(paths, what, self.node.config.limits.max_table_rows)
+    def _one_table(self, paths: list[Path], what: str, persons: int | None = None) -> Path:
+        return one_table(paths, what, self.node.config.limits.max_table_rows, persons=persons)
 
     # ------------------------------------------------------------------ review
 
@@ -285,8 +284,7 @@ class Workflow:
                 raise Refusal(
                     "E_TIME_RANGE", f"{req.code} has no time item: only an empty range is possible"
                 )
-        table = self._one_table(paths, "a query")
-        check_declared_count(table, app.persons)
+        table = self._one_table(paths, "a query", app.persons)
         with self._timed(bundle.bundle_id, "persons"):
             count, unauthorized = self._prepare_persons(table, work / "persons.parquet")
         if count != app.persons:
