@@ -97,7 +97,7 @@ def _deliver_relay(
         columns = [f"id_number AS {quote_ident(resource.key_item)}"]
         # the provider's staff open this list in a spreadsheet: text it would run is neutralised
         columns.append(
-            f"{spreadsheet_safe_sql(chr(34) + 'authorization' + chr(34))} "
+            f"{spreadsheet_safe_sql(quote_ident('authorization'))} "
             f"AS {quote_ident(RELAY_PERSON_HEADERS[0])}"
         )
         if resource.relay_names:
