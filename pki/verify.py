@@ -26,11 +26,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import itertools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -170,11 +172,27 @@ def _ca_validity_error(
     return None
 
 
+#: CRL signatures already checked, by (CRL digest, issuer digest): a node checks every
+#: bundle against the same CRL, and a signature over fixed bytes by a fixed key does not change.
+_CRL_SIGNATURES: dict[tuple[bytes, bytes], bool] = {}
+_CRL_SIGNATURES_KEPT = 64
+_CRL_SIGNATURES_LOCK = threading.Lock()
+
+
 def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    memo = (crl.fingerprint(hashes.SHA256()), issuer.fingerprint(hashes.SHA256()))
+    known = _CRL_SIGNATURES.get(memo)
+    if known is not None:
+        return known
     key = issuer.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
-        return False
-    return crl.is_signature_valid(key)
+    valid = isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey) and (
+        crl.is_signature_valid(key)
+    )
+    with _CRL_SIGNATURES_LOCK:
+        while len(_CRL_SIGNATURES) >= _CRL_SIGNATURES_KEPT:
+            del _CRL_SIGNATURES[next(iter(_CRL_SIGNATURES))]
+        _CRL_SIGNATURES[memo] = valid
+    return valid
 
 
 def current_crl(

@@ -48,7 +48,7 @@ from exchange_server.outbox.writer import Outbox, result_bundle_id
 from exchange_server.pipeline.content import SegmentContent
 from exchange_server.pipeline.decisions import QueryClosed, RegistrySnapshot, UploadFacts, decide
 from exchange_server.pipeline.plans import ResourcePlan
-from exchange_server.pipeline.runner import transition_events
+from exchange_server.pipeline.recording import transition_events
 from exchange_server.spool import Spool
 from exchange_server.store.audit import EventSpec, append_events
 from exchange_server.store.calendar import load_calendar

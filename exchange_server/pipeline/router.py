@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from exchange_common.errors import ExchangeError
 from exchange_server.store.models import BundleState
+from pki.bundle import VerifiedBundle
 
 __all__ = ["AcceptedBundle", "Refusal", "RouteOutcome", "Router"]
 
@@ -40,6 +41,9 @@ class AcceptedBundle:
     path: Path
     #: When the upload reached the node (deadlines count from it); None in some tests.
     received_at: dt.datetime | None = None
+    #: The verification the runner did in this batch, if it did one: opening the bundle then
+    #: checks the file still is what was verified instead of verifying it again.
+    verified: VerifiedBundle | None = None
 
 
 class RouteOutcome(StrEnum):

@@ -26,14 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
-from exchange_common.codes import registered_text
-from exchange_common.errors import InputError
 from exchange_common.fs import fsync_dir, sha256_file
-from exchange_common.timefmt import rfc3339
 from exchange_server.node import Node, utcnow
-from exchange_server.outbox.receipts import Receipt, receipt_name, send_receipt
+from exchange_server.outbox.receipts import receipt_name
 from exchange_server.outbox.writer import Outbox
 from exchange_server.pipeline.decisions import (
     BundleFacts,
@@ -45,26 +42,27 @@ from exchange_server.pipeline.decisions import (
     ReviewPassed,
     ReviewRefused,
     Routed,
-    SenderRecord,
-    SendReceipt,
     Transition,
     UploadFacts,
     decide,
 )
+from exchange_server.pipeline.recording import (
+    registry_snapshot,
+    send_action_receipt,
+    transition_events,
+)
 from exchange_server.pipeline.recovery import OPEN_STATES, pending_uploads, recover_spool
 from exchange_server.pipeline.router import AcceptedBundle, Refusal, RouteOutcome, Router
+from exchange_server.pipeline.stages import StageTimes
 from exchange_server.spool import Spool
 from exchange_server.store.audit import EventSpec, append_events
 from exchange_server.store.models import (
     BundleState,
-    Department,
-    DepartmentNetwork,
-    DeptState,
     SeenBundle,
     Upload,
     as_utc,
 )
-from pki.bundle import BundleError, signer_for_receipt, verify
+from pki.bundle import BundleError, VerifiedBundle, signer_for_receipt, verify
 from pki.keys import fingerprint
 
 __all__ = ["OPEN_STATES", "RETRY_SECONDS", "Runner", "recover_spool", "transition_events"]
@@ -115,6 +113,8 @@ class Runner:
         self.batch_size = batch_size
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Each upload's time per stage, logged when its batch is done (pipeline.stages).
+        self.stages = StageTimes()
 
     # --- scheduling --------------------------------------------------------------------------
 
@@ -255,8 +255,20 @@ class Runner:
         """Take several uploads as far as they can go, sharing transactions between them.
 
         The outcome is the same as processing them one by one in order (a bundle id repeated
-        within the batch is a replay). Raises LookupError for an unknown upload id.
+        within the batch is a replay). Raises LookupError for an unknown upload id. Logs each
+        upload's stage timings (:mod:`~exchange_server.pipeline.stages`) when done.
         """
+        try:
+            results = self._process_batch(upload_ids)
+        except BaseException:
+            for u in upload_ids:
+                self.stages.report(u, "failed")
+            raise
+        for u, state in results.items():
+            self.stages.report(u, state.value)
+        return results
+
+    def _process_batch(self, upload_ids: Sequence[str]) -> dict[str, BundleState]:
         with self.node.session(write=False) as s:
             rows = s.exec(select(Upload).where(col(Upload.id).in_(list(upload_ids)))).all()
             items = {r.id: _Item(r.model_copy()) for r in rows}
@@ -268,21 +280,24 @@ class Runner:
         trust = self.node.trust()
         node_fp = fingerprint(self.node.identity()[0][0])
         verified: list[tuple[_Item, BundleFacts]] = []
+        checked: dict[str, VerifiedBundle] = {}
+        invalid: list[tuple[_Item, Transition]] = []
         for u in upload_ids:
             item = items[u]
+            self.stages.queued(u, as_utc(item.row.received_at))
             if results[u] is not BundleState.RECEIVED:
                 continue
+            source = self._received(u)
             try:
-                vb = verify(
-                    self.spool.incoming_path(u), trust, now=now, limits=self.node.config.limits
-                )
+                with self.stages.timed([u], "verify"):
+                    vb = verify(source, trust, now=now, limits=self.node.config.limits)
             except BundleError as e:
                 event = BundleInvalid(e.code, e.message, e.detail)
                 if not item.row.dept_code and e.code in _CRL_STATE:
                     # no account to answer (the drop folder): the verified signer learns why
-                    signer = signer_for_receipt(self.spool.incoming_path(u), trust, now=now)
+                    signer = signer_for_receipt(source, trust, now=now)
                     item = _Item(item.row.model_copy(update={"dept_code": signer or ""}))
-                results[u] = self._reject(item, self._decide(item, event, now), now)
+                invalid.append((item, self._decide(item, event, now)))
                 continue
             facts = BundleFacts(
                 bundle_id=str(vb.header.bundle_id),
@@ -292,10 +307,13 @@ class Runner:
                 addressed_to_node=vb.header.recipient(node_fp) is not None,
             )
             verified.append((item, facts))
+            checked[u] = vb
+        results |= self._reject_all(invalid, now)
         to_review = [items[u] for u in upload_ids if results[u] is BundleState.ACCEPTED]
         if verified:
             try:
-                accepted, refused = self._admit(verified, now)
+                with self.stages.timed([i.row.id for i, _ in verified], "admit"):
+                    accepted, refused = self._admit(verified, now)
             except IntegrityError:
                 # Another node process accepted one of these bundle ids meanwhile: redo them
                 # one by one, where the replay guard names the loser.
@@ -304,10 +322,9 @@ class Runner:
                 for item, _ in verified:
                     results[item.row.id] = self.process(item.row.id)
                 accepted, refused = [], []
-            for item, transition in refused:
-                results[item.row.id] = self._reject(item, transition, now)
+            results |= self._reject_all(refused, now)
             to_review += accepted
-        return results | self._review_and_route(to_review, now)
+        return results | self._review_and_route(to_review, now, checked)
 
     def _decide(self, item: _Item, event: Event, now: dt.datetime) -> Transition:
         return decide(item.facts, event, RegistrySnapshot(), now)
@@ -324,7 +341,7 @@ class Runner:
         accepted: list[_Item] = []
         refused: list[tuple[_Item, Transition]] = []
         with self.node.session() as s:
-            snapshot = _registry_snapshot(
+            snapshot = registry_snapshot(
                 s,
                 {b.signer for _, b in verified},
                 [b.bundle_id for _, b in verified],
@@ -364,15 +381,26 @@ class Runner:
         return self.spool.store / f"{bundle_id}.bundle"
 
     def _stored(self, row: Upload) -> Path:
-        """The accepted upload's bundle in ``store/`` (moved there from ``incoming/`` once)."""
+        """The accepted upload's bundle in ``store/`` (moved there from ``incoming/`` once),
+        or in the quarantine when a crash came while it was being rejected."""
         assert row.bundle_id is not None
         stored = self._store_path(row.bundle_id)
         incoming = self.spool.incoming_path(row.id)
         if incoming.exists():
             incoming.replace(stored)
-        return stored
+        quarantined = self.spool.quarantine / row.id
+        return quarantined if not stored.exists() and quarantined.exists() else stored
 
-    def _review_and_route(self, items: list[_Item], now: dt.datetime) -> dict[str, BundleState]:
+    def _received(self, upload_id: str) -> Path:
+        """A received upload's file: in ``incoming/``, or in the quarantine when a crash came
+        while it was being rejected (the redo then reaches the same verdict)."""
+        incoming = self.spool.incoming_path(upload_id)
+        quarantined = self.spool.quarantine / upload_id
+        return quarantined if not incoming.exists() and quarantined.exists() else incoming
+
+    def _review_and_route(
+        self, items: list[_Item], now: dt.datetime, checked: dict[str, VerifiedBundle]
+    ) -> dict[str, BundleState]:
         """Review, receipt and route accepted uploads, then record their states together.
 
         Review runs before the receipt, so a refusal is a signed rejection receipt. Every
@@ -391,36 +419,40 @@ class Runner:
                 sender=row.dept_code,
                 path=self._stored(row),
                 received_at=as_utc(row.received_at),
+                verified=checked.get(row.id),
             )
             touched.add(bundle.path.parent)
             event: Event
             try:
-                event = ReviewPassed(self.router.review(bundle))
+                with self.stages.timed([row.id], "review"):
+                    event = ReviewPassed(self.router.review(bundle))
             except Refusal as e:
                 event = ReviewRefused(e.code, e.message, e.detail)
             t = self._decide(item, event, now)
             if t.state is BundleState.REJECTED:
                 refused.append((item, t))
                 continue
-            name = self._send(item.row, t.receipt, now, sync_dir=False)
+            with self.stages.timed([row.id], "receipt"):
+                name = send_action_receipt(self.outbox, item.row, t.receipt, now, sync_dir=False)
             if name is not None:
                 touched.add(self.spool.outbox(row.dept_code))
             reviewed.append((item, name, bundle))
         # One directory fsync per folder for the whole batch, before any state says "sent".
-        for folder in touched:
-            fsync_dir(folder)
-        results = {item.row.id: self._reject(item, t, now) for item, t in refused}
-        finals = [
-            (
-                item,
-                name,
-                self._decide(item, Routed(self.router.route(b) is RouteOutcome.WAITING), now),
-            )
-            for item, name, b in reviewed
-        ]
+        with self.stages.timed([i.row.id for i, _, _ in reviewed], "receipt"):
+            for folder in touched:
+                fsync_dir(folder)
+        results = self._reject_all(refused, now)
+        finals = []
+        for item, name, b in reviewed:
+            with self.stages.timed([item.row.id], "route"):
+                waiting = self.router.route(b) is RouteOutcome.WAITING
+            finals.append((item, name, self._decide(item, Routed(waiting), now)))
         if not finals:
             return results
-        with self.node.session() as s:
+        with (
+            self.stages.timed([i.row.id for i, _, _ in finals], "record"),
+            self.node.session() as s,
+        ):
             rows = {
                 r.id: r
                 for r in s.exec(
@@ -439,111 +471,62 @@ class Runner:
 
     # --- applying transitions ----------------------------------------------------------------
 
-    def _send(
-        self, row: Upload, action: SendReceipt | None, now: dt.datetime, *, sync_dir: bool = True
-    ) -> str | None:
-        """Apply a :class:`SendReceipt`: the receipt's outbox name, or None when there is no
-        registered department to send it to."""
-        if action is None:
-            return None
-        # the registry's text for the code; the rule's own words beside it when they say more
-        text = registered_text(action.code)
-        receipt = Receipt(
-            upload_id=row.id,
-            bundle_id=row.bundle_id,
-            file_name=row.file_name,
-            file_sha256=row.sha256 or "",
-            size=row.size,
-            verdict=action.verdict.value,
-            reason_code=action.code,
-            reason=text or action.reason,
-            explanation=action.reason if text and action.reason != text else None,
-            received_at=rfc3339(as_utc(row.received_at)),
-            decided_at=rfc3339(now),
-            node=self.node.config.code,
-            details=dict(action.details),
-        )
-        if not action.dept_code:
-            log.warning("upload %s: no sender to send a receipt to", row.id)
-            return None
-        try:
-            return send_receipt(
-                self.outbox, action.dept_code, receipt, now=now, sync_dir=sync_dir
-            ).name
-        except InputError as e:
-            if e.code != "E_UNKNOWN_DEPT":
-                raise
-            log.warning(
-                "upload %s: no registered department %r to send a receipt to",
-                row.id,
-                action.dept_code,
-            )
-            return None
-
     def _reject(self, item: _Item, t: Transition, now: dt.datetime) -> BundleState:
-        """Apply a transition to ``rejected``: quarantine, rejection receipt, record."""
-        row = item.row
-        log.warning(
-            "upload %s from %s rejected: %s (%s)", row.id, t.dept_code or "?", t.code, t.detail
-        )
-        quarantined = self.spool.quarantine / row.id
-        sources = [self.spool.incoming_path(row.id)]
-        if row.bundle_id is not None:
-            sources.append(self._store_path(row.bundle_id))
-        for path in sources:
-            if path.exists():
-                path.replace(quarantined)
-                fsync_dir(quarantined.parent)
-                break
-        row = row.model_copy()
-        if t.bundle is not None:
-            row.bundle_id, row.sha256 = t.bundle.bundle_id, t.bundle.sha256
-        if row.sha256 is None and quarantined.exists():
-            row.sha256 = sha256_file(quarantined)
-        name = self._send(row, t.receipt, now)
-        with self.node.session() as s:
-            up = s.get(Upload, row.id)
-            assert up is not None
-            up.state = t.state.value
-            up.reason_code, up.reason_detail = t.code, (t.detail or "")[:2000]
-            up.sha256, up.bundle_id, up.receipt_name, up.updated_at = (
-                row.sha256,
-                row.bundle_id,
-                name,
-                now,
-            )
-            s.add(up)
-            append_events(
-                s,
-                transition_events(t),
-                now=now,
-            )
-        return t.state
+        """Apply one transition to ``rejected`` (:meth:`_reject_all`)."""
+        return self._reject_all([(item, t)], now)[item.row.id]
 
-
-def _registry_snapshot(s: Session, codes: set[str], bundle_ids: list[str]) -> RegistrySnapshot:
-    """The departments ``codes`` and the first sightings of ``bundle_ids``, as one snapshot."""
-    depts = s.exec(select(Department).where(col(Department.code).in_(sorted(codes)))).all()
-    nets: dict[str, list[str]] = {d.code: [] for d in depts}
-    for code, cidr in s.exec(
-        select(DepartmentNetwork.dept_code, DepartmentNetwork.cidr).where(
-            col(DepartmentNetwork.dept_code).in_(sorted(codes))
-        )
-    ):
-        nets.setdefault(code, []).append(cidr)
-    seen = {
-        b.bundle_id: b.upload_id
-        for b in s.exec(select(SeenBundle).where(col(SeenBundle.bundle_id).in_(bundle_ids)))
-    }
-    return RegistrySnapshot(
-        departments={
-            d.code: SenderRecord(d.code, d.state == DeptState.ACTIVE.value, tuple(nets[d.code]))
-            for d in depts
-        },
-        seen=seen,
-    )
-
-
-def transition_events(t: Transition) -> list[EventSpec]:
-    """The audit events of a transition, as the store appends them."""
-    return [EventSpec(a.actor, a.action, a.subject, dict(a.detail)) for a in t.audit]
+    def _reject_all(
+        self, refused: Sequence[tuple[_Item, Transition]], now: dt.datetime
+    ) -> dict[str, BundleState]:
+        """Apply transitions to ``rejected``: quarantine, rejection receipt, record. The
+        receipts are written first (one folder fsync per folder), then every state and audit
+        event in one transaction: a crash in between sends no second receipt (exactly once,
+        :mod:`~exchange_server.outbox.writer`) and leaves the uploads to redo."""
+        if not refused:
+            return {}
+        ids = [item.row.id for item, _ in refused]
+        rows: list[tuple[Upload, str | None, Transition]] = []
+        touched: set[Path] = set()
+        with self.stages.timed(ids, "receipt"):
+            for item, t in refused:
+                row = item.row
+                log.warning(
+                    "upload %s from %s rejected: %s (%s)",
+                    row.id,
+                    t.dept_code or "?",
+                    t.code,
+                    t.detail,
+                )
+                quarantined = self.spool.quarantine / row.id
+                sources = [self.spool.incoming_path(row.id)]
+                if row.bundle_id is not None:
+                    sources.append(self._store_path(row.bundle_id))
+                for path in sources:
+                    if path.exists():
+                        path.replace(quarantined)
+                        touched.add(quarantined.parent)
+                        break
+                row = row.model_copy()
+                if t.bundle is not None:
+                    row.bundle_id, row.sha256 = t.bundle.bundle_id, t.bundle.sha256
+                if row.sha256 is None and quarantined.exists():
+                    row.sha256 = sha256_file(quarantined)
+                name = send_action_receipt(self.outbox, row, t.receipt, now, sync_dir=False)
+                if name is not None and t.receipt is not None:  # to its signer (drop folder)
+                    touched.add(self.spool.outbox(t.receipt.dept_code))
+                rows.append((row, name, t))
+            for folder in touched:
+                fsync_dir(folder)
+        with self.stages.timed(ids, "record"), self.node.session() as s:
+            stored = {r.id: r for r in s.exec(select(Upload).where(col(Upload.id).in_(ids)))}
+            events: list[EventSpec] = []
+            for row, name, t in rows:
+                up = stored[row.id]
+                up.state = t.state.value
+                up.reason_code, up.reason_detail = t.code, (t.detail or "")[:2000]
+                up.sha256, up.bundle_id, up.receipt_name = row.sha256, row.bundle_id, name
+                up.updated_at = now
+                s.add(up)
+                events += transition_events(t)
+            append_events(s, events, now=now)
+        return {row.id: t.state for row, _, t in rows}

@@ -62,7 +62,7 @@ from typing import Any
 
 from exchange_common.catalog import Catalog, check_access
 from exchange_common.errors import InputError, PeerError
-from exchange_common.fs import atomic_write, fsync_dir
+from exchange_common.fs import atomic_write, fsync_dir, fsync_file
 from exchange_common.masking import peer_token
 from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.datasets import DatasetStore
@@ -184,6 +184,8 @@ class Workflow:
                     trust=self.node.trust(),
                     now=self.clock(),
                     limits=self.node.config.limits,
+                    durable=False,  # scratch: after a crash review opens the stored bundle again
+                    verified=bundle.verified,
                 )
         except PeerError as e:
             raise Refusal(e.code, e.message, detail=e.detail) from None
@@ -464,6 +466,7 @@ class Workflow:
                 self.review(bundle)  # crash after the receipt: prepare again (same outcome)
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             for name in ("persons.parquet", "application.json"):
+                fsync_file(work / name)  # review wrote them as scratch; the query keeps them
                 (work / name).replace(folder / name)
             fsync_dir(folder)
             shutil.rmtree(work, ignore_errors=True)

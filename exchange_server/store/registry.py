@@ -10,6 +10,7 @@ that certificate (部省 第五条), when the certificate lists any.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -319,14 +320,20 @@ def list_departments(session: Session) -> list[DepartmentView]:
 
 def _certificate(dept: Department) -> x509.Certificate:
     """The department's registered certificate (the leaf it was registered with)."""
-    return x509.load_pem_x509_certificate(dept.cert_pem.encode())
+    return _parse_pem(dept.cert_pem)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_pem(pem: str) -> x509.Certificate:
+    # Parsed once per process for each registered certificate (every receipt needs one);
+    # keyed by the PEM itself, so a renewal is a new entry, never a stale one.
+    return x509.load_pem_x509_certificate(pem.encode())
 
 
 def department_certificate(session: Session, code: str) -> x509.Certificate | None:
     """The registered certificate of department ``code`` (the one the node seals to), or None
     when no such department is registered. Disabled departments keep theirs: a receipt for an
     upload that arrived before the department was disabled is still owed."""
-    dept = session.get(Department, code)
-    if dept is None:
-        return None
-    return _certificate(dept)
+    # the one column, not the whole row: every receipt and result asks
+    pem = session.exec(select(Department.cert_pem).where(Department.code == code)).first()
+    return None if pem is None else _parse_pem(pem)

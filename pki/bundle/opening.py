@@ -51,6 +51,13 @@ from pki.bundle.verification import _verify_stream
 from pki.keys import PrivateKey, fingerprint
 from pki.verify import TrustStore
 
+#: Signed content of at least this many bytes is hashed on helper threads while it decrypts.
+_THREADED_FROM = 1 << 20
+
+
+def _no_sync(path: Path) -> None:
+    """A scratch folder is not synced (see ``durable`` in :func:`open_bundle`)."""
+
 
 @dataclass
 class _PartFile:
@@ -64,13 +71,16 @@ class _InnerParser:
 
     Inner stream: "SAXI" | u32 count | count x (u64 size | size bytes) | u32 M | manifest.
     Member bytes go to numbered files in a private temporary folder; their SHA-256 runs in
-    ``pool`` while this thread writes.
+    ``pool`` while this thread writes (inline without a pool). ``durable`` fsyncs each file.
     """
 
-    def __init__(self, folder: Path, limits: Limits, pool: ThreadPoolExecutor):
+    def __init__(
+        self, folder: Path, limits: Limits, pool: ThreadPoolExecutor | None, durable: bool
+    ):
         self.folder = folder
         self.limits = limits
         self.pool = pool
+        self.durable = durable
         self.state = "preamble"
         self.small = bytearray()
         self.count = 0
@@ -98,7 +108,8 @@ class _InnerParser:
             self._end_member()
 
     def _end_member(self) -> None:
-        os.fsync(self.fd)
+        if self.durable:
+            os.fsync(self.fd)
         os.close(self.fd)
         self.fd = -1
         self.parts[-1].sha256 = self.digest.hexdigest()
@@ -139,13 +150,18 @@ class _InnerParser:
             elif self.state == "data":
                 take = min(self.remaining, end - pos)
                 piece = data[pos : pos + take]
-                hashed = self.pool.submit(self.digest.update, piece)
+                hashed = None
+                if self.pool is None:
+                    self.digest.update(piece)
+                else:
+                    hashed = self.pool.submit(self.digest.update, piece)
                 try:
                     view = piece
                     while view:
                         view = view[os.write(self.fd, view) :]
                 finally:
-                    hashed.result()
+                    if hashed is not None:
+                        hashed.result()
                 pos += take
                 self.remaining -= take
                 if self.remaining == 0:
@@ -188,6 +204,7 @@ def _decrypt_pass(
     folder: Path,
     limits: Limits,
     progress: Progress | None,
+    durable: bool,
 ) -> tuple[Manifest, list[_PartFile]]:
     start = PREFIX_LEN + len(verified.header_bytes)
     head = _read_exact(src, start)
@@ -202,9 +219,9 @@ def _decrypt_pass(
     ct_buf = bytearray(block)
     pt_buf = bytearray(block + 2 * _CHUNK + 64)
     remaining = verified.signed_length - start
-    with _hash_threads() as (pt_pool, ct_pool):
-        assert pt_pool is not None and ct_pool is not None  # threaded=True yields both
-        parser = _InnerParser(folder, limits, pt_pool)
+    # Threads pay off for large bundles only; a small one is hashed inline.
+    with _hash_threads(threaded=remaining >= _THREADED_FROM) as (pt_pool, ct_pool):
+        parser = _InnerParser(folder, limits, pt_pool, durable)
         try:
             while remaining:
                 view = memoryview(ct_buf)[: min(block, remaining)]
@@ -214,7 +231,11 @@ def _decrypt_pass(
                 chunk = view[:n]
                 # One thread hashes the ciphertext, another (fed by the parser) the members,
                 # while this thread reads, decrypts and writes.
-                signed_hashed = ct_pool.submit(signed.update, chunk)
+                signed_hashed = None
+                if ct_pool is None:
+                    signed.update(chunk)
+                else:
+                    signed_hashed = ct_pool.submit(signed.update, chunk)
                 try:
                     try:
                         k = dec.update_into(chunk, pt_buf)
@@ -224,7 +245,8 @@ def _decrypt_pass(
                         ) from None
                     parser.feed(memoryview(pt_buf)[:k])
                 finally:
-                    signed_hashed.result()
+                    if signed_hashed is not None:
+                        signed_hashed.result()
                 remaining -= n
                 if progress is not None:
                     progress(n)
@@ -247,23 +269,25 @@ def _decrypt_pass(
 
 
 def _publish(
-    staging: Path, parts: list[_PartFile], manifest: Manifest, out_dir: Path
+    staging: Path, parts: list[_PartFile], manifest: Manifest, out_dir: Path, durable: bool
 ) -> list[Path]:
     """Give the parts their names and make them appear in ``out_dir``; all or nothing.
 
-    ``staging`` is an empty private folder on the same file system as ``out_dir``.
+    ``staging`` is an empty private folder on the same file system as ``out_dir``. Folders
+    are fsynced when ``durable``.
     """
+    sync = fsync_dir if durable else _no_sync
     for part, member in zip(parts, manifest.members, strict=True):
         part.path.rename(staging / member.name)
         part.path = staging / member.name
-    fsync_dir(staging)
+    sync(staging)
     final = [out_dir / m.name for m in manifest.members]
     if not out_dir.exists() and not out_dir.is_symlink():
         try:
             staging.rename(out_dir)  # one atomic step: the folder appears complete
         except OSError as e:
             raise InputError(f"cannot create {out_dir}: {e.strerror}", code="E_IO") from e
-        fsync_dir(out_dir.parent)
+        sync(out_dir.parent)
         return final
     if not out_dir.is_dir():
         raise InputError(f"{out_dir} exists and is not a folder", code="E_EXISTS")
@@ -283,7 +307,7 @@ def _publish(
         for path in done:
             path.unlink(missing_ok=True)
         raise InputError(f"cannot write into {out_dir}: {e.strerror}", code="E_IO") from e
-    fsync_dir(out_dir)
+    sync(out_dir)
     return final
 
 
@@ -297,6 +321,8 @@ def open_bundle(
     now: dt.datetime,
     limits: Limits = DEFAULT_LIMITS,
     progress: Progress | None = None,
+    durable: bool = True,
+    verified: VerifiedBundle | None = None,
 ) -> OpenedBundle:
     """Verify, decrypt and check a bundle, then place its members in ``out_dir``.
 
@@ -313,6 +339,13 @@ def open_bundle(
     ``E_DECRYPT``, ``E_MANIFEST``, ``E_FORMAT``, ``E_LIMIT`` for the decrypted content) and
     :class:`InputError` (key not matching the certificate, unreadable bundle, name already
     present in ``out_dir`` with code ``E_EXISTS``).
+
+    ``durable=False`` skips the fsyncs, for a scratch copy that a crash may lose (the node
+    opens again from the stored bundle); the members still appear all at once or not at all.
+    ``verified`` is what :func:`verify` returned for this file moments before, by the caller:
+    the first pass is skipped, and decryption still requires the signed region to hash to
+    the digest whose signature that verification checked (a file changed since is refused,
+    ``E_SIGNATURE``).
     """
     now = _require_aware(now)
     out_dir = Path(out_dir)
@@ -327,10 +360,11 @@ def open_bundle(
         if not src.seekable():
             raise InputError("opening a bundle needs a seekable file (two passes)")
         start = src.tell()
-        try:
-            verified = _verify_stream(src, trust, now, limits, progress)
-        except OSError as e:
-            raise InputError(f"cannot read bundle: {e}", code="E_IO") from e
+        if verified is None:
+            try:
+                verified = _verify_stream(src, trust, now, limits, progress)
+            except OSError as e:
+                raise InputError(f"cannot read bundle: {e}", code="E_IO") from e
         fp = fingerprint(recipient_cert)
         entry = verified.header.recipient(fp)
         if entry is None:
@@ -355,9 +389,9 @@ def open_bundle(
             src.seek(start)
             try:
                 manifest, parts = _decrypt_pass(
-                    src, verified, content_key, parts_dir, limits, progress
+                    src, verified, content_key, parts_dir, limits, progress, durable
                 )
-                paths = _publish(staging, parts, manifest, out_dir)
+                paths = _publish(staging, parts, manifest, out_dir, durable)
             except OSError as e:
                 raise InputError(f"I/O error while opening the bundle: {e}", code="E_IO") from e
         finally:

@@ -39,7 +39,7 @@ from pki.ca import IssuedCertificate
 from pki.keys import KeyType, fingerprint
 from tests.conftest import CAFixture
 from tests.pki import bundlegen
-from tests.pki.bundlegen import CHUNK, Parties, layout, make_parties, seal_bytes
+from tests.pki.bundlegen import CHUNK, Parties, flip, layout, make_parties, seal_bytes
 
 
 @pytest.fixture
@@ -558,3 +558,96 @@ def test_seal_read_error_is_input_error(parties: Parties) -> None:
     with pytest.raises(InputError) as info:
         _seal(parties, [Member("a.bin", cast(BinaryIO, _Failing()), size=10)])
     assert info.value.code == "E_IO"
+
+
+# --- small and large opens, scratch opens ------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1000, (1 << 20) + 12345])
+def test_small_bundles_hash_inline_large_ones_on_threads_with_one_result(
+    parties: Parties, tmp_path: Path, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below about 1 MiB of content the digests run inline (no threads started per bundle);
+    above, on helper threads. Either way the members and the checks are the same, and a
+    flipped byte in the content is refused."""
+    from pki.bundle import _streams
+
+    started: list[bool] = []
+    real = _streams._hash_threads
+
+    def spy(threaded: bool = True) -> Any:
+        started.append(threaded)
+        return real(threaded)
+
+    monkeypatch.setattr("pki.bundle.opening._hash_threads", spy)
+    payload = os.urandom(size)
+    data, _opened = _roundtrip(parties, tmp_path, [("m.bin", payload)])
+    assert started == [size > (1 << 20)]
+    with pytest.raises(BundleError) as info:
+        lay = layout(data)  # a byte in the middle of the ciphertext
+        _open(parties, flip(data, (lay.ct_start + lay.signed_length) // 2), tmp_path / "tampered")
+    assert info.value.code in {"E_SIGNATURE", "E_DECRYPT"}
+    assert not (tmp_path / "tampered").exists()
+
+
+def test_scratch_open_skips_fsync_and_places_the_same_members(
+    parties: Parties, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``durable=False`` (the node's review copy) places the same members, all at once, with
+    no fsync; the default open fsyncs every member file and folder."""
+    import pki.bundle.opening as opening
+
+    members = [("a.csv", "身份证号,姓名\n".encode()), ("b.bin", os.urandom(70_000))]
+    data = seal_bytes(parties, members)
+    synced: list[object] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(opening.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(opening, "fsync_dir", lambda path: synced.append(path))
+    _open(parties, data, tmp_path / "durable")
+    assert len(synced) >= len(members) + 1
+    synced.clear()
+    _open(parties, data, tmp_path / "scratch", durable=False)
+    assert synced == []
+    for name, body in members:
+        assert (tmp_path / "scratch" / name).read_bytes() == body
+        assert (tmp_path / "durable" / name).read_bytes() == body
+
+
+def test_open_with_a_prior_verification_refuses_a_file_swapped_since(
+    parties: Parties, tmp_path: Path
+) -> None:
+    """The node opens what it verified moments before without a second verification pass;
+    a verification of another bundle, or a file changed since, is refused and nothing is
+    placed."""
+    assert parties.recipient.key is not None
+    first = seal_bytes(parties, [("a.csv", b"id\n1\n")])
+    other = seal_bytes(parties, [("a.csv", b"id\n2\n")])
+    src = tmp_path / "in.bundle"
+    src.write_bytes(first)
+    checked = verify(src, parties.trust, now=parties.now)
+
+    def open_with(name: str) -> OpenedBundle:
+        return open_bundle(
+            src,
+            tmp_path / name,
+            recipient_key=parties.recipient.key,  # type: ignore[arg-type]
+            recipient_cert=parties.recipient.certificate,
+            trust=parties.trust,
+            now=parties.now,
+            verified=checked,
+        )
+
+    opened = open_with("ok")
+    assert (tmp_path / "ok" / "a.csv").read_bytes() == b"id\n1\n"
+    assert opened.verified is checked
+    src.write_bytes(other)  # swapped after the verification: another, validly signed bundle
+    with pytest.raises(BundleError) as info:
+        open_with("swapped")
+    assert info.value.code == "E_SIGNATURE"
+    assert not (tmp_path / "swapped").exists()
+    lay = layout(first)
+    src.write_bytes(flip(first, (lay.ct_start + lay.signed_length) // 2))  # or changed in place
+    with pytest.raises(BundleError) as info:
+        open_with("changed")
+    assert info.value.code in {"E_SIGNATURE", "E_DECRYPT"}
+    assert not (tmp_path / "changed").exists()

@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from exchange_common.errors import CertificateError, InputError
+from pki import verify as verify_module
 from pki.identity import Role, parse_networks
 from pki.keys import fingerprint
 from pki.verify import TrustStore, load_crls, verify_certificate
@@ -251,3 +252,26 @@ def test_load_crls_errors(tmp_path: Path, content: bytes | None, code: str) -> N
     with pytest.raises(InputError) as info:
         load_crls(path)
     assert info.value.code == code
+
+
+def test_crl_signature_memo_never_turns_a_forged_crl_valid(catalogue: dict[str, Scenario]) -> None:
+    """CRL signatures are remembered per (CRL, issuer): a CRL in the issuer's name signed by
+    another key stays refused however often it is checked, and checking the valid material
+    first or after it changes nothing."""
+    forged, valid = (
+        catalogue["crl-wrong-key"],
+        next(sc for sc in catalogue.values() if sc.expect is None),
+    )
+    for _ in range(3):
+        assert _verify(valid) is not None
+        with pytest.raises(CertificateError) as info:
+            _verify(forged)
+        assert info.value.code == "E_CRL_INVALID"
+    # the memo is per issuer: a CRL that verifies under its issuer does not under another key
+    cas = [*valid.trust.roots, *valid.trust.intermediates]
+    pairs = [(crl, ca) for crl in valid.trust.crls for ca in cas if crl.issuer == ca.subject]
+    assert pairs
+    for crl, ca in pairs:
+        assert verify_module._crl_signed_by(crl, ca)
+        assert not verify_module._crl_signed_by(crl, valid.leaf)
+        assert verify_module._crl_signed_by(crl, ca)

@@ -22,6 +22,8 @@ from exchange_common.errors import InputError
 from exchange_common.fs import atomic_write, sha256_file
 
 INDEX_NAME = "index.json"
+#: Parsed catalog versions a store keeps (the newest few are what bundles refer to).
+PARSED_KEPT = 8
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ class CatalogStore:
 
     root: Path
     _index: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+    #: Parsed versions by the SHA-256 of their file: a long-lived store (the pipeline's)
+    #: parses each version once, not once per bundle. The file is still read and its digest
+    #: checked at every load.
+    _parsed: dict[str, Catalog] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def for_home(cls, home: Path) -> CatalogStore:
@@ -109,7 +115,13 @@ class CatalogStore:
                 f"its recorded SHA-256",
                 code="E_TAMPERED",
             )
-        return CatalogVersion(**entry), parse_catalog(data.decode(), source=str(path))
+        catalog = self._parsed.get(entry["sha256"])
+        if catalog is None:
+            catalog = parse_catalog(data.decode(), source=str(path))
+            while len(self._parsed) >= PARSED_KEPT:
+                del self._parsed[next(iter(self._parsed))]
+            self._parsed[entry["sha256"]] = catalog
+        return CatalogVersion(**entry), catalog
 
     def publish(
         self, source: Path, *, now: dt.datetime | None = None

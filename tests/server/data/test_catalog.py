@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from exchange_common.catalog import (
+    Catalog,
     SharingType,
     check_access,
     diff_catalogs,
@@ -290,3 +291,33 @@ def test_cli_publish_list_show_diff(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "feedback_days: 5 -> 4" in r.output
     r = runner.invoke(app, ["catalog", "show", "--home", str(home), "--version", "9"])
     assert r.exit_code == 3 and "E_NOT_FOUND" in r.output
+
+
+def test_a_store_parses_each_version_once_and_still_checks_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline loads the catalog for every bundle: the parse is kept per file digest,
+    while the file is read and checked against its recorded SHA-256 at every load."""
+    from exchange_server.data.catalog import store as store_module
+
+    store = CatalogStore.for_home(tmp_path)
+    src = tmp_path / "c.toml"
+    src.write_text(SMALL, encoding="utf-8")
+    store.publish(src)
+    parsed: list[str] = []
+    real = store_module.parse_catalog
+
+    def counting(text: str, *, source: str = "catalog") -> Catalog:
+        parsed.append(source)
+        return real(text, source=source)
+
+    monkeypatch.setattr(store_module, "parse_catalog", counting)
+    first = store.load()[1]
+    assert all(store.load()[1] is first for _ in range(5))
+    assert len(parsed) == 1
+    published = tmp_path / "catalog" / "v1.toml"
+    published.chmod(0o644)
+    published.write_text(SMALL.replace("测试目录", "改过的目录"), encoding="utf-8")
+    with pytest.raises(InputError) as e:
+        store.load()
+    assert e.value.code == "E_TAMPERED"
