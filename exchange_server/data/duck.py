@@ -4,25 +4,14 @@ Datasets at rest are Parquet encrypted by DuckDB (AES-GCM, footer key) under the
 (decision 0003). Writing encrypted Parquet needs DuckDB's OpenSSL crypto, which comes with the
 ``httpfs`` extension; the extension file ships in the ``duckdb-extension-httpfs`` wheel and is
 loaded from there by path, so nothing is downloaded at run time.
-
-DuckDB checks an extension's signature at every ``LOAD``: about 90 ms for the 21 MB file, which
-every bundle paid once or twice (a connection per ingest, per persons list, per answer). A
-process now copies the file once into a private folder (0700, the file 0400), has DuckDB load
-that copy *with* its signature check, and later connections load the same private copy without
-the check (``allow_unsigned_extensions``, with auto-loading and auto-installing of any other
-extension off). Decision 0010.
 """
 
 from __future__ import annotations
 
-import atexit
 import base64
 import contextlib
 import re
 import secrets
-import shutil
-import tempfile
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,38 +43,6 @@ def _httpfs_path() -> Path:
             code="E_INSTALL",
         )
     return path
-
-
-_verified: Path | None = None
-_verified_lock = threading.Lock()
-
-
-def _verified_httpfs() -> Path:
-    """This process's private copy of the httpfs extension, its signature checked by DuckDB
-    once (raises duckdb.Error if the check fails: the copy is then never used)."""
-    global _verified
-    with _verified_lock:
-        if _verified is not None and _verified.is_file():
-            return _verified
-        folder = Path(tempfile.mkdtemp(prefix="exchange-duckdb-"))  # 0700, this user's
-        atexit.register(shutil.rmtree, folder, True)
-        copy = folder / "httpfs.duckdb_extension"
-        shutil.copyfile(_httpfs_path(), copy)
-        copy.chmod(0o400)
-        probe = duckdb.connect(config=dict(_CONFIG))  # signatures checked
-        try:
-            probe.execute(f"LOAD {quote_literal(str(copy))}")
-        finally:
-            probe.close()
-        _verified = copy
-        return copy
-
-
-#: No extension is ever fetched or loaded by itself: only the one loaded by path below.
-_CONFIG: dict[str, str | bool | int | float | list[str]] = {
-    "autoinstall_known_extensions": False,
-    "autoload_known_extensions": False,
-}
 
 
 def load_data_key(home: Path, *, create: bool = True) -> str:
@@ -122,11 +79,10 @@ def connect(
 
     Progress bars are off; ``threads``/``memory_limit``/``temp_directory`` are applied when given.
     """
-    extension = _verified_httpfs()
-    con = duckdb.connect(config={**_CONFIG, "allow_unsigned_extensions": True})
+    con = duckdb.connect(config={"autoinstall_known_extensions": False})
     try:
         con.execute("SET enable_progress_bar = false")
-        con.execute(f"LOAD {quote_literal(str(extension))}")
+        con.execute(f"LOAD '{_httpfs_path()}'")
         if data_key is not None:
             if not _B64.fullmatch(data_key):
                 raise InputError("the node data key is not base64", code="E_DATA_KEY")
