@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ from exchange_server.admin.home import create_home
 from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.synthetic import persons_sql, write_dataset
 from exchange_server.node import Node
+from exchange_server.pipeline.stages import parse_timings
 from exchange_server.store.registry import add_department
 from pki.ca import CertificateAuthority
 from pki.identity import DeptCode, Role, parse_networks
@@ -444,6 +446,22 @@ def _run_node_stage(root: Path, ca_dir: Path, certs: Path, step: Callable[[str],
                     f"{rec.get('receipt_for')}: {rec.get('verdict')} "
                     f"(opened in {clients / code / 'received' / 'receipt'})"
                 )
+        step(_stage_summary(root / "node.log"))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def _stage_summary(log: Path) -> str:
+    """One line on where the pipeline spent its time, from its timings lines in ``log``."""
+    lines = [t for t in map(parse_timings, log.read_text("utf-8", "replace").splitlines()) if t]
+    if not lines:
+        return "the node logged no stage timings"
+    stages = {k for t in lines for k in t if k not in {"total", "queued"}}
+    median = {k: statistics.median(t.get(k, 0.0) for t in lines) for k in stages}
+    slowest = max(median, key=lambda k: median[k])
+    total = statistics.median(t.get("total", 0.0) for t in lines)
+    return (
+        f"the pipeline timed each of its {len(lines)} uploads by stage ({log.name}): median "
+        f"{total:.0f} ms in all, the longest stage {slowest} ({median[slowest]:.0f} ms)"
+    )

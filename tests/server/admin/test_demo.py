@@ -36,6 +36,9 @@ def test_demo_builds_a_verifiable_world(tmp_path: Path) -> None:
                for s in result.steps)  # fmt: skip
     assert any("segment 2 (final; answered)" in s for s in result.steps)
     assert any("status of the query: answered" in s for s in result.steps)
+    # every upload of the demo (人社's push and answer, 民政's query) was timed by stage
+    timed = [s for s in result.steps if s.startswith("the pipeline timed each of its")]
+    assert len(timed) == 1 and int(timed[0].split()[6]) >= 3, timed
 
 
 def test_demo_refuses_to_overwrite_without_fresh(tmp_path: Path) -> None:
