@@ -299,6 +299,13 @@ class Runner:
                     item = _Item(item.row.model_copy(update={"dept_code": signer or ""}))
                 invalid.append((item, self._decide(item, event, now)))
                 continue
+            if source != self.spool.incoming_path(u):
+                # Its rejection was under way when the node stopped (the file already in the
+                # quarantine, its receipt perhaps sent): it is never admitted now, even if it
+                # would pass today (a CRL renewed meanwhile); the receipt sent is kept.
+                why = "the node stopped while rejecting this bundle; its receipt says why"
+                invalid.append((item, self._decide(item, BundleInvalid("E_NODE_FAULT", why), now)))
+                continue
             facts = BundleFacts(
                 bundle_id=str(vb.header.bundle_id),
                 kind=vb.header.kind.value,

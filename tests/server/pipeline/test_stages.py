@@ -122,3 +122,36 @@ def test_batched_rejections_crash_before_their_record_send_no_second_receipt(
     assert sorted(p.name for p in outbox.glob("receipt-*")) == sorted(receipt_name(i) for i in ids)
     with world.node.session() as s:
         assert verify_chain(s) > 0
+
+
+def test_a_bundle_whose_rejection_crashed_is_never_admitted_on_the_redo(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused for a passing reason (a stale CRL), the node stops after the receipt and before
+    the record; on the redo the bundle would verify, but its sender already holds a rejection:
+    it stays rejected (E_NODE_FAULT in the store), one receipt, nothing stored or routed."""
+    up = world.upload("RS330100", world.seal("RS330100"))
+    real_verify, real_append = runner_module.verify, runner_module.append_events
+
+    def stale(*args: object, **kwargs: object) -> object:
+        raise runner_module.BundleError("bundle rejected: stale CRL", code="E_CRL_STALE")
+
+    def crash(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("killed between the receipt and the record")
+
+    monkeypatch.setattr(runner_module, "verify", stale)
+    monkeypatch.setattr(runner_module, "append_events", crash)
+    with pytest.raises(RuntimeError):
+        world.ingest.process_batch([up])
+    receipt = world.ingest.spool.outbox("RS330100") / receipt_name(up)
+    sent = receipt.read_bytes()
+    monkeypatch.setattr(runner_module, "verify", real_verify)
+    monkeypatch.setattr(runner_module, "append_events", real_append)
+    assert world.ingest.process_batch([up])[up].value == "rejected"
+    assert receipt.read_bytes() == sent
+    with world.node.session() as s:
+        row = s.get(Upload, up)
+        assert row is not None and row.reason_code == "E_NODE_FAULT"
+        assert verify_chain(s) > 0
+    assert list(world.ingest.spool.store.iterdir()) == []
+    assert (world.ingest.spool.quarantine / up).is_file()
