@@ -15,6 +15,7 @@ import typer
 
 from exchange_common.cli import EXIT_CODES_HELP, console, emit_json, err_console, fail_on_error
 from exchange_common.errors import InputError
+from exchange_server.admin.audit_cli import audit_app
 from exchange_server.admin.calendar_cli import calendar_app
 from exchange_server.admin.catalog_cli import catalog_app
 from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
@@ -213,6 +214,7 @@ app.add_typer(calendar_app, name="calendar")
 app.add_typer(query_app, name="query")
 app.command(name="status")(status)
 app.add_typer(upload_app, name="upload")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

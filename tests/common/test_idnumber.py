@@ -33,7 +33,7 @@ from exchange_common.idnumber import (
     normalize_id,
     region_codes,
 )
-from exchange_common.masking import mask_id, mask_name
+from exchange_common.masking import mask_id, mask_id_numbers, mask_name
 from exchange_server.data.synthetic import REGIONS
 
 TODAY = dt.date(2026, 11, 22)
@@ -384,3 +384,15 @@ def test_any_single_change_is_detected(number: str, pos: int, char: str) -> None
     with pytest.raises(IdNumberError) as e:
         normalize_id(changed, today=TODAY)
     assert e.value.code in ("ID_CHARS", "ID_CHECKSUM", "ID_REGION", "ID_DATE")
+
+
+def test_mask_id_numbers_masks_numbers_standing_alone_and_keeps_codes_and_ids() -> None:
+    text = (
+        "person 330102199001011234 and 11010549123100x, old 110105491231002; "
+        "dept MZ330100 bundle 811dd1c6-35a4-410d-b4eb-213da1167328 phone 13800138000"
+    )
+    masked = mask_id_numbers(text)
+    assert "330102199001011234" not in masked and "330102********1234" in masked
+    assert "110105491231002" not in masked and "110105*****1002" in masked
+    assert "MZ330100" in masked and "811dd1c6-35a4-410d-b4eb-213da1167328" in masked
+    assert "13800138000" in masked  # not an ID number (11 digits): mask_text is for free text
