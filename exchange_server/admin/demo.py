@@ -120,7 +120,7 @@ def run_demo(root: Path, *, say: Callable[[str], None] = print, fresh: bool = Fa
     _run_node_stage(root, ca_dir, certs, step)
     result.not_built = [
         "revocation, recheck, objection and detail queries (the rest of the procedure)",
-        "the administrator's status, live view, metrics and verifiable audit proofs",
+        "the administrator's live view, metrics, web page and audit proofs (checkpoints, export)",
     ]
     return result
 
