@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from exchange_common.cli import console, emit_json, fail_on_error
 from exchange_common.errors import InputError, StoreError
 from exchange_common.masking import mask_id_numbers
-from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
+from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node, command_group
 from exchange_server.store.audit import verify_chain
 from exchange_server.store.models import AuditEvent, as_utc
 
@@ -28,9 +28,7 @@ __all__ = ["audit_app"]
 VERIFY_SCHEMA = "exchange-audit-verify/1"
 LIST_SCHEMA = "exchange-audit-list/1"
 
-audit_app = typer.Typer(
-    help="Read and verify the node's hash-chained audit trail.", no_args_is_help=True
-)
+audit_app = command_group("audit", "Read and verify the node's hash-chained audit trail.")
 
 
 def _event(ev: AuditEvent) -> dict[str, Any]:

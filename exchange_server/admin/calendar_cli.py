@@ -14,18 +14,15 @@ import typer
 
 from exchange_common.cli import console, emit_json, err_console, fail_on_error
 from exchange_common.workdays import PACKAGE_SOURCE, WorkCalendar, YearDays, local_date
-from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
+from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node, command_group
 from exchange_server.node import utcnow
 
 __all__ = ["calendar_app"]
 
-calendar_app = typer.Typer(
-    name="calendar",
-    help="The working-day calendar (工作日) deadlines are counted in: import the State "
+calendar_app = command_group(
+    "calendar",
+    "The working-day calendar (工作日) deadlines are counted in: import the State "
     "Council's holiday schedule for a year, show a year, list the covered years.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 _ONE_DAY = dt.timedelta(days=1)

@@ -13,19 +13,16 @@ import typer
 
 from exchange_common.cli import console, emit_json, fail_on_error
 from exchange_common.errors import InputError
-from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
+from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node, command_group
 from exchange_server.config import CONFIG_NAME
 from exchange_server.node import utcnow
 from exchange_server.store.audit import append_event
 
 __all__ = ["catalog_app"]
 
-catalog_app = typer.Typer(
-    name="catalog",
-    help="The data resource catalog (数据资源目录): publish, list, show and compare versions.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-    context_settings={"help_option_names": ["-h", "--help"]},
+catalog_app = command_group(
+    "catalog",
+    "The data resource catalog (数据资源目录): publish, list, show and compare versions.",
 )
 
 

@@ -13,18 +13,15 @@ import typer
 
 from exchange_common.cli import console, emit_json, err_console, fail_on_error, parse_time
 from exchange_common.errors import ExchangeError
-from exchange_server.admin.cli_shared import HomeOpt, JsonOpt
+from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, command_group
 from exchange_server.data.compare import RunResult
 
 __all__ = ["compare_app"]
 
-compare_app = typer.Typer(
-    name="compare",
-    help="Cross-comparison rules (定期交叉比对): flag roster persons found in other departments' "
+compare_app = command_group(
+    "compare",
+    "Cross-comparison rules (定期交叉比对): flag roster persons found in other departments' "
     "data and deliver the list to the owning department.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 RulesOpt = Annotated[

@@ -14,19 +14,16 @@ import typer
 
 from exchange_common.cli import console, emit_json, fail_on_error
 from exchange_common.errors import InputError
-from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
+from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node, command_group
 from exchange_server.node import utcnow
 from exchange_server.store.registry import DepartmentView
 from pki.keys import load_certificates
 
 __all__ = ["dept_app"]
 
-dept_app = typer.Typer(
-    name="dept",
-    help="The department registry: who may connect, from where, with which keys.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-    context_settings={"help_option_names": ["-h", "--help"]},
+dept_app = command_group(
+    "dept",
+    "The department registry: who may connect, from where, with which keys.",
 )
 
 

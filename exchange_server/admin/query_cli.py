@@ -17,7 +17,7 @@ from rich.table import Table
 
 from exchange_common.cli import console, emit_json, fail_on_error, parse_time
 from exchange_common.errors import InputError
-from exchange_server.admin.cli_shared import HomeOpt, JsonOpt
+from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, command_group
 from exchange_server.node import Node
 from exchange_server.pipeline.assembly import node_spool
 from exchange_server.pipeline.queries import resource_status
@@ -26,13 +26,10 @@ from exchange_server.store.models import Query, QueryResource, as_utc
 
 __all__ = ["query_app"]
 
-query_app = typer.Typer(
-    name="query",
-    help="Queries (查询申请) on this node: their resources, routing, deadlines and segments; "
+query_app = command_group(
+    "query",
+    "Queries (查询申请) on this node: their resources, routing, deadlines and segments; "
     "extend or terminate a relayed resource's deadline.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 ReasonOpt = Annotated[

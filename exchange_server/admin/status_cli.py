@@ -19,7 +19,7 @@ from sqlmodel import col, func, select
 
 from exchange_common.cli import console, emit_json, fail_on_error
 from exchange_common.errors import InputError
-from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
+from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node, command_group
 from exchange_server.crl import crl_status
 from exchange_server.node import Node, utcnow
 from exchange_server.store.audit import EventSpec, append_events
@@ -196,12 +196,9 @@ def status(home: HomeOpt, json_out: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
-upload_app = typer.Typer(
-    name="upload",
-    help="Uploads on this node: take up one the pipeline gave up on and holds.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-    context_settings={"help_option_names": ["-h", "--help"]},
+upload_app = command_group(
+    "upload",
+    "Uploads on this node: take up one the pipeline gave up on and holds.",
 )
 
 
