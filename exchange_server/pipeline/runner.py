@@ -287,7 +287,7 @@ class Runner:
             self.stages.queued(u, as_utc(item.row.received_at))
             if results[u] is not BundleState.RECEIVED:
                 continue
-            source = self._received(u)
+            source = self._or_quarantined(self.spool.incoming_path(u), u)
             try:
                 with self.stages.timed([u], "verify"):
                     vb = verify(source, trust, now=now, limits=self.node.config.limits)
@@ -395,15 +395,13 @@ class Runner:
         incoming = self.spool.incoming_path(row.id)
         if incoming.exists():
             incoming.replace(stored)
-        quarantined = self.spool.quarantine / row.id
-        return quarantined if not stored.exists() and quarantined.exists() else stored
+        return self._or_quarantined(stored, row.id)
 
-    def _received(self, upload_id: str) -> Path:
-        """A received upload's file: in ``incoming/``, or in the quarantine when a crash came
-        while it was being rejected (the redo then reaches the same verdict)."""
-        incoming = self.spool.incoming_path(upload_id)
+    def _or_quarantined(self, path: Path, upload_id: str) -> Path:
+        """``path``, or the upload's file in the quarantine when only that one exists: a crash
+        came while the upload was being rejected (its redo never admits it)."""
         quarantined = self.spool.quarantine / upload_id
-        return quarantined if not incoming.exists() and quarantined.exists() else incoming
+        return quarantined if not path.exists() and quarantined.exists() else path
 
     def _review_and_route(
         self, items: list[_Item], now: dt.datetime, checked: dict[str, VerifiedBundle]
