@@ -72,6 +72,10 @@ log = logging.getLogger(__name__)
 #: Refusals for the state of the node's CRL, not for the sender: its receipt finds the signer.
 _CRL_STATE = frozenset({"E_CRL_STALE", "E_CRL_MISSING", "E_CRL_INVALID"})
 
+#: Why an upload whose rejection a crash interrupted is rejected on its redo (its sender may
+#: already hold the first rejection receipt, which is kept: exactly once).
+_STOPPED_REJECTING = "the node stopped while rejecting this bundle; its receipt says why"
+
 #: Seconds before uploads whose processing failed (a node-side error) are tried again.
 RETRY_SECONDS = 5.0
 
@@ -303,8 +307,8 @@ class Runner:
                 # Its rejection was under way when the node stopped (the file already in the
                 # quarantine, its receipt perhaps sent): it is never admitted now, even if it
                 # would pass today (a CRL renewed meanwhile); the receipt sent is kept.
-                why = "the node stopped while rejecting this bundle; its receipt says why"
-                invalid.append((item, self._decide(item, BundleInvalid("E_NODE_FAULT", why), now)))
+                event = BundleInvalid("E_NODE_FAULT", _STOPPED_REJECTING)
+                invalid.append((item, self._decide(item, event, now)))
                 continue
             facts = BundleFacts(
                 bundle_id=str(vb.header.bundle_id),
@@ -428,6 +432,15 @@ class Runner:
             )
             touched.add(bundle.path.parent)
             event: Event
+            if bundle.path.parent == self.spool.quarantine:
+                # refused at review when the node stopped: never reviewed again (see above)
+                refused.append(
+                    (
+                        item,
+                        self._decide(item, ReviewRefused("E_NODE_FAULT", _STOPPED_REJECTING), now),
+                    )
+                )
+                continue
             try:
                 with self.stages.timed([row.id], "review"):
                     event = ReviewPassed(self.router.review(bundle))

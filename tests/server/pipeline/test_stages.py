@@ -12,6 +12,7 @@ import pytest
 
 from exchange_server.outbox.receipts import receipt_name
 from exchange_server.pipeline import runner as runner_module
+from exchange_server.pipeline.router import AcceptedBundle, Refusal
 from exchange_server.pipeline.stages import STAGES, StageTimes, parse_timings
 from exchange_server.store.audit import verify_chain
 from exchange_server.store.models import Upload
@@ -155,3 +156,46 @@ def test_a_bundle_whose_rejection_crashed_is_never_admitted_on_the_redo(
         assert verify_chain(s) > 0
     assert list(world.ingest.spool.store.iterdir()) == []
     assert (world.ingest.spool.quarantine / up).is_file()
+
+
+def test_a_bundle_whose_review_refusal_crashed_is_never_reviewed_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused at review, the node stops after the receipt and before the record; on the redo
+    the review would pass, but its sender already holds a rejection: it stays rejected
+    (E_NODE_FAULT in the store), one receipt, and the router never sees it again."""
+    up = world.upload("RS330100", world.seal("RS330100"))
+    router = world.ingest.router
+    real_review, real_append = router.review, runner_module.append_events
+    reviewed: list[str] = []
+
+    def refuse(bundle: AcceptedBundle) -> object:
+        raise Refusal("E_APPLICATION", "refused for the test")
+
+    def crash(*args: object, **kwargs: object) -> object:
+        if kwargs.get("now") is not None and calls["n"] > 0:
+            raise RuntimeError("killed between the receipt and the record")
+        calls["n"] += 1
+        return real_append(*args, **kwargs)  # type: ignore[arg-type]
+
+    calls = {"n": 0}
+    monkeypatch.setattr(router, "review", refuse)
+    monkeypatch.setattr(runner_module, "append_events", crash)  # admit passes, the record fails
+    with pytest.raises(RuntimeError):
+        world.ingest.process_batch([up])
+    receipt = world.ingest.spool.outbox("RS330100") / receipt_name(up)
+    sent = receipt.read_bytes()
+
+    def review(bundle: AcceptedBundle) -> object:
+        reviewed.append(bundle.upload_id)
+        return real_review(bundle)
+
+    monkeypatch.setattr(router, "review", review)
+    monkeypatch.setattr(runner_module, "append_events", real_append)
+    assert world.ingest.process_batch([up])[up].value == "rejected"
+    assert reviewed == [] and receipt.read_bytes() == sent
+    with world.node.session() as s:
+        row = s.get(Upload, up)
+        assert row is not None and row.reason_code == "E_NODE_FAULT"
+        assert verify_chain(s) > 0
+    assert list(world.ingest.spool.store.iterdir()) == []
