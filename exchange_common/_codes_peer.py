@@ -291,6 +291,20 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         "the node's log.",
     ),
     (
+        "E_CHECKPOINT",
+        _PEER,
+        "An audit checkpoint failed verification.",
+        "The checkpoint note is malformed or not signed by the node's key: obtain the node's "
+        "certificate and a checkpoint straight from the node's administrator.",
+    ),
+    (
+        "E_EXTRACT",
+        _PEER,
+        "An audit extract failed verification.",
+        "An event or proof in the extract does not match the node's signed checkpoint: the "
+        "extract was altered or is not the node's; ask the node's administrator for a new one.",
+    ),
+    (
         "E_TOO_LARGE",
         _PEER,
         "The upload exceeds the maximum upload size.",

@@ -16,6 +16,7 @@ from exchange_common.limits import Limits
 
 __all__ = [
     "CONFIG_NAME",
+    "AuditConfig",
     "DeadlineConfig",
     "NodeConfig",
     "SFTPConfig",
@@ -79,6 +80,19 @@ class DeadlineConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The audit trail's checkpoints and person digests (docs/audit.md)."""
+
+    #: Seconds between two signed checkpoints while ``serve`` runs (one more at shutdown).
+    checkpoint_seconds: int = 60
+    #: The node audit key (32 random bytes, owner-only), made on first use: ID numbers appear
+    #: in the trail only as HMAC-SHA256 digests under it.
+    key: str = "node/audit.key"
+    #: Where the newest signed checkpoint is published as a file (copy it off the node).
+    checkpoint_file: str = "audit/checkpoint"
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything a node process needs to know, with paths resolved against ``home``."""
 
@@ -97,6 +111,7 @@ class NodeConfig:
     #: The one limits object (bundle sizes and counts, uploads, connections, login time).
     limits: Limits = field(default_factory=Limits)
     deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def path(self, value: str) -> Path:
         """Resolve a configured path against the node home."""
@@ -150,6 +165,11 @@ def load_config(home: Path) -> NodeConfig:
     sftp_raw, security_raw = dict(raw.pop("sftp", {})), dict(raw.pop("security", {}))
     limits_raw = dict(raw.pop("limits", {}))
     deadlines = _take(DeadlineConfig, dict(raw.pop("deadlines", {})), "deadlines")
+    audit = _take(AuditConfig, dict(raw.pop("audit", {})), "audit")
+    if not 1 <= audit.checkpoint_seconds <= 86400:
+        raise InputError(
+            f"{path}: audit.checkpoint_seconds must be from 1 to 86400", code="E_CONFIG"
+        )
     for name in ("escalate_after_days", "suspend_limit_days", "start_days", "tick_seconds"):
         if not 1 <= getattr(deadlines, name) <= 366:
             raise InputError(f"{path}: deadlines.{name} must be from 1 to 366", code="E_CONFIG")
@@ -183,6 +203,7 @@ def load_config(home: Path) -> NodeConfig:
             "security": security,
             "limits": limits,
             "deadlines": deadlines,
+            "audit": audit,
         },
         "node",
     )
@@ -201,10 +222,10 @@ def render_config(cfg: NodeConfig) -> str:
 
     lines = ["# Node configuration; see docs/configuration.md", "[node]"]
     for f in fields(NodeConfig):
-        if f.name in {"home", "sftp", "security", "limits", "deadlines"}:
+        if f.name in {"home", "sftp", "security", "limits", "deadlines", "audit"}:
             continue
         lines.append(f"{f.name} = {val(getattr(cfg, f.name))}")
-    for section in ("sftp", "security", "limits", "deadlines"):
+    for section in ("sftp", "security", "limits", "deadlines", "audit"):
         lines += ["", f"[{section}]"]
         obj = getattr(cfg, section)
         lines += [f"{f.name} = {val(getattr(obj, f.name))}" for f in fields(obj)]

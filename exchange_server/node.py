@@ -7,7 +7,9 @@ without a restart.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from exchange_common.errors import InputError
+from exchange_common.fs import atomic_write, private_dir
 from exchange_server.config import NodeConfig, load_config
 from exchange_server.store.db import open_store, writer
 from pki.keys import PrivateKey, load_certificates, load_private_key
@@ -40,6 +43,7 @@ class Node:
     _trust: TrustStore | None = field(default=None, repr=False)
     _trust_stamp: tuple[float, float] | None = field(default=None, repr=False)
     _identity: tuple[list[x509.Certificate], PrivateKey] | None = field(default=None, repr=False)
+    _audit_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, home: Path) -> Node:
@@ -86,3 +90,25 @@ class Node:
             key = load_private_key(self.config.path(self.config.key))
             self._identity = (chain, key)
         return self._identity
+
+    def audit_key(self) -> bytes:
+        """The node audit key (``[audit] key``): 32 random bytes, owner-only, made atomically
+        on first use (two processes racing both end up with the first one written).
+
+        ID numbers reach the audit trail only as HMAC-SHA256 digests under it, so the trail
+        holds no number while ``audit person`` can still find a person. Raises ``InputError``
+        ``E_KEY_FORMAT`` for a key file that is not 32 bytes.
+        """
+        if self._audit_key is None:
+            path = self.config.path(self.config.audit.key)
+            if not path.exists():
+                private_dir(path.parent)
+                with contextlib.suppress(FileExistsError):
+                    atomic_write(path, secrets.token_bytes(32), 0o600, exclusive=True)
+            key = path.read_bytes()
+            if len(key) != 32:
+                raise InputError(
+                    f"audit key {path} holds {len(key)} bytes, not 32", code="E_KEY_FORMAT"
+                )
+            self._audit_key = key
+        return self._audit_key

@@ -23,6 +23,7 @@ from exchange_common.cli import (
 )
 from exchange_common.errors import CAError, CertificateError, InputError
 from exchange_common.fs import atomic_write
+from pki.audit_cli import audit_app
 from pki.bundle_cli import bundle_app
 from pki.ca import (
     CA_PASSPHRASE_ENV,
@@ -443,6 +444,7 @@ def verify(
 
 
 app.add_typer(bundle_app, name="bundle")
+app.add_typer(audit_app, name="audit")
 
 
 def main() -> None:

@@ -30,12 +30,14 @@ from pathlib import Path
 import duckdb
 
 from exchange_common.idnumber import china_today
+from exchange_common.masking import mask_id_numbers
 from exchange_common.tables.persons import PERSON_HEADERS, persons_columns, persons_sql
 from exchange_common.tables.source import describe, table_source, unreadable
 from exchange_common.tables.sql import quote_literal
 from exchange_server.data.duck import KEY_NAME, encrypted_scan
+from exchange_server.store.audit import PersonRef, person_digest
 
-__all__ = ["PERSON_HEADERS", "PersonsCheck", "persons_columns", "prepare_persons"]
+__all__ = ["PERSON_HEADERS", "PersonsCheck", "audit_persons", "persons_columns", "prepare_persons"]
 
 
 @dataclass(frozen=True)
@@ -94,3 +96,18 @@ def prepare_persons(
     if check.bad_ids or (check.unauthorized and not keep_unauthorized):
         target.unlink(missing_ok=True)
     return check
+
+
+def audit_persons(con: duckdb.DuckDBPyConnection, persons: Path, key: bytes) -> list[PersonRef]:
+    """The persons of a prepared list as the audit trail keeps them, in file order: the keyed
+    digest of each ID number (:func:`~exchange_server.store.audit.person_digest`, never the
+    number) and the authorization reference with any ID number in it masked, cut to 64
+    characters. ``con`` must have the data key registered."""
+    rows = con.execute(
+        f'SELECT id_number, "authorization" FROM {encrypted_scan(persons, row_numbers=True)} '
+        "ORDER BY file_row_number"
+    ).fetchall()
+    return [
+        (person_digest(key, str(number)), mask_id_numbers(str(auth))[:64] if auth else None)
+        for number, auth in rows
+    ]

@@ -1,8 +1,9 @@
 """``exchange-server serve``: the node process around the SFTP front.
 
 :func:`run` recovers interrupted work before the listener opens (so recovery never races a live
-upload), starts the SFTP front, the pipeline in its own process and the drop-folder watcher, and
-stops them all in order on SIGINT or SIGTERM. :func:`~exchange_common.cli.setup_logging` is the node's one log format.
+upload), starts the SFTP front, the pipeline in its own process, the drop-folder watcher and the
+audit checkpoints (every ``[audit] checkpoint_seconds``), and stops them all in order on SIGINT
+or SIGTERM, signing a last checkpoint after the pipeline has stopped. :func:`~exchange_common.cli.setup_logging` is the node's one log format.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.assembly import handover_to_process, node_spool
 from exchange_server.pipeline.process import PipelineProcess
 from exchange_server.pipeline.runner import recover_spool
+from exchange_server.store.checkpoints import checkpoint_now
 
 __all__ = [
     "run",
@@ -28,6 +30,27 @@ __all__ = [
 
 #: Process lifecycle (the same logger the SFTP front's accept loop uses).
 srv_log = logging.getLogger("exchange_server.front.server")
+
+
+def _checkpoint(node: Node) -> None:
+    """Sign and publish a checkpoint of the audit trail; a failure is logged, never fatal
+    (the trail itself is unaffected, and the next interval tries again)."""
+    try:
+        row = checkpoint_now(node, utcnow())
+    except ExchangeError as e:
+        srv_log.error("audit checkpoint failed: %s", e)
+    except Exception:
+        srv_log.exception("audit checkpoint failed")
+    else:
+        if row is not None:
+            srv_log.info("audit checkpoint signed: %d events, root %s", row.size, row.root[:16])
+
+
+async def _checkpoints(node: Node) -> None:
+    """Checkpoint the audit trail every ``[audit] checkpoint_seconds`` until cancelled."""
+    while True:
+        await asyncio.sleep(node.config.audit.checkpoint_seconds)
+        await asyncio.to_thread(_checkpoint, node)
 
 
 async def _serve(node: Node, host: str, port: int) -> None:
@@ -56,6 +79,7 @@ async def _serve(node: Node, host: str, port: int) -> None:
     bound_host, bound_port = await front.start(host, port)
     pipeline.start()
     supervisor = asyncio.create_task(pipeline.supervise(), name="pipeline-supervisor")
+    checkpoints = asyncio.create_task(_checkpoints(node), name="audit-checkpoints")
     drop = DropFolder(ingest, node.config.path(node.config.drop))
     await asyncio.to_thread(drop.start)
     srv_log.info("node %s serving SFTP on %s:%d", node.config.code, bound_host, bound_port)
@@ -67,9 +91,14 @@ async def _serve(node: Node, host: str, port: int) -> None:
         await asyncio.to_thread(drop.stop)
         await front.close()
         supervisor.cancel()
+        checkpoints.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
+        with contextlib.suppress(asyncio.CancelledError):
+            await checkpoints
         await asyncio.to_thread(pipeline.stop)
+        # The last checkpoint covers everything the node did, the pipeline's work included.
+        await asyncio.to_thread(_checkpoint, node)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     srv_log.info("stopped")

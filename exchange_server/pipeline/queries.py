@@ -17,7 +17,8 @@ is repeated until it is recorded. :meth:`QueryBook.deliver_pending` redelivers w
 left assigned but unrecorded.
 
 Files per query in ``spool/queries/<QUERY>/``: ``application.json``, ``persons.parquet``
-(encrypted under the node data key), ``answers/`` (per provider's answer its facts, and its
+(encrypted under the node data key), ``persons.audit.json`` (the persons' keyed digests for the
+audit trail), ``answers/`` (per provider's answer its facts, and its
 merged content until route moves it into ``segments/``) and ``segments/`` (content waiting for
 delivery; plaintext only while it waits). The answer itself is kept as its signed, encrypted
 bundle in ``spool/store``.
@@ -82,6 +83,8 @@ RELAY_PERSON_HEADERS = ("授权编号", "姓名")
 
 #: A query's folder of providers' answers.
 ANSWERS = "answers"
+#: The persons as the audit trail names them (keyed digests, masked authorizations).
+PERSONS_AUDIT = "persons.audit.json"
 
 
 def result_name(query_id: str, segment: int = 1) -> str:
@@ -214,6 +217,8 @@ class QueryBook:
         """Record the query and its resources once (a repeat after a crash changes nothing);
         ``suspended`` persons without an authorization reference make it ``suspended``."""
         now = self.clock()
+        kept = json.loads((self.folder(query_id) / PERSONS_AUDIT).read_text("utf-8"))
+        people = [(str(d), a) for d, a in kept]  # keyed digests: the trail holds no ID number
         try:
             with self.node.session() as s:
                 if s.get(Query, query_id) is not None:
@@ -262,6 +267,7 @@ class QueryBook:
                                 "resources": [p.as_json() for p in plans],
                                 "suspended": suspended,
                             },
+                            persons=people,
                         )
                     ],
                     now=now,

@@ -67,7 +67,7 @@ from exchange_common.masking import peer_token
 from exchange_server.data.catalog import CatalogStore
 from exchange_server.data.datasets import DatasetStore
 from exchange_server.data.engine import parse_time_range
-from exchange_server.data.persons import PERSON_HEADERS, prepare_persons
+from exchange_server.data.persons import PERSON_HEADERS, audit_persons, prepare_persons
 from exchange_server.node import Node, utcnow
 from exchange_server.outbox.writer import Outbox
 from exchange_server.pipeline.answering import answer_hosted, check_answer, place_answer
@@ -86,7 +86,7 @@ from exchange_server.pipeline.plans import (
     plan_json,
     plan_resources,
 )
-from exchange_server.pipeline.queries import QueryBook, result_name
+from exchange_server.pipeline.queries import PERSONS_AUDIT, QueryBook, result_name
 from exchange_server.pipeline.relays import send_relays
 from exchange_server.pipeline.router import AcceptedBundle, Refusal, RouteOutcome
 from exchange_server.pipeline.suspension import check_supplement, resume
@@ -108,6 +108,8 @@ log = logging.getLogger(__name__)
 
 #: In an answer's or a supplement's work folder: the relay or query it refers to, for route.
 _POINTER = "reply.json"
+#: What a checked query leaves for route to keep in its folder.
+_QUERY_FILES = ("persons.parquet", "application.json", PERSONS_AUDIT)
 
 
 def _point(work: Path, pointer: dict[str, str]) -> None:
@@ -409,6 +411,9 @@ class Workflow:
         con = self.datasets.connect(target.parent)
         try:
             check = prepare_persons(con, table, target, keep_unauthorized=True)
+            if not check.bad_ids:  # the trail's view: keyed digests, on the same connection
+                people = audit_persons(con, target, self.node.audit_key())
+                (target.parent / PERSONS_AUDIT).write_text(json.dumps(people), "utf-8")
         except InputError as e:
             raise Refusal(e.code, e.message, detail=e.detail) from None
         finally:
@@ -462,10 +467,10 @@ class Workflow:
         folder = self.book.folder(query_id)
         if self.book.query(query_id) is None:
             work = self._work(bundle.upload_id)
-            if not (work / "application.json").exists() or not (work / "persons.parquet").exists():
+            if not all((work / n).exists() for n in _QUERY_FILES):
                 self.review(bundle)  # crash after the receipt: prepare again (same outcome)
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            for name in ("persons.parquet", "application.json"):
+            for name in _QUERY_FILES:
                 fsync_file(work / name)  # review wrote them as scratch; the query keeps them
                 (work / name).replace(folder / name)
             fsync_dir(folder)

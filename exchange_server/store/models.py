@@ -268,6 +268,34 @@ class AuditEvent(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed checkpoint of the audit trail: the first ``size`` events' RFC 9162 Merkle
+    ``root`` (hex) in a C2SP signed note, and the tree's right edge (``frontier``, JSON list of
+    hex hashes) from which the next checkpoint continues. Never updated or deleted."""
+
+    __tablename__ = "audit_checkpoint"
+
+    size: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    at: dt.datetime = Field(sa_column=_utc_column())
+    root: str = Field(max_length=64)
+    note: str
+    frontier: str
+
+
+class AuditPerson(SQLModel, table=True):
+    """One person of an audited query (``seq`` is its ``query.opened`` event): the keyed digest
+    of the ID number (HMAC-SHA256 under the node's audit key, never the number) and the
+    authorization reference (``auth_ref``), masked. ``position`` orders the leaves of the event's
+    ``person_root`` Merkle tree, which the event's hash covers."""
+
+    __tablename__ = "audit_person"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    position: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    digest: str = Field(max_length=64, index=True)
+    auth_ref: str | None = Field(default=None, max_length=64)
+
+
 class DatasetVersion(SQLModel, table=True):
     """One stored version of a catalog resource's dataset (归集): a full snapshot or an increment.
 

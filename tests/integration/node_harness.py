@@ -155,8 +155,10 @@ class NodeHarness:
         host: str = "127.0.0.1",
         intermediate: bool = False,
         database: str | None = None,
+        audit: dict[str, Any] | None = None,
     ):
         self.root = Path(root)
+        self.audit_settings = dict(audit or {})
         self.database = database
         self.intermediate = intermediate
         self.specs = list(departments)
@@ -216,6 +218,7 @@ class NodeHarness:
             limits=dataclasses.replace(
                 cfg.limits, **{k: v for k, v in overrides.items() if k in in_limits}
             ),
+            audit=dataclasses.replace(cfg.audit, **self.audit_settings),
         )
         atomic_write(self.home / CONFIG_NAME, render_config(cfg).encode())
         CatalogStore.for_home(self.home).publish(EXAMPLE_CATALOG)

@@ -17,6 +17,12 @@ from pathlib import Path
 import pytest
 
 from exchange_server.store.audit import verify_chain
+from exchange_server.store.checkpoints import (
+    node_public_key,
+    origin_for,
+    published_checkpoint,
+    verify_trail,
+)
 from tests.integration.node_harness import DeptSpec, NodeHarness, wait_until
 from tests.server.conftest import _PG_PROBLEM, PG_URL, pg_schema_url
 
@@ -86,3 +92,12 @@ def test_two_processes_on_one_state_process_each_upload_once(
         assert set(receipts.values()) == {1}
         with a.node() as node, node.session(write=False) as s:
             verify_chain(s)  # one audit chain, written by both processes
+        a.stop()  # b's shutdown checkpoint, then a's: one tree, signed by both processes
+        with a.node() as node, node.session(write=False) as s:
+            published = published_checkpoint(node)
+            assert published is not None
+            report = verify_trail(
+                s, node_public_key(node), origin_for(node.config.code), external=[published]
+            )
+            assert report.checkpoints >= 1 and report.newest is not None
+            assert report.newest.size == report.events

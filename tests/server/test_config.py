@@ -116,3 +116,25 @@ def test_the_example_configuration_loads(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[2] / "config" / "node.example.toml"
     cfg = load_config(_write(tmp_path, example.read_text("utf-8")))
     assert cfg.limits.max_upload_bytes == 64 << 30 and cfg.limits.max_members == 10_000
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[audit]\ncheckpoint_seconds = 0\n", "audit.checkpoint_seconds"),
+        ("[audit]\ncheckpoint_seconds = 90000\n", "audit.checkpoint_seconds"),
+        ('[audit]\ncheckpoint_seconds = "often"\n', "audit.checkpoint_seconds"),
+        ("[audit]\nwitness = 1\n", "witness"),
+    ],
+)
+def test_bad_audit_settings_are_refused_by_name(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(InputError) as e:
+        load_config(_write(tmp_path, NODE + text))
+    assert e.value.code == "E_CONFIG" and needle in e.value.message
+
+
+def test_audit_settings_load_and_render(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, NODE + '[audit]\ncheckpoint_seconds = 5\nkey = "k/a.key"\n'))
+    assert cfg.audit.checkpoint_seconds == 5 and cfg.path(cfg.audit.key) == tmp_path / "k/a.key"
+    again = load_config(_write(tmp_path, render_config(cfg)))
+    assert again.audit == cfg.audit

@@ -45,12 +45,14 @@ def test_migration_creates_tables_and_is_idempotent(engine: Engine) -> None:
         "upload",
         "seen_bundle",
         "audit_event",
+        "audit_checkpoint",
+        "audit_person",
         "dataset_version",
         "alembic_version",
     } <= names
     migrate(engine)  # second run changes nothing and does not fail
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
 
 
 def test_bad_url_is_a_store_error() -> None:
