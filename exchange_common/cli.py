@@ -1,4 +1,5 @@
-"""What the three CLIs share: error reporting, exit codes, JSON output, passphrase prompts.
+"""What the three CLIs share: error reporting, exit codes, JSON output, passphrase prompts,
+the log's set-up.
 
 Only CLIs import this module: it reads the environment and talks to the terminal, which the
 library code never does.
@@ -14,6 +15,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import types
 from collections.abc import Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
@@ -30,6 +33,7 @@ from rich.progress import (
 
 from exchange_common.codes import lookup
 from exchange_common.errors import ExchangeError, InputError
+from exchange_common.logs import LogSettings, forward, install
 
 __all__ = [
     "EXIT_CODES_HELP",
@@ -161,13 +165,53 @@ def prompt_passphrase(env: str, *, confirm: bool = False, what: str = "CA key") 
     return first.encode() if first else None
 
 
-def setup_logging() -> None:
-    """Log to stderr at INFO, one line per event (the node's and the pipeline's format)."""
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    # asyncssh logs every packet exchange at INFO; its warnings are what an operator needs.
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+def setup_logging(settings: LogSettings | None = None, *, to_parent: bool = False) -> None:
+    """Send this process's log where ``settings`` say (default: stderr, text, INFO); with
+    ``to_parent`` (the pipeline child of ``serve``) to the parent process instead, at
+    ``settings.level``, over stderr (:func:`exchange_common.logs.forward`).
+
+    Every line is masked (:mod:`exchange_common.logs`), and so is the traceback of an exception
+    nothing caught, in the main thread or another: it is logged (CRITICAL) instead of printed
+    raw to stderr. Raises :class:`InputError` ``E_CONFIG`` naming the log file when it cannot be
+    opened or another process writes it.
+    """
+    global _log_file
+    settings = settings if settings is not None else LogSettings()
+    if to_parent:
+        forward(settings.level)
+        _log_file = ""
+    else:
+        install(settings)
+        _log_file = settings.file
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+
+
+#: The file :func:`setup_logging` sends the log to ("" = stderr or the parent process).
+_log_file = ""
+_uncaught = logging.getLogger("exchange.uncaught")
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, tb: types.TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, tb)
+        return
+    _uncaught.critical("uncaught exception", exc_info=(kind, error, tb))
+    if _log_file:  # the terminal would show nothing: say where the traceback went
+        err_console.print(f"error: uncaught {kind.__name__}; see {_log_file}", markup=False)
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return  # as threading's own hook: a thread's exit is no error
+    name = args.thread.name if args.thread is not None else "?"
+    if args.exc_value is None:
+        _uncaught.critical("uncaught %s in thread %s", args.exc_type.__name__, name)
+        return
+    _uncaught.critical(
+        "uncaught exception in thread %s",
+        name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )

@@ -7,12 +7,13 @@ security setting must not be silently ignored). See docs/configuration.md for ev
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from exchange_common.errors import InputError
 from exchange_common.limits import Limits
+from exchange_common.logs import LogSettings
 
 __all__ = [
     "CONFIG_NAME",
@@ -112,11 +113,30 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    #: Where ``serve`` logs, at which level, in which format, rotated how.
+    log: LogSettings = field(default_factory=LogSettings)
 
     def path(self, value: str) -> Path:
         """Resolve a configured path against the node home."""
         p = Path(value)
         return p if p.is_absolute() else self.home / p
+
+    def log_settings(
+        self, *, file: str | None = None, level: str | None = None, fmt: str | None = None
+    ) -> LogSettings:
+        """``[log]`` with the ``serve --log-*`` options given here applied, and ``file``
+        resolved against the home (``""`` stays stderr).
+
+        Raises ``ValueError`` naming the key for a bad level or format.
+        """
+        log = self.log
+        if file is not None:
+            log = replace(log, file=file)
+        if level is not None:
+            log = replace(log, level=level)
+        if fmt is not None:
+            log = replace(log, format=fmt)
+        return replace(log, file=str(self.path(log.file))) if log.file else log
 
     @property
     def database_url(self) -> str:
@@ -189,6 +209,10 @@ def load_config(home: Path) -> NodeConfig:
         limits = _take(Limits, limits_raw, "limits")
     except ValueError as e:
         raise InputError(f"{path}: [limits] {e}", code="E_CONFIG") from None
+    try:
+        log = _take(LogSettings, dict(raw.pop("log", {})), "log")
+    except ValueError as e:
+        raise InputError(f"{path}: [log] {e}", code="E_CONFIG") from None
     if raw:
         raise InputError(f"{path}: unknown section(s) {', '.join(sorted(raw))}", code="E_CONFIG")
     for required in ("code", "name"):
@@ -204,6 +228,7 @@ def load_config(home: Path) -> NodeConfig:
             "limits": limits,
             "deadlines": deadlines,
             "audit": audit,
+            "log": log,
         },
         "node",
     )
@@ -222,10 +247,10 @@ def render_config(cfg: NodeConfig) -> str:
 
     lines = ["# Node configuration; see docs/configuration.md", "[node]"]
     for f in fields(NodeConfig):
-        if f.name in {"home", "sftp", "security", "limits", "deadlines", "audit"}:
+        if f.name in {"home", "sftp", "security", "limits", "deadlines", "audit", "log"}:
             continue
         lines.append(f"{f.name} = {val(getattr(cfg, f.name))}")
-    for section in ("sftp", "security", "limits", "deadlines", "audit"):
+    for section in ("sftp", "security", "limits", "deadlines", "audit", "log"):
         lines += ["", f"[{section}]"]
         obj = getattr(cfg, section)
         lines += [f"{f.name} = {val(getattr(obj, f.name))}" for f in fields(obj)]

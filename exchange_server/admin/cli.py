@@ -15,6 +15,7 @@ import typer
 
 from exchange_common.cli import EXIT_CODES_HELP, console, emit_json, err_console, fail_on_error
 from exchange_common.errors import InputError
+from exchange_common.logs import check_format, check_level
 from exchange_server.admin.audit_cli import audit_app
 from exchange_server.admin.calendar_cli import calendar_app
 from exchange_server.admin.catalog_cli import catalog_app
@@ -135,21 +136,61 @@ def serve(
     port: Annotated[
         int | None, typer.Option("--port", help="Listen port (default: config).")
     ] = None,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--log-file",
+            help="Log to this file, rotated by size (default: [log] file; '-' = stderr).",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: [log] level)."),
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option("--log-format", help="text or json lines (default: [log] format)."),
+    ] = None,
 ) -> None:
     """Run the node: the SFTP front and the ingest pipeline, until SIGINT/SIGTERM.
 
     Departments log in with their registered SSH key or their ministry X.509 certificate,
-    upload bundles into `/inbox` and download receipts and results from `/outbox`.
+    upload bundles into `/inbox` and download receipts and results from `/outbox`. The log
+    (both processes, ID numbers masked) goes where `[log]` in node.toml or the `--log-*`
+    options say.
 
     **Examples**
 
         exchange-server serve --home /srv/node
 
         exchange-server serve --home /srv/node --host 0.0.0.0 --port 2222
+
+        exchange-server serve --home /srv/node --log-file /var/log/exchange/node.log --log-format json
     """
     from exchange_server.front.serve import run
 
-    run(_node(home), host=host, port=port)
+    options = _log_options(log_file, log_level, log_format)
+    node = _node(home)
+    run(node, host=host, port=port, log=node.config.log_settings(**options))
+
+
+def _log_options(file: Path | None, level: str | None, fmt: str | None) -> dict[str, str]:
+    """The ``--log-*`` options given, as ``log_settings`` arguments; a bad one is an
+    :class:`InputError` ``E_USAGE`` naming it (before the home is even opened)."""
+    options: dict[str, str] = {}
+    if file is not None:
+        options["file"] = "" if str(file) == "-" else str(file.absolute())
+    try:
+        if level is not None:
+            options["level"] = check_level(level)
+    except ValueError as e:
+        raise InputError(f"--log-level {e}", code="E_USAGE") from None
+    try:
+        if fmt is not None:
+            options["fmt"] = check_format(fmt)
+    except ValueError as e:
+        raise InputError(f"--log-format {e}", code="E_USAGE") from None
+    return options
 
 
 @app.command(hidden=True)
@@ -169,8 +210,9 @@ def pipeline(
     from exchange_common.cli import setup_logging
     from exchange_server.pipeline.process import run_child
 
-    setup_logging()
-    run_child(_node(home), parent)
+    node = _node(home)
+    setup_logging(node.config.log_settings())
+    run_child(node, parent)
 
 
 @app.command()

@@ -3,7 +3,10 @@
 :func:`run` recovers interrupted work before the listener opens (so recovery never races a live
 upload), starts the SFTP front, the pipeline in its own process, the drop-folder watcher and the
 audit checkpoints (every ``[audit] checkpoint_seconds``), and stops them all in order on SIGINT
-or SIGTERM, signing a last checkpoint after the pipeline has stopped. :func:`~exchange_common.cli.setup_logging` is the node's one log format.
+or SIGTERM, signing a last checkpoint after the pipeline has stopped.
+:func:`~exchange_common.cli.setup_logging` sends the log where ``[log]`` (or the ``--log-*``
+options) say; the pipeline process hands its records to this one, which alone writes them
+(decision 0011).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import signal
 
 from exchange_common.cli import setup_logging
 from exchange_common.errors import ExchangeError
+from exchange_common.logs import LogSettings
 from exchange_server.crl import crl_status
 from exchange_server.front.dropfolder import DropFolder
 from exchange_server.front.server import SFTPFront
@@ -53,7 +57,7 @@ async def _checkpoints(node: Node) -> None:
         await asyncio.to_thread(_checkpoint, node)
 
 
-async def _serve(node: Node, host: str, port: int) -> None:
+async def _serve(node: Node, host: str, port: int, log_level: str) -> None:
     # Recovery runs to completion before the listener opens, so it never races a live upload.
     await asyncio.to_thread(recover_spool, node, node_spool(node))
     crl = await asyncio.to_thread(crl_status, node, utcnow())
@@ -69,7 +73,7 @@ async def _serve(node: Node, host: str, port: int) -> None:
         )
     # The pipeline runs in its own process so that it and the SFTP front each get a core;
     # each committed upload wakes it.
-    pipeline = PipelineProcess(node.config.home)
+    pipeline = PipelineProcess(node.config.home, log_level=log_level)
     ingest = handover_to_process(node, pipeline.wake)
     front = SFTPFront(node, ingest)
     loop = asyncio.get_running_loop()
@@ -104,22 +108,27 @@ async def _serve(node: Node, host: str, port: int) -> None:
     srv_log.info("stopped")
 
 
-def run(node: Node, *, host: str | None = None, port: int | None = None) -> None:
+def run(
+    node: Node, *, host: str | None = None, port: int | None = None, log: LogSettings | None = None
+) -> None:
     """Serve SFTP (and the pipeline, when present) until SIGINT or SIGTERM.
 
-    ``host``/``port`` default to ``[sftp]`` in node.toml; port 0 picks a free port. Prints
+    ``host``/``port`` default to ``[sftp]`` in node.toml; port 0 picks a free port. ``log``
+    defaults to ``[log]`` (:meth:`~exchange_server.config.NodeConfig.log_settings`). Prints
     ``listening on HOST:PORT`` on stdout once connections are accepted. Raises
-    :class:`~exchange_common.errors.ExchangeError` for a start-up problem (no host key, no trust root,
-    address in use).
+    :class:`~exchange_common.errors.ExchangeError` for a start-up problem (no host key, no trust
+    root, address in use, a log file that cannot be written or that another process writes).
     """
-    setup_logging()
     cfg = node.config
+    settings = log if log is not None else cfg.log_settings()
     try:
+        setup_logging(settings)
         asyncio.run(
             _serve(
                 node,
                 host if host is not None else cfg.sftp.host,
                 cfg.sftp.port if port is None else port,
+                settings.level,
             )
         )
     except ExchangeError:

@@ -10,6 +10,11 @@ The parent wakes the child by writing a byte to the child's stdin after each com
 (the child also polls the store every second). The child dies with its parent: Linux delivers
 SIGKILL to it when the parent dies (``PR_SET_PDEATHSIG``), and it also exits when its stdin
 reaches end of file or its parent process id changes.
+
+The child never opens the node's log file: it writes its records, masked, as JSON lines to its
+stderr, and a thread of the parent hands them to the parent's log (``exchange_common.logs``;
+decision 0011). One process writes and rotates the file, and whatever else the child prints (a
+crash's traceback) reaches the same log, masked too.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from exchange_common.cli import setup_logging
 from exchange_common.errors import ExchangeError
+from exchange_common.logs import LogSettings, check_level, relay
 from exchange_server.crl import CrlWatch
 from exchange_server.data.compare import load_rules, rules_path, run_due
 from exchange_server.node import Node, utcnow
@@ -41,6 +48,8 @@ log = logging.getLogger("exchange_server.pipeline")
 COMPARE_INTERVAL = 60.0
 #: Seconds between two checks of the CRL's freshness (exchange_server.crl).
 CRL_INTERVAL = 60.0
+#: Seconds the parent waits, once the child has exited, for its last log lines.
+RELAY_DRAIN = 5.0
 
 _PR_SET_PDEATHSIG = 1
 
@@ -48,9 +57,11 @@ _PR_SET_PDEATHSIG = 1
 class PipelineProcess:
     """Parent side: start, wake, supervise and stop the pipeline child."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, *, log_level: str = "INFO"):
         self.home = Path(home)
+        self.log_level = check_level(log_level)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.relay: threading.Thread | None = None
         self.restarts = 0
 
     def start(self) -> None:
@@ -63,10 +74,23 @@ class PipelineProcess:
             str(self.home),
             "--parent",
             str(os.getpid()),
+            "--log-to-parent",
+            "--log-level",
+            self.log_level,
         ]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-        assert self.proc.stdin is not None
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        assert self.proc.stdin is not None and self.proc.stderr is not None
         os.set_blocking(self.proc.stdin.fileno(), False)
+        # One thread per child: it ends at the child's end of output, after its last line.
+        self.relay = threading.Thread(
+            target=relay,
+            args=(self.proc.stderr, log.name),
+            name=f"pipeline-log-{self.proc.pid}",
+            daemon=True,
+        )
+        self.relay.start()
         log.info("ingest pipeline started (pid %d)", self.proc.pid)
 
     def wake(self) -> None:
@@ -102,6 +126,9 @@ class PipelineProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        relay_thread, self.relay = self.relay, None
+        if relay_thread is not None:
+            relay_thread.join(RELAY_DRAIN)
 
 
 def _die_with_parent() -> None:
@@ -199,16 +226,23 @@ async def _child(node: Node, parent: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m exchange_server.pipeline.process --home HOME [--parent PID]``: the child
-    ``serve`` starts (also ``exchange-server pipeline``). Logs to stderr; exits 0 when told to
-    stop, 3 with one line for a home it cannot open."""
+    """``python -m exchange_server.pipeline.process --home HOME [--parent PID]
+    [--log-to-parent --log-level LEVEL]``: the child ``serve`` starts (also ``exchange-server
+    pipeline``). With ``--log-to-parent`` its records go to ``serve`` over stderr, at
+    ``LEVEL``; otherwise where the home's ``[log]`` says. Exits 0 when told to stop, 3 with one
+    line on stderr for a home it cannot open or a log file it cannot write."""
     parser = argparse.ArgumentParser(prog="exchange_server.pipeline.process")
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--parent", type=int, default=None)
+    parser.add_argument("--log-to-parent", action="store_true")
+    parser.add_argument("--log-level", type=check_level, default="INFO")
     args = parser.parse_args(argv)
-    setup_logging()
+    if args.log_to_parent:
+        setup_logging(LogSettings(level=args.log_level), to_parent=True)
     try:
         node = Node.open(args.home)
+        if not args.log_to_parent:
+            setup_logging(node.config.log_settings())
     except ExchangeError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(e.exit_code) from None

@@ -5,12 +5,13 @@
 - a throw-away ministry CA (``root/ca``; with ``intermediate=True`` an issuing CA under the
   root signs everything) and a node certificate issued by it;
 - a node home (``root/home``) made by :func:`exchange_server.admin.home.create_home`, with optional
-  ``[security]``/``[sftp]``/``[limits]`` overrides written into ``node.toml``;
+  ``[security]``/``[sftp]``/``[limits]``/``[log]`` overrides written into ``node.toml``;
 - one credential set per :class:`DeptSpec` (``root/creds/<CODE>/``): the X.509 key and
   certificate chain the CA issued (registered networks = the department's addresses), and an
   OpenSSH ed25519 key pair; each department is registered in the node's registry;
-- ``exchange-server serve --home HOME --host 127.0.0.1 --port 0`` as a subprocess; :meth:`start`
-  returns once it printed ``listening on HOST:PORT``. Its stderr (the node's log) goes to
+- ``exchange-server serve --home HOME --host 127.0.0.1 --port 0`` (plus ``serve_args``) as a
+  subprocess; :meth:`start` returns once it printed ``listening on HOST:PORT``. Its stderr (the
+  node's log, unless ``[log] file`` or ``--log-file`` sends it elsewhere) goes to
   ``root/node.log``.
 
 Typical use, one node per test module::
@@ -156,9 +157,13 @@ class NodeHarness:
         intermediate: bool = False,
         database: str | None = None,
         audit: dict[str, Any] | None = None,
+        log: dict[str, Any] | None = None,
+        serve_args: Sequence[str] = (),
     ):
         self.root = Path(root)
         self.audit_settings = dict(audit or {})
+        self.log_settings = dict(log or {})
+        self.serve_args = list(serve_args)
         self.database = database
         self.intermediate = intermediate
         self.specs = list(departments)
@@ -219,6 +224,7 @@ class NodeHarness:
                 cfg.limits, **{k: v for k, v in overrides.items() if k in in_limits}
             ),
             audit=dataclasses.replace(cfg.audit, **self.audit_settings),
+            log=dataclasses.replace(cfg.log, **self.log_settings),
         )
         atomic_write(self.home / CONFIG_NAME, render_config(cfg).encode())
         CatalogStore.for_home(self.home).publish(EXAMPLE_CATALOG)
@@ -281,7 +287,8 @@ class NodeHarness:
             if exe.exists()
             else [sys.executable, "-c", "from exchange_server.admin.cli import main; main()"]
         )
-        return [*base, "serve", "--home", str(self.home), "--host", self.host, "--port", "0"]
+        serve = ["serve", "--home", str(self.home), "--host", self.host, "--port", "0"]
+        return [*base, *serve, *self.serve_args]
 
     def start(self, timeout: float = START_TIMEOUT) -> NodeHarness:
         """Start ``exchange-server serve`` and wait until it accepts connections."""

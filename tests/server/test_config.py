@@ -9,6 +9,7 @@ import pytest
 
 from exchange_common.errors import InputError
 from exchange_common.limits import DEFAULT_LIMITS, Limits
+from exchange_common.logs import LogSettings
 from exchange_server.config import CONFIG_NAME, NodeConfig, SFTPConfig, load_config, render_config
 
 
@@ -25,6 +26,7 @@ def test_render_and_load_round_trip(tmp_path: Path) -> None:
         name='杭州"核对"节点',
         sftp=SFTPConfig(port=2022, encryption_algs=("aes256-ctr",)),
         limits=Limits(max_upload_bytes=1 << 20, max_connections=7, max_members=3),
+        log=LogSettings(file="/var/log/n.log", level="DEBUG", format="json", backups=2),
     )
     _write(tmp_path, render_config(cfg))
     assert load_config(tmp_path) == cfg
@@ -116,6 +118,24 @@ def test_the_example_configuration_loads(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parents[2] / "config" / "node.example.toml"
     cfg = load_config(_write(tmp_path, example.read_text("utf-8")))
     assert cfg.limits.max_upload_bytes == 64 << 30 and cfg.limits.max_members == 10_000
+    assert cfg.log == LogSettings(file="log/node.log")
+
+
+def test_log_section_sets_each_key(tmp_path: Path) -> None:
+    assert load_config(_write(tmp_path, NODE)).log == LogSettings()
+    text = (
+        NODE
+        + '[log]\nfile = "log/node.log"\nlevel = "debug"\nformat = "json"\n'
+        + "max_bytes = 4096\nbackups = 3\n"
+    )
+    log = load_config(_write(tmp_path, text)).log
+    assert (log.file, log.level, log.format, log.max_bytes, log.backups) == (
+        "log/node.log",
+        "DEBUG",
+        "json",
+        4096,
+        3,
+    )
 
 
 @pytest.mark.parametrize(
@@ -133,8 +153,39 @@ def test_bad_audit_settings_are_refused_by_name(tmp_path: Path, text: str, needl
     assert e.value.code == "E_CONFIG" and needle in e.value.message
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('[log]\nlevel = "LOUD"\n', "[log] level must be one of DEBUG, INFO, WARNING, ERROR"),
+        ('[log]\nformat = "xml"\n', "[log] format must be one of text, json"),
+        ("[log]\nmax_bytes = 10\n", "[log] max_bytes must be a whole number at least 1024"),
+        ("[log]\nbackups = 0\n", "[log] backups must be a whole number from 1 to 999"),
+        ("[log]\nlevel = 10\n", "log.level: expected str"),
+        ("[log]\nfile = 1\n", "log.file: expected str"),
+        ('[log]\nmax_bytes = "1M"\n', "log.max_bytes: expected int"),
+        ('[log]\npath = "x.log"\n', "unknown setting(s) path"),
+    ],
+)
+def test_bad_log_settings_are_refused_by_name(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(InputError) as e:
+        load_config(_write(tmp_path, NODE + text))
+    assert e.value.code == "E_CONFIG" and needle in e.value.message
+
+
 def test_audit_settings_load_and_render(tmp_path: Path) -> None:
     cfg = load_config(_write(tmp_path, NODE + '[audit]\ncheckpoint_seconds = 5\nkey = "k/a.key"\n'))
     assert cfg.audit.checkpoint_seconds == 5 and cfg.path(cfg.audit.key) == tmp_path / "k/a.key"
     again = load_config(_write(tmp_path, render_config(cfg)))
     assert again.audit == cfg.audit
+
+
+def test_log_settings_resolve_the_file_against_the_home_and_take_overrides(
+    tmp_path: Path,
+) -> None:
+    cfg = load_config(_write(tmp_path, NODE + '[log]\nfile = "log/node.log"\n'))
+    assert cfg.log_settings().file == str(tmp_path / "log" / "node.log")
+    assert cfg.log_settings(file="/var/log/n.log").file == "/var/log/n.log"
+    assert cfg.log_settings(file="").file == ""  # --log-file -: stderr after all
+    both = cfg.log_settings(level="warning", fmt="json")
+    assert (both.level, both.format, both.max_bytes) == ("WARNING", "json", cfg.log.max_bytes)
+    assert load_config(_write(tmp_path, NODE)).log_settings().file == ""  # stderr
