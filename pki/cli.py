@@ -40,6 +40,7 @@ from pki.keys import (
     load_certificates,
     private_key_pem,
 )
+from pki.revoke_prompt import confirm_revocation, describe_targets
 from pki.verify import TrustStore, verify_certificate
 
 app = typer.Typer(
@@ -259,22 +260,50 @@ def revoke(
             "cessationOfOperation, privilegeWithdrawn or unspecified.",
         ),
     ] = "unspecified",
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts)."),
+    ] = False,
+    allow_node: Annotated[
+        bool,
+        typer.Option(
+            "--allow-node",
+            help="Also revoke a node (server) certificate: that node's exchange with every "
+            "department stops at the next CRL.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Revoke a certificate; relying parties learn of it from the next `exchange-pki crl`.
+
+    First shows what it would revoke (name, department code, profile, serial, subject,
+    validity) and asks on the terminal; answering no (the default) revokes nothing and exits 1.
+    `--yes` skips the question; without a terminal and without `--yes` the command refuses
+    (exit 2). A node (server) certificate is revoked only with `--allow-node`, even with
+    `--yes` (`E_NODE_CERT` otherwise). An unknown serial is `E_UNKNOWN_SERIAL`.
 
     **Examples**
 
         exchange-pki revoke --ca-dir /srv/ca --serial 4F1A2B... --reason keyCompromise
 
-        exchange-pki revoke --ca-dir /srv/ca --dept MZ330100 --reason affiliationChanged
+        exchange-pki revoke --ca-dir /srv/ca --dept MZ330100 --reason affiliationChanged --yes
+
+        exchange-pki revoke --ca-dir /srv/ca --dept NODE01 --reason superseded --allow-node
     """
     flag = parse_reason(reason)
     ser = parse_serial(serial) if serial is not None else None
     code = parse_dept_code(dept) if dept is not None else None
     ca = _open(ca_dir)
     try:
-        recs = ca.revoke(serial=ser, dept=code, reason=flag)
+        targets = ca.revocation_targets(serial=ser, dept=code, allow_node=allow_node)
+        confirm_revocation(describe_targets(targets, flag, utcnow()), yes=yes)
+        recs = ca.revoke(
+            serial=ser,
+            dept=code,
+            reason=flag,
+            allow_node=allow_node,
+            expected=[t.serial for t in targets],
+        )
     finally:
         ca.close()
     if json_out:
@@ -282,7 +311,9 @@ def revoke(
     else:
         for r in recs:
             console.print(
-                f"revoked {r.serial} ({r.dept} {r.name}): {r.revocation_reason}", markup=False
+                f"revoked {r.serial} ({r.role} {r.dept} {r.name}, valid until "
+                f"{r.not_after:%Y-%m-%d}): {r.revocation_reason}",
+                markup=False,
             )
         console.print("publish it: exchange-pki crl --ca-dir ... --out ...", markup=False)
 
