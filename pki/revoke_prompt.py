@@ -16,11 +16,10 @@ from collections.abc import Sequence
 
 import typer
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from exchange_common.cli import err_console
 from pki.cadb import CertRecord
-from pki.identity import Role
+from pki.identity import Role, subject_text
 
 __all__ = ["NoTerminal", "confirm_revocation", "describe_targets"]
 
@@ -57,9 +56,7 @@ def describe_targets(
     count = f"{len(records)} certificate{'s' if len(records) != 1 else ''}"
     lines = [f"About to revoke {count} (reason: {reason.value}):"]
     for rec in records:
-        subject = x509.load_pem_x509_certificate(rec.pem.encode()).subject.rfc4514_string(
-            {NameOID.SERIAL_NUMBER: "serialNumber"}
-        )
+        subject = subject_text(x509.load_pem_x509_certificate(rec.pem.encode()).subject)
         lines += [
             "",
             f"  {rec.name} ({rec.dept})",
