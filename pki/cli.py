@@ -316,7 +316,7 @@ def revoke(
 
         exchange-pki revoke --ca-dir /srv/ca --dept MZ330100 --reason affiliationChanged --yes
 
-        exchange-pki revoke --ca-dir /srv/ca --dept NODE01 --reason superseded --allow-node
+        exchange-pki revoke --ca-dir /srv/ca --serial 7C3E91... --reason superseded --allow-node
     """
     flag = parse_reason(reason)
     ser = parse_serial(serial) if serial is not None else None
