@@ -98,6 +98,13 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         "The department, key or live certificate exists already: revoke or renew it instead.",
     ),
     (
+        "E_NODE_CERT",
+        _LOCAL,
+        "The certificate is a node certificate.",
+        "Revoking a node's certificate stops that node's exchange with every department: check "
+        "the serial with `exchange-pki list`; if you mean it, repeat with --allow-node.",
+    ),
+    (
         "E_USAGE",
         _LOCAL,
         "The command was used incorrectly.",
@@ -249,6 +256,13 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         _CA,
         "The certificate is already revoked.",
         "Nothing to do; publish a fresh CRL if peers do not see the revocation yet.",
+    ),
+    (
+        "E_CONCURRENT",
+        _CA,
+        "The certificate authority changed during the operation.",
+        "Another operator changed these certificates while you were confirming; nothing was "
+        "done: run the command again and check what it shows.",
     ),
     # --- transport (exchange_client.transport) -----------------------------------------------
     (

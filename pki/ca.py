@@ -19,7 +19,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -334,47 +334,96 @@ class CertificateAuthority:
             atomic_write(self.dir / "certs" / f"{record.serial}.pem", pem)
         return IssuedCertificate(cert, (cert, *self.chain), key, record)
 
+    def revocation_targets(
+        self,
+        *,
+        serial: CertSerial | None = None,
+        dept: DeptCode | None = None,
+        allow_node: bool = False,
+        now: dt.datetime | None = None,
+    ) -> list[CertRecord]:
+        """What :meth:`revoke` with the same arguments would revoke now; changes nothing.
+
+        For an operator to confirm before revoking (a mistyped serial once revoked a node's own
+        certificate). Raises what :meth:`revoke` raises before it writes: ``E_INPUT``,
+        ``E_UNKNOWN_SERIAL``, ``E_ALREADY_REVOKED``, ``E_NOT_FOUND``, ``E_NODE_CERT``.
+        """
+        return self._targets(serial, dept, allow_node, now or utcnow())
+
     def revoke(
         self,
         *,
         serial: CertSerial | None = None,
         dept: DeptCode | None = None,
         reason: x509.ReasonFlags = x509.ReasonFlags.unspecified,
+        allow_node: bool = False,
+        expected: Collection[CertSerial] | None = None,
         now: dt.datetime | None = None,
     ) -> list[CertRecord]:
         """Revoke one certificate by serial, or every live certificate of a department.
 
-        The revocation takes effect for relying parties with the next CRL (``crl``). Raises
-        ``E_UNKNOWN_SERIAL``, ``E_ALREADY_REVOKED`` or ``E_NOT_FOUND`` and changes nothing then.
+        A node (server) certificate is revoked only with ``allow_node``: without it every
+        party's exchange with that node stops at the next CRL. With ``expected`` (the serials an
+        operator confirmed from :meth:`revocation_targets`) the targets found under the lock
+        must be exactly those, so a certificate issued or revoked meanwhile is never revoked
+        unseen. The revocation takes effect for relying parties with the next CRL (``crl``).
+        Raises ``E_INPUT``, ``E_UNKNOWN_SERIAL``, ``E_ALREADY_REVOKED``, ``E_NOT_FOUND``,
+        ``E_NODE_CERT`` or ``E_CONCURRENT`` and changes nothing then.
         """
         now = now or utcnow()
-        if (serial is None) == (dept is None):
-            raise InputError("give exactly one of --serial or --dept", code="E_INPUT")
         with self._locked():
-            if serial is not None:
-                rec = self.db.get(serial)
-                if rec is None:
-                    raise CAError(
-                        f"no certificate with serial {serial} was issued by this CA",
-                        code="E_UNKNOWN_SERIAL",
-                    )
-                if rec.revoked_at is not None:
-                    raise CAError(
-                        f"certificate {serial} is already revoked ({rec.revocation_reason})",
-                        code="E_ALREADY_REVOKED",
-                    )
-                targets = [rec]
-            else:
-                assert dept is not None
-                targets = [r for r in self.db.by_dept(dept) if r.is_live(now)]
-                if not targets:
-                    raise CAError(
-                        f"department {dept} has no live certificate to revoke", code="E_NOT_FOUND"
-                    )
+            targets = self._targets(serial, dept, allow_node, now)
+            if expected is not None and {t.serial for t in targets} != set(expected):
+                raise CAError(
+                    "the certificates to revoke changed while you were confirming "
+                    f"(now: {', '.join(t.serial for t in targets)}); nothing was revoked",
+                    code="E_CONCURRENT",
+                )
             with self.db.transaction() as conn:
                 for rec in targets:
                     self.db.mark_revoked(conn, rec.serial, reason.value, now)
         return [r for r in (self.db.get(t.serial) for t in targets) if r is not None]
+
+    def _targets(
+        self,
+        serial: CertSerial | None,
+        dept: DeptCode | None,
+        allow_node: bool,
+        now: dt.datetime,
+    ) -> list[CertRecord]:
+        if (serial is None) == (dept is None):
+            raise InputError("give exactly one of --serial or --dept", code="E_INPUT")
+        if serial is not None:
+            rec = self.db.get(serial)
+            if rec is None:
+                raise CAError(
+                    f"no certificate with serial {serial} was issued by this CA",
+                    code="E_UNKNOWN_SERIAL",
+                )
+            if rec.revoked_at is not None:
+                raise CAError(
+                    f"certificate {serial} is already revoked ({rec.revocation_reason})",
+                    code="E_ALREADY_REVOKED",
+                )
+            targets = [rec]
+        else:
+            assert dept is not None
+            targets = [r for r in self.db.by_dept(dept) if r.is_live(now)]
+            if not targets:
+                raise CAError(
+                    f"department {dept} has no live certificate to revoke", code="E_NOT_FOUND"
+                )
+        nodes = [t for t in targets if t.role == Role.NODE.value]
+        if nodes and not allow_node:
+            # The threat is a slip, not an attacker: one mistyped serial once revoked the node's
+            # own certificate, and every department's exchange with it stopped at the next CRL.
+            raise InputError(
+                f"certificate {nodes[0].serial} is the NODE certificate of {nodes[0].dept} "
+                f"{nodes[0].name}: revoking it stops that node's exchange with every department; "
+                "if you mean it, add --allow-node",
+                code="E_NODE_CERT",
+            )
+        return targets
 
     def _build_crls(
         self, now: dt.datetime, days: int, passphrase: bytes | None

@@ -39,8 +39,9 @@ from pki.keys import (
     KeyType,
     certificate_pem,
     load_certificates,
-    private_key_pem,
+    write_private_key,
 )
+from pki.revoke_prompt import confirm_revocation, describe_targets
 from pki.verify import TrustStore, verify_certificate
 
 app = typer.Typer(
@@ -68,6 +69,19 @@ def _prepare_dir(path: Path) -> None:
         raise InputError(
             f"cannot use {path} as output directory: {e.strerror or e}", code="E_IO"
         ) from e
+
+
+def _warn_unencrypted(paths: list[Path], how: str) -> None:
+    """Warn on stderr (also with ``--json``) that the private keys at ``paths`` are stored
+    without a passphrase; ``how`` says how to get encrypted ones."""
+    names = ", ".join(map(str, paths))
+    if len(paths) == 1:
+        what = f"private key {names} is NOT encrypted; the file is owner-only (mode 0600), but "
+        what += "anyone who reads it holds the key."
+    else:
+        what = f"private keys {names} are NOT encrypted; the files are owner-only (mode 0600), "
+        what += "but anyone who reads them holds the keys."
+    err_console.print(f"warning: {what} {how}", markup=False)
 
 
 def _open(ca_dir: Path) -> CertificateAuthority:
@@ -133,9 +147,14 @@ def init(
         console.print(f"created CA {ca.config.name!r} in {ca_dir}", markup=False)
         for label, path in files.items():
             console.print(f"  {label:<13} {path}", markup=False)
-        if passphrase is None:
-            err_console.print("warning: CA keys are NOT encrypted (--no-passphrase)", markup=False)
     ca.close()
+    if passphrase is None:
+        keys = [ca_dir / "root.key", *([ca_dir / "intermediate.key"] if intermediate else [])]
+        _warn_unencrypted(
+            keys,
+            "For encrypted CA keys run init without --no-passphrase (the passphrase comes from "
+            f"{CA_PASSPHRASE_ENV} or a prompt); --no-passphrase is for test CAs.",
+        )
 
 
 @app.command()
@@ -219,10 +238,19 @@ def issue(
         )
     finally:
         ca.close()
+    key_passphrase = None
     if result.key is not None:
         env = os.environ.get(KEY_PASSPHRASE_ENV)
-        atomic_write(key_path, private_key_pem(result.key, env.encode() if env else None), 0o600)
+        key_passphrase = env.encode() if env else None
+        write_private_key(key_path, result.key, key_passphrase)
     atomic_write(cert_path, certificate_pem(result.chain))
+    if result.key is not None and key_passphrase is None:
+        _warn_unencrypted(
+            [key_path],
+            f"For an encrypted key set {KEY_PASSPHRASE_ENV} before issuing; better, let the "
+            "department make its own key and issue from its CSR (--csr): the key then never "
+            "leaves the department. Hand this file over on encrypted media and delete the copy.",
+        )
     rec = result.record
     if json_out:
         emit_json(
@@ -230,6 +258,7 @@ def issue(
                 **rec.as_json(utcnow()),
                 "certificate": str(cert_path),
                 "key": str(key_path) if result.key is not None else None,
+                "key_encrypted": None if result.key is None else key_passphrase is not None,
                 "networks": [str(n) for n in networks],
             }
         )
@@ -260,22 +289,50 @@ def revoke(
             "cessationOfOperation, privilegeWithdrawn or unspecified.",
         ),
     ] = "unspecified",
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="Do not ask for confirmation (scripts)."),
+    ] = False,
+    allow_node: Annotated[
+        bool,
+        typer.Option(
+            "--allow-node",
+            help="Also revoke a node (server) certificate: that node's exchange with every "
+            "department stops at the next CRL.",
+        ),
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Revoke a certificate; relying parties learn of it from the next `exchange-pki crl`.
+
+    First shows what it would revoke (name, department code, profile, serial, subject,
+    validity) and asks on the terminal; answering no (the default) revokes nothing and exits 1.
+    `--yes` skips the question; without a terminal and without `--yes` the command refuses
+    (exit 2). A node (server) certificate is revoked only with `--allow-node`, even with
+    `--yes` (`E_NODE_CERT` otherwise). An unknown serial is `E_UNKNOWN_SERIAL`.
 
     **Examples**
 
         exchange-pki revoke --ca-dir /srv/ca --serial 4F1A2B... --reason keyCompromise
 
-        exchange-pki revoke --ca-dir /srv/ca --dept MZ330100 --reason affiliationChanged
+        exchange-pki revoke --ca-dir /srv/ca --dept MZ330100 --reason affiliationChanged --yes
+
+        exchange-pki revoke --ca-dir /srv/ca --serial 7C3E91... --reason superseded --allow-node
     """
     flag = parse_reason(reason)
     ser = parse_serial(serial) if serial is not None else None
     code = parse_dept_code(dept) if dept is not None else None
     ca = _open(ca_dir)
     try:
-        recs = ca.revoke(serial=ser, dept=code, reason=flag)
+        targets = ca.revocation_targets(serial=ser, dept=code, allow_node=allow_node)
+        confirm_revocation(describe_targets(targets, flag, utcnow()), yes=yes)
+        recs = ca.revoke(
+            serial=ser,
+            dept=code,
+            reason=flag,
+            allow_node=allow_node,
+            expected=[t.serial for t in targets],
+        )
     finally:
         ca.close()
     if json_out:
@@ -283,7 +340,9 @@ def revoke(
     else:
         for r in recs:
             console.print(
-                f"revoked {r.serial} ({r.dept} {r.name}): {r.revocation_reason}", markup=False
+                f"revoked {r.serial} ({r.role} {r.dept} {r.name}, valid until "
+                f"{r.not_after:%Y-%m-%d}): {r.revocation_reason}",
+                markup=False,
             )
         console.print("publish it: exchange-pki crl --ca-dir ... --out ...", markup=False)
 

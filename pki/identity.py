@@ -43,6 +43,7 @@ __all__ = [
     "parse_dept_code",
     "parse_networks",
     "serial_hex",
+    "subject_text",
 ]
 
 #: Registered network addresses of the holder (private arc, UUID a104db26-9c28-4900-…).
@@ -106,6 +107,12 @@ def parse_networks(values: Iterable[str]) -> list[IPNetwork]:
         if net not in out:
             out.append(net)
     return out
+
+
+def subject_text(name: x509.Name) -> str:
+    """``name`` as RFC 4514 text with the department code's attribute spelled
+    ``serialNumber`` (cryptography prints its bare OID, ``2.5.4.5``, which no operator reads)."""
+    return name.rfc4514_string({NameOID.SERIAL_NUMBER: "serialNumber"})
 
 
 def serial_hex(serial: int) -> CertSerial:
@@ -205,7 +212,7 @@ def identity_from_certificate(cert: x509.Certificate, fingerprint: str) -> Certi
         raise CertificateError(
             "certificate does not carry an exchange identity",
             code="E_IDENTITY",
-            detail=f"subject {cert.subject.rfc4514_string()} lacks serialNumber/CN/OU role",
+            detail=f"subject {subject_text(cert.subject)} lacks serialNumber/CN/OU role",
         )
     try:
         dept = parse_dept_code(code)

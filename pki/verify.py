@@ -44,12 +44,17 @@ from pki.identity import (
     CertifiedIdentity,
     Role,
     identity_from_certificate,
+    subject_text,
 )
 from pki.keys import fingerprint, load_certificates
 
 __all__ = [
+    "Revocation",
     "TrustStore",
+    "current_crl",
     "load_crls",
+    "newest_crl",
+    "revocation_in",
     "verify_certificate",
 ]
 
@@ -112,13 +117,13 @@ def _check_times(cert: x509.Certificate, now: dt.datetime, what: str) -> None:
         raise CertificateError(
             f"{what} certificate is not valid yet",
             code="E_NOT_YET_VALID",
-            detail=f"{cert.subject.rfc4514_string()} valid from {cert.not_valid_before_utc}",
+            detail=f"{subject_text(cert.subject)} valid from {cert.not_valid_before_utc}",
         )
     if now > cert.not_valid_after_utc:
         raise CertificateError(
             f"{what} certificate has expired",
             code="E_EXPIRED",
-            detail=f"{cert.subject.rfc4514_string()} expired {cert.not_valid_after_utc}",
+            detail=f"{subject_text(cert.subject)} expired {cert.not_valid_after_utc}",
         )
 
 
@@ -127,7 +132,7 @@ def _check_usage(cert: x509.Certificate, role: Role) -> None:
         return CertificateError(
             "certificate is not fit for exchange use (key usage)",
             code="E_KEY_USAGE",
-            detail=f"{cert.subject.rfc4514_string()}: {why}",
+            detail=f"{subject_text(cert.subject)}: {why}",
         )
 
     try:
@@ -195,6 +200,39 @@ def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate
     return valid
 
 
+def _crl_number(crl: x509.CertificateRevocationList) -> int:
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return -1
+
+
+def newest_crl(
+    issuer: x509.Certificate, crls: Sequence[x509.CertificateRevocationList]
+) -> x509.CertificateRevocationList:
+    """``issuer``'s newest CRL among ``crls`` (by CRL number) whose signature verifies, current
+    or not: what it lists stays revoked (revocation is final) even once it is out of date.
+
+    Raises CertificateError ``E_CRL_MISSING`` (none from that issuer) or ``E_CRL_INVALID``
+    (none signed by it).
+    """
+    candidates = [c for c in crls if c.issuer == issuer.subject]
+    if not candidates:
+        raise CertificateError(
+            "no CRL available for the certificate's issuer",
+            code="E_CRL_MISSING",
+            detail=f"need a CRL from {subject_text(issuer.subject)}",
+        )
+    valid = [c for c in candidates if _crl_signed_by(c, issuer)]
+    if not valid:
+        raise CertificateError(
+            "CRL signature is invalid",
+            code="E_CRL_INVALID",
+            detail=f"CRL claiming issuer {subject_text(issuer.subject)} is not signed by it",
+        )
+    return max(valid, key=_crl_number)
+
+
 def current_crl(
     issuer: x509.Certificate,
     crls: Sequence[x509.CertificateRevocationList],
@@ -205,36 +243,34 @@ def current_crl(
     Raises CertificateError ``E_CRL_MISSING`` (none from that issuer), ``E_CRL_INVALID`` (none
     signed by it) or ``E_CRL_STALE`` (past its nextUpdate, or not yet valid).
     """
-    candidates = [c for c in crls if c.issuer == issuer.subject]
-    if not candidates:
-        raise CertificateError(
-            "no CRL available for the certificate's issuer",
-            code="E_CRL_MISSING",
-            detail=f"need a CRL from {issuer.subject.rfc4514_string()}",
-        )
-    valid = [c for c in candidates if _crl_signed_by(c, issuer)]
-    if not valid:
-        raise CertificateError(
-            "CRL signature is invalid",
-            code="E_CRL_INVALID",
-            detail=f"CRL claiming issuer {issuer.subject.rfc4514_string()} is not signed by it",
-        )
-
-    def number(c: x509.CertificateRevocationList) -> int:
-        try:
-            return c.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-        except x509.ExtensionNotFound:
-            return -1
-
-    crl = max(valid, key=number)
+    crl = newest_crl(issuer, crls)
     next_update = crl.next_update_utc
     if next_update is None or now > next_update or now < crl.last_update_utc:
         raise CertificateError(
             "CRL is out of date: fetch a fresh CRL",
             code="E_CRL_STALE",
-            detail=f"CRL {number(crl)} valid {crl.last_update_utc} .. {next_update}, now {now}",
+            detail=f"CRL {_crl_number(crl)} valid {crl.last_update_utc} .. {next_update}, now {now}",
         )
     return crl
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """A CRL's entry for a certificate: when and why it was revoked."""
+
+    at: dt.datetime
+    reason: str  # RFC 5280 name, ``unspecified`` when the CRL gives none
+
+
+def revocation_in(crl: x509.CertificateRevocationList, serial: int) -> Revocation | None:
+    """The entry of ``crl`` for certificate ``serial``, or None when it does not list it."""
+    entry = crl.get_revoked_certificate_by_serial_number(serial)
+    if entry is None:
+        return None
+    reason = "unspecified"
+    with contextlib.suppress(x509.ExtensionNotFound):
+        reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
+    return Revocation(entry.revocation_date_utc, reason)
 
 
 def _check_revocation(
@@ -243,16 +279,12 @@ def _check_revocation(
     crls: Sequence[x509.CertificateRevocationList],
     now: dt.datetime,
 ) -> None:
-    crl = current_crl(issuer, crls, now)
-    entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-    if entry is not None:
-        reason = "unspecified"
-        with contextlib.suppress(x509.ExtensionNotFound):
-            reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason.value
+    revoked = revocation_in(current_crl(issuer, crls, now), cert.serial_number)
+    if revoked is not None:
         raise CertificateError(
             "certificate has been revoked",
             code="E_REVOKED",
-            detail=f"serial {cert.serial_number:X} revoked {entry.revocation_date_utc} ({reason})",
+            detail=f"serial {cert.serial_number:X} revoked {revoked.at} ({revoked.reason})",
         )
 
 

@@ -2,22 +2,39 @@
 add-key).
 
 A thin adapter over :mod:`exchange_server.store.registry`: it reads files, opens the node and
-prints what the registry returns; every change is audited by the registry.
+prints what the registry returns; every change is audited by the registry. Every department it
+shows is also checked against the node's current CRL and the clock
+(:func:`pki.standing.certificate_standing`), so the state shown is what the node does with the
+department now: ``revoked``, ``expired``, ``no-current-crl`` (refused), ``disabled``,
+``expires-soon`` or ``active``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from sqlmodel import Session
 
-from exchange_common.cli import console, emit_json, fail_on_error
-from exchange_common.errors import InputError
+from exchange_common.cli import console, emit_json, err_console, fail_on_error
+from exchange_common.errors import CertificateError, InputError
 from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node, command_group
-from exchange_server.node import utcnow
-from exchange_server.store.registry import DepartmentView
+from exchange_server.node import Node, utcnow
+from exchange_server.store.models import DeptState
+from exchange_server.store.registry import DepartmentView, department_certificate
 from pki.keys import load_certificates
+from pki.standing import (
+    EXPIRY_WARNING_DAYS,
+    CertState,
+    Standing,
+    certificate_standing,
+    time_until,
+)
 
 __all__ = ["dept_app"]
 
@@ -26,17 +43,90 @@ dept_app = command_group(
     "The department registry: who may connect, from where, with which keys.",
 )
 
+#: How a state reads in the text views (JSON keeps the hyphenated words).
+_STATE_WORDS = {"no-current-crl": "no current CRL"}
 
-def _print_dept(view: DepartmentView) -> None:
-    console.print(f"{view.code}  {view.name}  [{view.state}]", markup=False)
+
+@dataclass(frozen=True)
+class _Shown:
+    """A department as the registry holds it, with its certificate's standing now."""
+
+    view: DepartmentView
+    standing: Standing
+
+    @property
+    def state(self) -> str:
+        """What the node does with the department now: a refusing certificate state first,
+        then the registry's (``disabled``), then ``expires-soon``, else ``active``."""
+        if self.standing.refused:
+            return self.standing.state.value
+        if self.view.state != DeptState.ACTIVE.value:
+            return self.view.state
+        if self.standing.state is CertState.EXPIRES_SOON:
+            return self.standing.state.value
+        return self.view.state
+
+    def as_json(self) -> dict[str, Any]:
+        """The registry's view with ``state`` as above, ``registry_state`` (active/disabled
+        as set by enable/disable) and the ``cert_*`` standing fields."""
+        return {
+            **self.view.as_json(),
+            "state": self.state,
+            "registry_state": self.view.state,
+            **self.standing.as_json(),
+        }
+
+
+def _assess(
+    node: Node,
+    session: Session,
+    views: Sequence[DepartmentView],
+    now: dt.datetime,
+    warn_days: int = EXPIRY_WARNING_DAYS,
+) -> list[_Shown]:
+    """Each department's registered certificate checked against the node's CRL at ``now``."""
+    trust = node.trust()
+    # The node's chain file carries the issuing intermediate the trust root file may lack.
+    issuers = load_certificates(node.config.path(node.config.cert))[1:]
+    shown = []
+    for view in views:
+        cert = department_certificate(session, view.code)
+        assert cert is not None  # the view was read in this session
+        standing = certificate_standing(cert, trust, now, issuers=issuers, warn_days=warn_days)
+        shown.append(_Shown(view, standing))
+    return shown
+
+
+def _warn_crl(node: Node, shown: Sequence[_Shown]) -> None:
+    codes = sorted({s.standing.crl_code for s in shown if s.standing.crl_code})
+    if codes:
+        err_console.print(
+            f"warning: the node holds no current CRL ({', '.join(codes)}): it refuses every "
+            f"department until a current one is installed in "
+            f"{node.config.path(node.config.crl)}; revocations shown are the newest CRL's",
+            markup=False,
+        )
+
+
+def _state_words(state: str) -> str:
+    return _STATE_WORDS.get(state, state.replace("-", " "))
+
+
+def _print_dept(shown: _Shown) -> None:
+    view = shown.view
+    console.print(f"{view.code}  {view.name}  [{_state_words(shown.state)}]", markup=False)
     console.print(
-        f"  certificate  serial {view.cert_serial}, valid until {view.cert_not_after:%Y-%m-%d}",
-        markup=False,
+        f"  certificate  serial {view.cert_serial}, {shown.standing.describe()}", markup=False
     )
     console.print(f"  allowed IPs  {', '.join(view.networks)}", markup=False)
     for fp, _ in view.ssh_keys:
         console.print(f"  ssh key      {fp}", markup=False)
     console.print(f"  quota        {view.quota_bytes} bytes", markup=False)
+
+
+def _emit(node: Node, shown: _Shown, json_out: bool) -> None:
+    _warn_crl(node, [shown])
+    emit_json(shown.as_json()) if json_out else _print_dept(shown)
 
 
 @dept_app.command("add")
@@ -62,6 +152,11 @@ def dept_add(
 ) -> None:
     """Register a department; its certificate must verify against the node's trust root and CRL.
 
+    An expired certificate is refused (`E_EXPIRED`), so is one on the node's CRL (`E_REVOKED`)
+    and any when the node holds no current CRL (`E_CRL_STALE`, `E_CRL_MISSING`). One that ends
+    within 30 days is registered with a warning on stderr saying when: ask the ministry for its
+    successor now.
+
     **Examples**
 
         exchange-server dept add --home /srv/node MZ330100 --cert MZ330100.pem --ssh-key mz.pub
@@ -73,7 +168,8 @@ def dept_add(
     node = _node(home)
     chain = load_certificates(cert)
     keys = [_read_text(p) for p in ssh_key or []]
-    with node.session() as s:
+    now = utcnow()
+    with node.session() as s, _refusing(code):
         view = add_department(
             s,
             code,
@@ -83,10 +179,30 @@ def dept_add(
             allow_ips=allow_ip or [],
             ssh_keys=keys,
             quota_bytes=quota or node.config.security.default_quota_bytes,
-            now=utcnow(),
+            now=now,
             actor="admin",
         )
-    emit_json(view.as_json()) if json_out else _print_dept(view)
+        [shown] = _assess(node, s, [view], now)
+    if shown.standing.state is CertState.EXPIRES_SOON:
+        ends = shown.standing.not_after
+        err_console.print(
+            f"warning: the certificate of {view.code} ends {ends:%Y-%m-%d %H:%M} UTC "
+            f"({time_until(ends, now)}); from then on the node refuses {view.code}. Ask the "
+            "ministry for its successor now (exchange-pki issue --renew).",
+            markup=False,
+        )
+    _emit(node, shown, json_out)
+
+
+@contextlib.contextmanager
+def _refusing(code: str) -> Iterator[None]:
+    """A certificate refusal names the department it refuses (code and cause are kept)."""
+    try:
+        yield
+    except CertificateError as e:
+        raise CertificateError(
+            f"cannot register {code}: {e.message}", code=e.code, detail=e.detail
+        ) from e
 
 
 def _read_text(path: Path) -> str:
@@ -98,33 +214,56 @@ def _read_text(path: Path) -> str:
 
 @dept_app.command("list")
 @fail_on_error
-def dept_list(home: HomeOpt, json_out: JsonOpt = False) -> None:
-    """List registered departments.
+def dept_list(
+    home: HomeOpt,
+    warn_days: Annotated[
+        int,
+        typer.Option(
+            "--warn-days", min=0, help="Show 'expires soon' for certificates ending within DAYS."
+        ),
+    ] = EXPIRY_WARNING_DAYS,
+    json_out: JsonOpt = False,
+) -> None:
+    """List registered departments, each checked against the node's current CRL and the clock.
 
-    **Example**
+    `state` is what the node does with the department now: `revoked` (its certificate is on the
+    node's CRL), `expired`, `no-current-crl` (the node holds no current CRL and refuses everyone),
+    `disabled`, `expires-soon` (within `--warn-days`, default 30) or `active`. `--json` adds
+    `registry_state` (active/disabled), `cert_state`, `cert_days_left`, `cert_revoked_at`,
+    `cert_revocation_reason` and `crl_code`.
 
-        exchange-server dept list --home /srv/node --json
+    **Examples**
+
+        exchange-server dept list --home /srv/node
+
+        exchange-server dept list --home /srv/node --warn-days 60 --json
     """
+    from rich.console import Console
     from rich.table import Table
 
     from exchange_server.store.registry import list_departments
 
-    with _node(home).session() as s:
-        views = list_departments(s)
+    node = _node(home)
+    with node.session(write=False) as s:
+        shown = _assess(node, s, list_departments(s), utcnow(), warn_days)
+    _warn_crl(node, shown)
     if json_out:
-        emit_json([v.as_json() for v in views])
+        emit_json([d.as_json() for d in shown])
         return
-    table = Table("code", "name", "state", "allowed IPs", "ssh keys", "cert until")
-    for v in views:
+    table = Table("code", "name", "state", "allowed IPs", "ssh keys", "certificate")
+    for d in shown:
         table.add_row(
-            v.code,
-            v.name,
-            v.state,
-            ", ".join(v.networks),
-            str(len(v.ssh_keys)),
-            f"{v.cert_not_after:%Y-%m-%d}",
+            d.view.code,
+            d.view.name,
+            _state_words(d.state),
+            ", ".join(d.view.networks),
+            str(len(d.view.ssh_keys)),
+            d.standing.describe(),
         )
-    console.print(table)
+    # Never let rich wrap or shorten cells to fit 80 columns (its default when piped): a name
+    # cut with "…" or a state split over two lines is what an operator misreads.
+    natural = console.measure(table, options=console.options.update_width(1000)).maximum
+    Console(highlight=False, width=max(console.width, natural)).print(table)
 
 
 @dept_app.command("show")
@@ -142,18 +281,20 @@ def dept_show(
     """
     from exchange_server.store.registry import get_department
 
-    with _node(home).session() as s:
-        view = get_department(s, code)
-    emit_json(view.as_json()) if json_out else _print_dept(view)
+    node = _node(home)
+    with node.session(write=False) as s:
+        [shown] = _assess(node, s, [get_department(s, code)], utcnow())
+    _emit(node, shown, json_out)
 
 
 def _set_state(code: str, home: Path, state: str, json_out: bool) -> None:
-    from exchange_server.store.models import DeptState
     from exchange_server.store.registry import set_state
 
-    with _node(home).session() as s:
-        view = set_state(s, code, DeptState(state), now=utcnow(), actor="admin")
-    emit_json(view.as_json()) if json_out else _print_dept(view)
+    node, now = _node(home), utcnow()
+    with node.session() as s:
+        view = set_state(s, code, DeptState(state), now=now, actor="admin")
+        [shown] = _assess(node, s, [view], now)
+    _emit(node, shown, json_out)
 
 
 @dept_app.command("disable")
@@ -206,9 +347,11 @@ def dept_set_ip(
     """
     from exchange_server.store.registry import set_networks
 
-    with _node(home).session() as s:
-        view = set_networks(s, code, allow_ip, now=utcnow(), actor="admin")
-    emit_json(view.as_json()) if json_out else _print_dept(view)
+    node, now = _node(home), utcnow()
+    with node.session() as s:
+        view = set_networks(s, code, allow_ip, now=now, actor="admin")
+        [shown] = _assess(node, s, [view], now)
+    _emit(node, shown, json_out)
 
 
 @dept_app.command("add-key")
@@ -227,6 +370,8 @@ def dept_add_key(
     """
     from exchange_server.store.registry import add_ssh_key
 
-    with _node(home).session() as s:
-        view = add_ssh_key(s, code, _read_text(ssh_key), now=utcnow(), actor="admin")
-    emit_json(view.as_json()) if json_out else _print_dept(view)
+    node, now = _node(home), utcnow()
+    with node.session() as s:
+        view = add_ssh_key(s, code, _read_text(ssh_key), now=now, actor="admin")
+        [shown] = _assess(node, s, [view], now)
+    _emit(node, shown, json_out)

@@ -98,7 +98,7 @@ def test_openssl_verify_fresh_then_revoked(cli_ca: CliCA, tmp_path: Path) -> Non
         assert fresh.returncode == 0, fresh.stdout + fresh.stderr
         assert fresh.stdout.strip() == f"{cert}: OK"
 
-    pki("revoke", "--ca-dir", cli_ca.dir, "--serial", serial, "--reason", "keyCompromise")
+    pki("revoke", "--ca-dir", cli_ca.dir, "--serial", serial, "--reason", "keyCompromise", "--yes")
     # Until the CRL is re-published OpenSSL cannot know...
     assert openssl(*cli_ca.verify_args(cert, crl, "-crl_check")).returncode == 0
     pki("crl", "--ca-dir", cli_ca.dir, "--out", crl)

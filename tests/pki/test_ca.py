@@ -550,7 +550,7 @@ def test_list_expiring_filters(test_ca: CAFixture, tmp_path: Path) -> None:
             "--out", tmp_path,
         )  # fmt: skip
         assert result.exit_code == 0, result.output
-    assert run_cli("revoke", "--ca-dir", test_ca.dir, "--dept", "GONE").exit_code == 0
+    assert run_cli("revoke", "--ca-dir", test_ca.dir, "--dept", "GONE", "--yes").exit_code == 0
 
     def listed(*extra: str) -> list[str]:
         result = run_cli("list", "--ca-dir", test_ca.dir, "--json", *extra)

@@ -227,7 +227,7 @@ def test_list_json_fields_and_chinese_names(test_ca: CAFixture, tmp_path: Path) 
     for dept, name in names.items():
         _issue(test_ca, tmp_path, dept, name)
     revoked = serial_of(tmp_path / "GA1.pem")
-    assert run_cli("revoke", "--ca-dir", test_ca.dir, "--serial", revoked).exit_code == 0
+    assert run_cli("revoke", "--ca-dir", test_ca.dir, "--serial", revoked, "--yes").exit_code == 0
 
     result = run_cli("list", "--ca-dir", test_ca.dir, "--json")
     assert result.exit_code == 0, result.output
@@ -308,7 +308,7 @@ def test_verify_text_ok(test_ca: CAFixture, tmp_path: Path) -> None:
 def test_verify_revoked_in_crl(inter_ca: CAFixture, tmp_path: Path) -> None:
     pem = _issue(inter_ca, tmp_path / "out")
     serial = serial_of(pem)
-    assert run_cli("revoke", "--ca-dir", inter_ca.dir, "--serial", serial).exit_code == 0
+    assert run_cli("revoke", "--ca-dir", inter_ca.dir, "--serial", serial, "--yes").exit_code == 0
     assert run_cli("crl", "--ca-dir", inter_ca.dir, "--out", tmp_path / "crl.pem").exit_code == 0
     result = run_cli("verify", "--ca-dir", inter_ca.dir, pem, "--json")
     line = assert_one_line_error(result, 1, "E_REVOKED", json_verdict=True)
@@ -321,7 +321,7 @@ def test_verify_revoked_in_crl(inter_ca: CAFixture, tmp_path: Path) -> None:
 def test_verify_revoked_in_database_before_new_crl(inter_ca: CAFixture, tmp_path: Path) -> None:
     pem = _issue(inter_ca, tmp_path)
     assert run_cli("verify", "--ca-dir", inter_ca.dir, pem).exit_code == 0
-    assert run_cli("revoke", "--ca-dir", inter_ca.dir, "--dept", "MZ330100").exit_code == 0
+    assert run_cli("revoke", "--ca-dir", inter_ca.dir, "--dept", "MZ330100", "-y").exit_code == 0
     # No `crl` run: crl.pem does not list it yet, the database does.
     line = assert_one_line_error(run_cli("verify", "--ca-dir", inter_ca.dir, pem), 1, "E_REVOKED")
     assert "recorded in the CA database" in line
@@ -368,7 +368,9 @@ def test_verify_with_explicit_crl_file(test_ca: CAFixture, tmp_path: Path) -> No
     pem = _issue(test_ca, tmp_path)
     old_crl = tmp_path / "old-crl.pem"
     shutil.copy(test_ca.dir / "crl.pem", old_crl)
-    assert run_cli("revoke", "--ca-dir", test_ca.dir, "--serial", serial_of(pem)).exit_code == 0
+    assert (
+        run_cli("revoke", "--ca-dir", test_ca.dir, "--serial", serial_of(pem), "-y").exit_code == 0
+    )
     assert run_cli("crl", "--ca-dir", test_ca.dir, "--out", tmp_path / "new.pem").exit_code == 0
     # With the old CRL the database still catches it; with the new one the CRL does.
     old = assert_one_line_error(
@@ -387,7 +389,7 @@ def test_revoke_and_crl_json(test_ca: CAFixture, tmp_path: Path) -> None:
     _issue(test_ca, tmp_path)
     result = run_cli(
         "revoke", "--ca-dir", test_ca.dir, "--dept", "MZ330100", "--reason", "key-compromise",
-        "--json",
+        "--json", "--yes",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.stdout)
@@ -432,7 +434,10 @@ def _setup_issued(ctx: Ctx) -> None:
 
 def _setup_revoked(ctx: Ctx) -> None:
     _setup_issued(ctx)
-    assert run_cli("revoke", "--ca-dir", ctx.ca, "--serial", ctx.values["serial"]).exit_code == 0
+    assert (
+        run_cli("revoke", "--ca-dir", ctx.ca, "--serial", ctx.values["serial"], "--yes").exit_code
+        == 0
+    )
 
 
 def _issue_args(ctx: Ctx, *extra: str | Path, dept: str = "RS330100") -> list[str | Path]:
