@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from sqlmodel import col, func, select
+from sqlmodel import Session, col, func, select
 
 from exchange_common.cli import console, emit_json, fail_on_error
 from exchange_common.errors import InputError
@@ -23,12 +24,29 @@ from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node, command_gr
 from exchange_server.crl import crl_status
 from exchange_server.node import Node, utcnow
 from exchange_server.store.audit import EventSpec, append_events
-from exchange_server.store.models import QueryResource, ResourceState, Upload, as_utc
+from exchange_server.store.calendar import load_calendar
+from exchange_server.store.checkpoints import newest_checkpoint
+from exchange_server.store.models import (
+    AuditEvent,
+    Query,
+    QueryResource,
+    QueryState,
+    ResourceState,
+    Upload,
+    as_utc,
+)
 
-__all__ = ["SCHEMA", "node_status", "status", "upload_app"]
+__all__ = ["SCHEMA", "needs_attention", "node_status", "status", "upload_app"]
 
 #: The ``--json`` schema's name and version (a field added keeps it; a field changed bumps it).
 SCHEMA = "exchange-node-status/1"
+
+#: An upload waiting this long for the pipeline means the pipeline is down or far behind.
+PIPELINE_LATE_SECONDS = 300
+
+#: Bundle kinds the node accepts and keeps in ``routed`` with no step for them yet (the issue
+#: "The rest of the verification procedure" adds them): shown as stuck.
+UNHANDLED_KINDS = ("recheck", "revocation")
 
 #: Upload states in which the pipeline, or a relay, still has work to do.
 _MOVING = ("received", "accepted", "routed")
@@ -70,6 +88,10 @@ def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
                 col(QueryResource.state).in_([st.value for st in ResourceState if st.waiting])
             )
         ).all()
+        stuck = _stuck(s, now)
+        calendar = load_calendar(s).coverage()
+        events = s.exec(select(func.count()).select_from(AuditEvent)).one()
+        checkpoint = newest_checkpoint(s)
     by_state: Counter[str] = Counter()
     by_kind: Counter[str] = Counter()
     by_dept: dict[str, Counter[str]] = {}
@@ -130,7 +152,94 @@ def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
             "not_after": _iso(leaf.not_valid_after_utc),
             "days_left": (leaf.not_valid_after_utc - now).days,
         },
+        "stuck": stuck,
+        "pipeline": _pipeline(by_state, oldest, held, now),
+        "calendar": {
+            "years": [y for y, _ in calendar],
+            "covers_this_year": any(y == now.year for y, _ in calendar),
+            "covers_next_year": any(y == now.year + 1 for y, _ in calendar),
+        },
+        "audit": {
+            "events": int(events),
+            "checkpointed": checkpoint.size if checkpoint else 0,
+            "newest_checkpoint_at": _iso(checkpoint.at) if checkpoint else None,
+        },
     }
+
+
+def _stuck(s: Session, now: dt.datetime) -> list[dict[str, Any]]:
+    """Uploads waiting with nothing that will move them: a kind the node keeps in ``routed``
+    with no step for it yet (:data:`UNHANDLED_KINDS`), or a query upload whose query has been
+    closed (or is missing) for more than a minute (the pipeline settles those in passing)."""
+    rows = s.exec(
+        select(Upload, Query.state)
+        .join(Query, col(Query.bundle_id) == col(Upload.bundle_id), isouter=True)
+        .where(Upload.state == "routed")
+    ).all()
+    out = []
+    for up, query_state in rows:
+        if up.kind in UNHANDLED_KINDS:
+            why = f"no step handles {up.kind} bundles yet"
+        elif up.kind == "query" and query_state not in (QueryState.OPEN, QueryState.SUSPENDED):
+            if now - as_utc(up.updated_at) < dt.timedelta(minutes=1):
+                continue
+            why = f"its query is {query_state or 'not recorded'}"
+        else:
+            continue
+        out.append(
+            {
+                "upload_id": up.id,
+                "bundle_id": up.bundle_id,
+                "department": up.dept_code,
+                "kind": up.kind,
+                "since": _iso(up.updated_at),
+                "why": why,
+            }
+        )
+    return out
+
+
+def _pipeline(
+    by_state: Counter[str], oldest: Upload | None, held: Sequence[Upload], now: dt.datetime
+) -> dict[str, Any]:
+    """The pipeline's health from what it left in the store: its queue (uploads received or
+    accepted, not yet through review and routing), the oldest of them, and what it holds."""
+    queued = by_state.get("received", 0) + by_state.get("accepted", 0)
+    age = (
+        int((now - as_utc(oldest.received_at)).total_seconds())
+        if oldest is not None and oldest.state in ("received", "accepted")
+        else 0
+    )
+    return {
+        "queued": queued,
+        "oldest_queued_seconds": age,
+        "held": len(held),
+        "healthy": not held and age < PIPELINE_LATE_SECONDS,
+    }
+
+
+def needs_attention(doc: dict[str, Any], now: dt.datetime) -> bool:
+    """Whether a status document shows something the administrator must act on: a held or
+    stuck upload, a pipeline not keeping up, an overdue deadline, a CRL not current or due
+    within a day, a node certificate with less than 30 days left, no working-day calendar for
+    this year (or, in December, for the next)."""
+    crl = doc["crl"]
+    next_update = crl.get("next_update")
+    crl_due = next_update is not None and dt.datetime.fromisoformat(next_update) - now < (
+        dt.timedelta(days=1)
+    )
+    cal = doc["calendar"]
+    return bool(
+        doc["held"]
+        or doc["stuck"]
+        or not doc["pipeline"]["healthy"]
+        or doc["deadlines"]["overdue"]
+        or not crl["current"]
+        or crl_due
+        or doc["certificate"]["days_left"] < 30
+        or not cal["covers_this_year"]
+        or (now.month == 12 and not cal["covers_next_year"])
+    )
 
 
 @fail_on_error
@@ -139,8 +248,10 @@ def status(home: HomeOpt, json_out: JsonOpt = False) -> None:
     held after repeated failures, rejections of the last day, overdue deadlines, the CRL and the
     node certificate.
 
-    Exit 0 when nothing needs attention; 1 when something does (a held upload, an overdue
-    deadline, a CRL that is not current, a certificate with less than 30 days left).
+    Exit 0 when nothing needs attention; 1 when something does (:func:`needs_attention`: a
+    held or stuck upload, a pipeline not keeping up, an overdue deadline, a CRL not current or
+    due within a day, a node certificate with less than 30 days left, a year without a
+    working-day calendar).
 
     **Examples**
 
@@ -148,13 +259,9 @@ def status(home: HomeOpt, json_out: JsonOpt = False) -> None:
 
         exchange-server status --home /srv/node --json
     """
-    doc = node_status(_node(home), utcnow())
-    attention = bool(
-        doc["held"]
-        or doc["deadlines"]["overdue"]
-        or not doc["crl"]["current"]
-        or doc["certificate"]["days_left"] < 30
-    )
+    now = utcnow()
+    doc = node_status(_node(home), now)
+    attention = needs_attention(doc, now)
     if json_out:
         emit_json(doc | {"attention": attention})
     else:
@@ -189,6 +296,27 @@ def status(home: HomeOpt, json_out: JsonOpt = False) -> None:
         cert = doc["certificate"]
         lines.append(
             f"node certificate: valid until {cert['not_after']} ({cert['days_left']} days)"
+        )
+        for item in doc["stuck"]:
+            lines.append(
+                f"STUCK since {item['since']}: upload {item['upload_id']} ({item['department']}, "
+                f"{item['kind']}): {item['why']}"
+            )
+        p = doc["pipeline"]
+        lines.append(
+            f"pipeline: {'ok' if p['healthy'] else 'NOT KEEPING UP'}, {p['queued']} queued"
+            + (f", the oldest for {p['oldest_queued_seconds']} s" if p["queued"] else "")
+        )
+        cal = doc["calendar"]
+        lines.append(
+            "working-day calendar: "
+            + (", ".join(str(y) for y in cal["years"]) or "no year")
+            + ("" if cal["covers_this_year"] else f" (NOT {now.year}: import it)")
+        )
+        a = doc["audit"]
+        lines.append(
+            f"audit trail: {a['events']} events, {a['checkpointed']} under a signed checkpoint"
+            + (f" (newest {a['newest_checkpoint_at']})" if a["newest_checkpoint_at"] else "")
         )
         for line in lines:
             console.print(line, markup=False)

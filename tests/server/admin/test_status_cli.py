@@ -3,22 +3,32 @@ and as versioned JSON, with nothing personal in either (SQLite, and PostgreSQL w
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 from sqlmodel import select
 from typer.testing import CliRunner, Result
 
 from exchange_server.admin.cli import app
-from exchange_server.admin.status_cli import SCHEMA
+from exchange_server.admin.status_cli import SCHEMA, needs_attention
 from exchange_server.store.models import AuditEvent, QueryResource, Upload
+from tests.common.calendargen import write_calendar
 from tests.server.pipeline.test_relays import RELAYED_ONLY, _query
 from tests.server.pipeline.test_workflow import MZ, A, B, C, _push_data
 from tests.server.world import World
 
 
 @pytest.fixture
-def world(catalog_world: World) -> World:
+def world(catalog_world: World, tmp_path: Path) -> World:
+    # next year's working days imported: in December a node without them needs attention
+    calendar = write_calendar(tmp_path / "calendar-2027.toml")
+    home = str(catalog_world.node.config.home)
+    assert (
+        CliRunner().invoke(app, ["calendar", "import", "--home", home, str(calendar)]).exit_code
+        == 0
+    )
     return catalog_world
 
 
@@ -34,6 +44,17 @@ def test_a_quiet_node_needs_nothing(world: World) -> None:
     assert doc["schema"] == SCHEMA and doc["attention"] is False
     assert doc["uploads"]["by_state"] == {"done": 1} and doc["held"] == []
     assert doc["crl"]["current"] is True and doc["certificate"]["days_left"] > 30
+    assert doc["stuck"] == [] and doc["pipeline"]["healthy"] is True
+    assert doc["pipeline"]["queued"] == 0 and 2026 in doc["calendar"]["years"]
+    assert doc["calendar"]["covers_next_year"] is True
+    assert doc["audit"]["events"] >= 1 and doc["audit"]["checkpointed"] == 0
+    home = str(world.node.config.home)
+    assert CliRunner().invoke(app, ["audit", "checkpoint", "--home", home]).exit_code == 0
+    after = json.loads(invoke(world, "--json").stdout)["audit"]
+    assert after["checkpointed"] == after["events"] and after["newest_checkpoint_at"]
+    words = invoke(world).stdout
+    assert "pipeline: ok, 0 queued" in words and "2027" in words
+    assert f"audit trail: {after['events']} events, {after['events']} under a signed" in words
 
 
 def test_held_uploads_overdue_deadlines_and_rejections_need_attention(world: World) -> None:
@@ -89,3 +110,58 @@ def test_a_held_upload_is_taken_up_again_by_retry_and_nothing_else_is(world: Wor
         events = s.exec(select(AuditEvent).where(AuditEvent.action == "bundle.retry")).all()
         assert [(e.actor, e.subject) for e in events] == [("张科长", query.bundle_id)]
     assert json.loads(invoke(world, "--json").stdout)["held"] == []
+
+
+def test_a_bundle_no_step_handles_is_stuck(world: World) -> None:
+    """A recheck is accepted and kept in ``routed`` with nothing to move it (the issue "The
+    rest of the verification procedure" adds the step): shown as stuck, needing attention."""
+    path = world.seal(MZ, b"id\n1\n", kind="recheck")
+    upload_id = world.upload(MZ, path)
+    world.ingest.process(upload_id)
+    r = invoke(world, "--json")
+    assert r.exit_code == 1, r.output
+    (item,) = json.loads(r.stdout)["stuck"]
+    assert item["upload_id"] == upload_id and item["kind"] == "recheck"
+    assert item["why"] == "no step handles recheck bundles yet"
+    assert f"STUCK since {item['since']}: upload {upload_id}" in invoke(world).stdout
+
+
+def test_a_pipeline_that_does_not_keep_up_needs_attention(world: World) -> None:
+    upload_id = world.upload(MZ, world.seal(MZ, b"id\n1\n"))  # committed, never processed
+    with world.node.session() as s:
+        up = s.get(Upload, upload_id)
+        assert up is not None
+        up.received_at = up.received_at - dt.timedelta(hours=1)
+        s.add(up)
+    r = invoke(world, "--json")
+    assert r.exit_code == 1
+    p = json.loads(r.stdout)["pipeline"]
+    assert p["healthy"] is False and p["queued"] == 1 and p["oldest_queued_seconds"] >= 3600
+    assert "pipeline: NOT KEEPING UP, 1 queued" in invoke(world).stdout
+
+
+def _doc(**changes: object) -> dict[str, object]:
+    doc: dict[str, object] = {
+        "held": [],
+        "stuck": [],
+        "pipeline": {"healthy": True},
+        "deadlines": {"overdue": 0},
+        "crl": {"current": True, "next_update": "2026-06-20T00:00:00+00:00"},
+        "certificate": {"days_left": 200},
+        "calendar": {"covers_this_year": True, "covers_next_year": False},
+    }
+    return doc | changes
+
+
+def test_attention_rules_at_a_given_time() -> None:
+    june = dt.datetime(2026, 6, 10, tzinfo=dt.UTC)
+    assert needs_attention(_doc(), june) is False
+    # next year's calendar matters in December only
+    assert needs_attention(_doc(), june.replace(month=12)) is True
+    assert needs_attention(
+        _doc(calendar={"covers_this_year": False, "covers_next_year": True}), june
+    )
+    # a CRL due within a day, a certificate about to end
+    assert needs_attention(_doc(), dt.datetime(2026, 6, 19, 1, tzinfo=dt.UTC)) is True
+    assert needs_attention(_doc(certificate={"days_left": 29}), june) is True
+    assert needs_attention(_doc(stuck=[{"upload_id": "x"}]), june) is True
