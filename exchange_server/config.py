@@ -19,6 +19,7 @@ __all__ = [
     "CONFIG_NAME",
     "AuditConfig",
     "DeadlineConfig",
+    "MonitorConfig",
     "NodeConfig",
     "SFTPConfig",
     "SecurityConfig",
@@ -94,6 +95,14 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """Where ``serve`` answers ``/metrics``, ``/healthz``, ``/status.json`` and the status page."""
+
+    #: ``HOST:PORT``; empty = off. No login: keep it on loopback (docs/operator-guide.md).
+    address: str = ""
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything a node process needs to know, with paths resolved against ``home``."""
 
@@ -113,6 +122,7 @@ class NodeConfig:
     limits: Limits = field(default_factory=Limits)
     deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     #: Where ``serve`` logs, at which level, in which format, rotated how.
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -186,6 +196,13 @@ def load_config(home: Path) -> NodeConfig:
     limits_raw = dict(raw.pop("limits", {}))
     deadlines = _take(DeadlineConfig, dict(raw.pop("deadlines", {})), "deadlines")
     audit = _take(AuditConfig, dict(raw.pop("audit", {})), "audit")
+    monitor = _take(MonitorConfig, dict(raw.pop("monitor", {})), "monitor")
+    host, sep, port = monitor.address.rpartition(":")
+    if monitor.address and (not sep or not host or not port.isdigit() or int(port) > 65535):
+        raise InputError(
+            f"{path}: monitor.address must be HOST:PORT (e.g. 127.0.0.1:9464), or empty",
+            code="E_CONFIG",
+        )
     if not 1 <= audit.checkpoint_seconds <= 86400:
         raise InputError(
             f"{path}: audit.checkpoint_seconds must be from 1 to 86400", code="E_CONFIG"
@@ -228,6 +245,7 @@ def load_config(home: Path) -> NodeConfig:
             "limits": limits,
             "deadlines": deadlines,
             "audit": audit,
+            "monitor": monitor,
             "log": log,
         },
         "node",
@@ -247,10 +265,10 @@ def render_config(cfg: NodeConfig) -> str:
 
     lines = ["# Node configuration; see docs/configuration.md", "[node]"]
     for f in fields(NodeConfig):
-        if f.name in {"home", "sftp", "security", "limits", "deadlines", "audit", "log"}:
+        if f.name in {"home", "sftp", "security", "limits", "deadlines", "audit", "monitor", "log"}:
             continue
         lines.append(f"{f.name} = {val(getattr(cfg, f.name))}")
-    for section in ("sftp", "security", "limits", "deadlines", "audit", "log"):
+    for section in ("sftp", "security", "limits", "deadlines", "audit", "monitor", "log"):
         lines += ["", f"[{section}]"]
         obj = getattr(cfg, section)
         lines += [f"{f.name} = {val(getattr(obj, f.name))}" for f in fields(obj)]

@@ -151,6 +151,14 @@ def serve(
         str | None,
         typer.Option("--log-format", help="text or json lines (default: [log] format)."),
     ] = None,
+    monitor: Annotated[
+        str | None,
+        typer.Option(
+            "--monitor",
+            help="Serve /metrics, /healthz, /status.json and the status page on HOST:PORT "
+            "(default: [monitor] address; off when empty). No login: keep it on 127.0.0.1.",
+        ),
+    ] = None,
 ) -> None:
     """Run the node: the SFTP front and the ingest pipeline, until SIGINT/SIGTERM.
 
@@ -166,12 +174,22 @@ def serve(
         exchange-server serve --home /srv/node --host 0.0.0.0 --port 2222
 
         exchange-server serve --home /srv/node --log-file /var/log/exchange/node.log --log-format json
+
+        exchange-server serve --home /srv/node --monitor 127.0.0.1:9464
     """
+    from exchange_server.front.monitor import parse_address
     from exchange_server.front.serve import run
 
     options = _log_options(log_file, log_level, log_format)
     node = _node(home)
-    run(node, host=host, port=port, log=node.config.log_settings(**options))
+    address = monitor if monitor is not None else node.config.monitor.address
+    run(
+        node,
+        host=host,
+        port=port,
+        log=node.config.log_settings(**options),
+        monitor=parse_address(address) if address else None,
+    )
 
 
 def _log_options(file: Path | None, level: str | None, fmt: str | None) -> dict[str, str]:

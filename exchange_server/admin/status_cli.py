@@ -18,7 +18,7 @@ from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node, command_gr
 from exchange_server.node import utcnow
 from exchange_server.store.audit import EventSpec, append_events
 from exchange_server.store.models import Upload
-from exchange_server.store.status import SCHEMA, needs_attention, node_status
+from exchange_server.store.status import SCHEMA, attention_reasons, needs_attention, node_status
 
 __all__ = ["SCHEMA", "needs_attention", "node_status", "status", "upload_app"]
 
@@ -42,9 +42,10 @@ def status(home: HomeOpt, json_out: JsonOpt = False) -> None:
     """
     now = utcnow()
     doc = node_status(_node(home), now)
-    attention = needs_attention(doc, now)
+    reasons = attention_reasons(doc, now)
+    attention = bool(reasons)
     if json_out:
-        emit_json(doc | {"attention": attention})
+        emit_json(doc | {"attention": attention, "attention_reasons": reasons})
     else:
         up = doc["uploads"]["by_state"]
         lines = [
@@ -98,6 +99,9 @@ def status(home: HomeOpt, json_out: JsonOpt = False) -> None:
         lines.append(
             f"audit trail: {a['events']} events, {a['checkpointed']} under a signed checkpoint"
             + (f" (newest {a['newest_checkpoint_at']})" if a["newest_checkpoint_at"] else "")
+        )
+        lines.append(
+            "NEEDS ATTENTION: " + "; ".join(reasons) if reasons else "nothing needs attention"
         )
         for line in lines:
             console.print(line, markup=False)

@@ -21,6 +21,7 @@ from exchange_common.errors import ExchangeError
 from exchange_common.logs import LogSettings
 from exchange_server.crl import crl_status
 from exchange_server.front.dropfolder import DropFolder
+from exchange_server.front.monitor import Monitor
 from exchange_server.front.server import SFTPFront
 from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.assembly import handover_to_process, node_spool
@@ -57,7 +58,9 @@ async def _checkpoints(node: Node) -> None:
         await asyncio.to_thread(_checkpoint, node)
 
 
-async def _serve(node: Node, host: str, port: int, log_level: str) -> None:
+async def _serve(
+    node: Node, host: str, port: int, log_level: str, monitor_at: tuple[str, int] | None
+) -> None:
     # Recovery runs to completion before the listener opens, so it never races a live upload.
     await asyncio.to_thread(recover_spool, node, node_spool(node))
     crl = await asyncio.to_thread(crl_status, node, utcnow())
@@ -80,6 +83,11 @@ async def _serve(node: Node, host: str, port: int, log_level: str) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    monitor = Monitor(node.config.home, monitor_at) if monitor_at is not None else None
+    if monitor is not None:
+        m_host, m_port = await asyncio.to_thread(monitor.start)
+        srv_log.info("monitor serving on http://%s:%d/", m_host, m_port)
+        print(f"monitor on http://{m_host}:{m_port}/", flush=True)
     bound_host, bound_port = await front.start(host, port)
     pipeline.start()
     supervisor = asyncio.create_task(pipeline.supervise(), name="pipeline-supervisor")
@@ -92,6 +100,8 @@ async def _serve(node: Node, host: str, port: int, log_level: str) -> None:
         await stop.wait()
     finally:
         srv_log.info("shutting down")
+        if monitor is not None:
+            await asyncio.to_thread(monitor.stop)
         await asyncio.to_thread(drop.stop)
         await front.close()
         supervisor.cancel()
@@ -109,13 +119,20 @@ async def _serve(node: Node, host: str, port: int, log_level: str) -> None:
 
 
 def run(
-    node: Node, *, host: str | None = None, port: int | None = None, log: LogSettings | None = None
+    node: Node,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    log: LogSettings | None = None,
+    monitor: tuple[str, int] | None = None,
 ) -> None:
     """Serve SFTP (and the pipeline, when present) until SIGINT or SIGTERM.
 
     ``host``/``port`` default to ``[sftp]`` in node.toml; port 0 picks a free port. ``log``
     defaults to ``[log]`` (:meth:`~exchange_server.config.NodeConfig.log_settings`). Prints
-    ``listening on HOST:PORT`` on stdout once connections are accepted. Raises
+    ``listening on HOST:PORT`` on stdout once connections are accepted; with ``monitor``
+    (host, port) it serves the monitor there first and prints ``monitor on
+    http://HOST:PORT/``. Raises
     :class:`~exchange_common.errors.ExchangeError` for a start-up problem (no host key, no trust
     root, address in use, a log file that cannot be written or that another process writes).
     """
@@ -129,6 +146,7 @@ def run(
                 host if host is not None else cfg.sftp.host,
                 cfg.sftp.port if port is None else port,
                 settings.level,
+                monitor,
             )
         )
     except ExchangeError:

@@ -71,6 +71,7 @@ from exchange_server.front.login import (
     _LoginServer,
     _safe_user,
 )
+from exchange_server.front.metrics import FRONT
 from exchange_server.front.sftp import DepartmentSFTPServer
 from exchange_server.front.sftp_handles import commit_on_close_supported
 from exchange_server.front.sftp_services import SessionInfo, SFTPServices
@@ -458,6 +459,7 @@ class SFTPFront:
     def login_ok(self, dept: DeptCode, address: str, method: str) -> None:
         """Record a successful login."""
         self.gate.record_success(address)
+        FRONT.login_ok(method)
         log.info("login ok: address=%s user=%s method=%s", address, dept, method)
         self._audit("login.ok", dept, {"address": address, "method": method})
 
@@ -472,11 +474,13 @@ class SFTPFront:
             banned = self.gate.record_failure(address) or banned
         if banned:
             seconds = self.gate.policy.ban_seconds
+            FRONT.bans.inc()
             log.warning("address banned: address=%s seconds=%s", address, seconds)
             self._audit("login.ban", None, {"address": address, "seconds": seconds})
 
     def _refused(self, reason: str, address: str, user: str | None) -> None:
         safe = _safe_user(user)
+        FRONT.login_refused(reason)
         log.warning("login refused: reason=%s address=%s user=%s", reason, address, safe)
         detail: dict[str, Any] = {"reason": reason, "address": address, "user": safe}
         if reason in _PRE_BANNER:

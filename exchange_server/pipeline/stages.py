@@ -71,10 +71,12 @@ class StageTimes:
 
 
 def parse_timings(line: str) -> dict[str, float] | None:
-    """The stage milliseconds of one log line written by :meth:`StageTimes.report`, or None
-    for any other line (``total`` included, ``state`` left out)."""
+    """The stage milliseconds of one line written by :meth:`StageTimes.report` (the whole log
+    line, or only its message), or None for any other line (``total`` included, ``state`` left
+    out)."""
     at = line.find(_PREFIX)
-    if at < 0 or " upload " not in line[:at]:
+    head = line[:at]
+    if at < 0 or not (head.startswith("upload ") or " upload " in head):
         return None
     out: dict[str, float] = {}
     for field in line[at + len(_PREFIX) :].split():

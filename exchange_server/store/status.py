@@ -29,7 +29,14 @@ from exchange_server.store.models import (
     as_utc,
 )
 
-__all__ = ["PIPELINE_LATE_SECONDS", "SCHEMA", "UNHANDLED_KINDS", "needs_attention", "node_status"]
+__all__ = [
+    "PIPELINE_LATE_SECONDS",
+    "SCHEMA",
+    "UNHANDLED_KINDS",
+    "attention_reasons",
+    "needs_attention",
+    "node_status",
+]
 
 #: The ``--json`` schema's name and version (a field added keeps it; a field changed bumps it).
 SCHEMA = "exchange-node-status/1"
@@ -211,25 +218,36 @@ def _pipeline(
     }
 
 
-def needs_attention(doc: dict[str, Any], now: dt.datetime) -> bool:
-    """Whether a status document shows something the administrator must act on: a held or
-    stuck upload, a pipeline not keeping up, an overdue deadline, a CRL not current or due
-    within a day, a node certificate with less than 30 days left, no working-day calendar for
-    this year (or, in December, for the next)."""
+def attention_reasons(doc: dict[str, Any], now: dt.datetime) -> list[str]:
+    """What in a status document the administrator must act on, in words (empty: nothing): a
+    held or stuck upload, a pipeline not keeping up, an overdue deadline, a CRL not current or
+    due within a day, a node certificate with less than 30 days left, no working-day calendar
+    for this year (or, in December, for the next)."""
+    out: list[str] = []
+    if doc["held"]:
+        out.append(f"{len(doc['held'])} upload(s) held after repeated failures")
+    if doc["stuck"]:
+        out.append(f"{len(doc['stuck'])} upload(s) stuck")
+    if not doc["pipeline"]["healthy"]:
+        out.append("the pipeline is not keeping up")
+    if doc["deadlines"]["overdue"]:
+        out.append(f"{doc['deadlines']['overdue']} deadline(s) overdue")
     crl = doc["crl"]
     next_update = crl.get("next_update")
-    crl_due = next_update is not None and dt.datetime.fromisoformat(next_update) - now < (
-        dt.timedelta(days=1)
-    )
+    if not crl["current"]:
+        out.append(f"the CRL is not current ({crl.get('code')})")
+    elif next_update and dt.datetime.fromisoformat(next_update) - now < dt.timedelta(days=1):
+        out.append("the CRL must be replaced within a day")
+    if doc["certificate"]["days_left"] < 30:
+        out.append(f"the node certificate ends in {doc['certificate']['days_left']} days")
     cal = doc["calendar"]
-    return bool(
-        doc["held"]
-        or doc["stuck"]
-        or not doc["pipeline"]["healthy"]
-        or doc["deadlines"]["overdue"]
-        or not crl["current"]
-        or crl_due
-        or doc["certificate"]["days_left"] < 30
-        or not cal["covers_this_year"]
-        or (now.month == 12 and not cal["covers_next_year"])
-    )
+    if not cal["covers_this_year"]:
+        out.append(f"no working-day calendar for {now.year}")
+    elif now.month == 12 and not cal["covers_next_year"]:
+        out.append(f"no working-day calendar for {now.year + 1} yet")
+    return out
+
+
+def needs_attention(doc: dict[str, Any], now: dt.datetime) -> bool:
+    """Whether :func:`attention_reasons` finds anything."""
+    return bool(attention_reasons(doc, now))

@@ -171,6 +171,8 @@ class NodeHarness:
         self.sftp_settings = dict(sftp or {})
         self.host = host
         self.port = 0
+        #: ``http://HOST:PORT/`` of the monitor once started with ``--monitor`` (else None).
+        self.monitor_url: str | None = None
         self.home = self.root / "home"
         self.log_path = self.root / "node.log"
         self.depts: dict[str, DeptCredentials] = {}
@@ -321,6 +323,8 @@ class NodeHarness:
                     f"node exited ({self.proc.returncode}) before listening; log:\n"
                     f"{self.log_text()}"
                 )
+            if line.startswith("monitor on "):
+                self.monitor_url = line.split(" ", 2)[2]
             if line.startswith("listening on "):
                 self.port = int(line.rsplit(":", 1)[1])
                 break

@@ -42,6 +42,7 @@ def test_a_quiet_node_needs_nothing(world: World) -> None:
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["schema"] == SCHEMA and doc["attention"] is False
+    assert doc["attention_reasons"] == []
     assert doc["uploads"]["by_state"] == {"done": 1} and doc["held"] == []
     assert doc["crl"]["current"] is True and doc["certificate"]["days_left"] > 30
     assert doc["stuck"] == [] and doc["pipeline"]["healthy"] is True
@@ -120,6 +121,7 @@ def test_a_bundle_no_step_handles_is_stuck(world: World) -> None:
     world.ingest.process(upload_id)
     r = invoke(world, "--json")
     assert r.exit_code == 1, r.output
+    assert json.loads(r.stdout)["attention_reasons"] == ["1 upload(s) stuck"]
     (item,) = json.loads(r.stdout)["stuck"]
     assert item["upload_id"] == upload_id and item["kind"] == "recheck"
     assert item["why"] == "no step handles recheck bundles yet"
@@ -137,7 +139,9 @@ def test_a_pipeline_that_does_not_keep_up_needs_attention(world: World) -> None:
     assert r.exit_code == 1
     p = json.loads(r.stdout)["pipeline"]
     assert p["healthy"] is False and p["queued"] == 1 and p["oldest_queued_seconds"] >= 3600
-    assert "pipeline: NOT KEEPING UP, 1 queued" in invoke(world).stdout
+    words = invoke(world).stdout
+    assert "pipeline: NOT KEEPING UP, 1 queued" in words
+    assert "NEEDS ATTENTION: the pipeline is not keeping up" in words
 
 
 def _doc(**changes: object) -> dict[str, object]:
