@@ -76,7 +76,7 @@ def pull_cmd(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Download every new file from /outbox, verify it, open it into OUT/<kind>/<BUNDLE_ID>/.
+    """Download every new file from /outbox, verify it, open it into `OUT/<kind>/<BUNDLE_ID>/`.
 
     Only bundles signed by the pinned node certificate (chain and CRL checked) are opened;
     anything else is kept in `DIR/rejected/` with the reason and reported. Receipts record the
