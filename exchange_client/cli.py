@@ -22,7 +22,7 @@ from exchange_client.enroll_cli import init
 from exchange_client.offline_cli import export_cmd, import_cmd
 from exchange_client.pull_cli import pull_cmd, status, wait_cmd
 from exchange_client.push_cli import push, respond
-from exchange_common.cli import EXIT_CODES_HELP
+from exchange_common.cli import EXIT_CODES_HELP, VersionOpt, version_text
 
 app = typer.Typer(
     name="exchange-client",
@@ -39,7 +39,7 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(version: VersionOpt = False) -> None:
     """Department client for the social-assistance data exchange."""
 
 
@@ -58,10 +58,8 @@ app.command("open")(open_cmd)
 
 @app.command()
 def version() -> None:
-    """Print the client version."""
-    from importlib.metadata import version as dist_version
-
-    typer.echo(dist_version("social-assistance-exchange"))
+    """Print the client version (the same as `exchange-client --version`)."""
+    typer.echo(version_text())
 
 
 def main() -> None:

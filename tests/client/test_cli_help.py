@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import inspect
 import re
+from importlib.metadata import version
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from exchange_client.cli import app
@@ -40,3 +42,18 @@ def test_every_placeholder_of_a_command_text_is_shown(name: str) -> None:
     shown = _help(name)
     missing = [p for p in sorted(set(PLACEHOLDER.findall(doc))) if p not in shown]
     assert not missing, f"{name} --help lost {missing}"
+
+
+def test_version_option_prints_the_installed_version() -> None:
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0, r.output
+    assert r.output == f"exchange-client {version('social-assistance-exchange')}\n"
+    assert runner.invoke(app, ["version"]).output.strip() == version("social-assistance-exchange")
+
+
+@pytest.mark.parametrize("module", ["exchange_server.admin.cli", "pki.cli"])
+def test_server_and_pki_have_version_too(module: str) -> None:
+    other: typer.Typer = __import__(module, fromlist=["app"]).app
+    r = runner.invoke(other, ["--version"])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().endswith(version("social-assistance-exchange"))
