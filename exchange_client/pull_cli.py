@@ -19,6 +19,7 @@ from exchange_client.cli_shared import (
 )
 from exchange_client.config import load_config
 from exchange_client.credentials import load_credentials
+from exchange_client.ids import resolve_id
 from exchange_client.pull import convert_opened, pull
 from exchange_client.push import (
     wait_for_receipt,
@@ -37,7 +38,10 @@ from exchange_common.errors import InputError
 @fail_on_error
 def wait_cmd(
     directory: DirOpt,
-    bundle_id: Annotated[str, typer.Argument(help="The id of a bundle pushed from DIR.")],
+    bundle_id: Annotated[
+        str,
+        typer.Argument(help="The id of a bundle pushed from DIR, or its first characters."),
+    ],
     timeout: TimeoutOpt = 120.0,
     retries: RetriesOpt = None,
     json_out: JsonOpt = False,
@@ -45,14 +49,21 @@ def wait_cmd(
     """Wait for the node's receipt for a bundle pushed earlier (after `push` without `--wait`).
 
     Exit 0 accepted, 1 rejected (the reason code is printed), 5 network trouble or timeout.
+    The first characters of the id are enough when no other bundle pushed from DIR begins
+    with them (several: exit 2, the candidates are listed).
 
     **Examples**
 
         exchange-client wait --dir ~/mz 3f2c8a6e-5d1b-4c1e-9a57-0c2d5e7f9b10 --timeout 600
+
+        exchange-client wait --dir ~/mz 3f2c8a6e
     """
     cfg = load_config(directory)
-    if bundle_id not in read_state(cfg.state_path).pushed:
+    pushed = read_state(cfg.state_path).pushed
+    found = resolve_id(bundle_id, pushed, what=f"bundles pushed from {cfg.dir}", param="BUNDLE_ID")
+    if found is None:
         raise InputError(f"no bundle {bundle_id} was pushed from {cfg.dir}", code="E_NOT_FOUND")
+    bundle_id = found
     creds = load_credentials(cfg)
     rec, _ = wait_for_receipt(
         cfg, creds, bundle_id, cfg.dir / "received", timeout=timeout, retries=retries
@@ -205,7 +216,8 @@ def status(
     query: Annotated[
         str | None,
         typer.Argument(
-            help="A query pushed from DIR: show each resource's routing, state and deadline."
+            help="A query pushed from DIR (or the first characters of its id): show each "
+            "resource's routing, state and deadline."
         ),
     ] = None,
     json_out: JsonOpt = False,
@@ -224,10 +236,17 @@ def status(
         exchange-client status --dir ~/mz --json
 
         exchange-client status --dir ~/mz 3f2c8a6e-5d1b-4c1e-9a57-0c2d5e7f9b10
+
+        exchange-client status --dir ~/mz 3f2c
     """
     cfg = load_config(directory)
     state = read_state(cfg.state_path)
     if query is not None:
+        queries = (r.bundle_id for r in state.pushed.values() if r.kind == "query")
+        query = (
+            resolve_id(query, queries, what=f"queries pushed from {cfg.dir}", param="QUERY_ID")
+            or query
+        )
         info = query_status(state, query)
         if json_out:
             emit_json(info)

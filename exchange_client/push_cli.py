@@ -31,6 +31,7 @@ from exchange_client.cli_shared import (
 )
 from exchange_client.config import ClientConfig, load_config
 from exchange_client.credentials import Credentials, load_credentials
+from exchange_client.ids import resolve_id
 from exchange_client.push import (
     PUSH_KINDS,
     RowsRejected,
@@ -224,7 +225,11 @@ def push(
 def respond(
     directory: DirOpt,
     query: Annotated[
-        str, typer.Option("--to-query", help="Bundle id of the relayed query you answer.")
+        str,
+        typer.Option(
+            "--to-query",
+            help="Bundle id of the relayed query you answer (or its first characters).",
+        ),
     ],
     files: Annotated[list[Path], typer.Argument(help="Files with your answer.")],
     field: FieldOpt = None,
@@ -254,15 +259,20 @@ def respond(
         exchange-client respond --dir ~/rs --to-query 3f2c8a6e-5d1b-4c1e-9a57-0c2d5e7f9b10 --wait answer.csv
     """
     cfg = load_config(directory)
-    pulled = read_state(cfg.state_path).pulled.values()
-    relay = next((p for p in pulled if p.bundle_id == query and p.kind == "relay"), None)
-    if relay is None:
+    relays = {
+        p.bundle_id: p
+        for p in read_state(cfg.state_path).pulled.values()
+        if p.kind == "relay" and p.bundle_id is not None
+    }
+    found = resolve_id(query, relays, what=f"relays pulled into {cfg.dir}", param="--to-query")
+    if found is None:
         raise InputError(
             f"no relayed query {query} was pulled into {cfg.dir}: run `exchange-client pull` "
             "first, and answer only queries the node relayed to you",
             code="E_NOT_FOUND",
         )
-    asked = relay.fields or {}
+    query = found
+    asked = relays[found].fields or {}
     extra: dict[str, Any] = {"in_reply_to": query}
     if isinstance(asked.get("resource"), str):
         extra["resource"] = asked["resource"]  # checked against DIR/catalog.toml before sealing
