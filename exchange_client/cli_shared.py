@@ -105,6 +105,11 @@ def _outcome_line(o: PullOutcome) -> str:
         return f"{o.name}: REJECTED, not opened ({o.reason_code}); kept in rejected/"
     if o.status == "duplicate":
         return f"{o.name}: same content as a file pulled before; skipped"
+    if o.status == "ignored":
+        return (
+            f"{o.name}: your own {o.kind} bundle {o.bundle_id} (sealed by `export`, for the "
+            "node's drop folder); ignored"
+        )
     if o.kind == "receipt":
         extra = f" ({o.reason_code})" if o.reason_code else ""
         return f"{o.name}: receipt for {o.receipt_for}: {o.verdict}{extra}"

@@ -85,7 +85,8 @@ def import_cmd(
 
     Only bundles signed by the pinned node (chain and CRL checked) are opened; anything else is
     kept in `DIR/rejected/` with the reason. The medium is only read. Files already imported or
-    pulled are skipped. Exit code 1 when a file was rejected.
+    pulled are skipped, and so are your own bundles written there by `export` (they are for the
+    node's drop folder): each is named as ignored. Exit code 1 when a file was rejected.
 
     **Examples**
 

@@ -40,7 +40,7 @@ class PullOutcome:
     """What became of one outbox file in this pull."""
 
     name: str
-    status: str  # opened | rejected | duplicate
+    status: str  # opened | rejected | duplicate | ignored (import: this department's own bundle)
     kind: str | None = None
     bundle_id: str | None = None
     reason_code: str | None = None
