@@ -5,7 +5,7 @@ A thin adapter: it parses options, shows progress and prints results; the work l
 This module holds the Typer app and the command list; each command group lives in its own
 module (:mod:`~exchange_client.enroll_cli` ``init``, :mod:`~exchange_client.push_cli`
 ``push``/``respond``, :mod:`~exchange_client.offline_cli` ``export``/``import``,
-:mod:`~exchange_client.pull_cli` ``wait``/``pull``/``status``,
+:mod:`~exchange_client.pull_cli` ``wait``/``pull``, :mod:`~exchange_client.status_cli` ``status``,
 :mod:`~exchange_client.bundle_cli` ``verify``/``open``) with shared options in
 :mod:`~exchange_client.cli_shared`.
 Every deliberate failure is one ``error: ... (CODE)`` line and an exit code
@@ -20,8 +20,9 @@ import typer
 from exchange_client.bundle_cli import open_cmd, verify_cmd
 from exchange_client.enroll_cli import init
 from exchange_client.offline_cli import export_cmd, import_cmd
-from exchange_client.pull_cli import pull_cmd, status, wait_cmd
+from exchange_client.pull_cli import pull_cmd, wait_cmd
 from exchange_client.push_cli import push, respond
+from exchange_client.status_cli import status
 from exchange_common.cli import EXIT_CODES_HELP, VersionOpt, version_text
 
 app = typer.Typer(

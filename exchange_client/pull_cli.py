@@ -1,12 +1,11 @@
-"""``exchange-client wait``, ``pull`` and ``status``: receipts, results and the local record."""
+"""``exchange-client wait`` and ``pull``: receipts, results and relays from the node."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from exchange_client.cli_shared import (
     DirOpt,
@@ -24,7 +23,7 @@ from exchange_client.pull import convert_opened, pull
 from exchange_client.push import (
     wait_for_receipt,
 )
-from exchange_client.state import State, read_state
+from exchange_client.state import read_state
 from exchange_client.tables import OUTPUT_FORMATS
 from exchange_common.cli import (
     console,
@@ -126,199 +125,3 @@ def pull_cmd(
             console.print("nothing new in the outbox", markup=False)
     if any(o.status == "rejected" for o in outcomes):
         raise typer.Exit(1)
-
-
-def query_status(state: State, query_id: str) -> dict[str, Any]:
-    """Where a query pushed from this directory stands, from what was pulled for it.
-
-    The newest result segment's states win; before any segment, the receipt's routing (every
-    resource pending). Raises InputError ``E_NOT_FOUND`` for a query this directory did not push.
-    """
-    pushed = state.pushed.get(query_id)
-    if pushed is None or pushed.kind != "query":
-        raise InputError(f"no query {query_id} was pushed from this directory", code="E_NOT_FOUND")
-    segments = sorted(
-        (
-            p
-            for p in state.pulled.values()
-            if p.kind == "result" and (p.fields or {}).get("in_reply_to") == query_id
-        ),
-        key=lambda p: int((p.fields or {}).get("segment") or 0),
-    )
-    resources: list[dict[str, Any]] = []
-    due_date = None
-    suspended = 0
-    resumed = any(
-        r.kind == "supplement" and r.verdict == "accepted" and r.in_reply_to == query_id
-        for r in state.pushed.values()
-    )
-    final = False
-    if segments:
-        last = segments[-1].fields or {}
-        resources = list(last.get("statuses") or [])
-        due_date, final = last.get("due_date"), bool(last.get("final"))
-    else:
-        for p in state.pulled.values():
-            f = p.fields or {}
-            if p.kind == "receipt" and f.get("bundle_id") == query_id:
-                q = (f.get("details") or {}).get("query") or {}
-                due_date = q.get("due_date")
-                suspended = int(q.get("unauthorized") or 0)
-                resources = [r | {"state": "pending"} for r in q.get("routing") or []]
-    # notices newer than the last segment say what changed since (overdue, extended, …)
-    since = str((segments[-1].fields or {}).get("at") or "") if segments else ""
-    notices = sorted(
-        (
-            p.fields or {}
-            for p in state.pulled.values()
-            if p.kind == "notice" and (p.fields or {}).get("query_id") == query_id
-        ),
-        key=lambda f: str(f.get("at") or ""),
-    )
-    for f in notices:
-        if str(f.get("at") or "") <= since:
-            continue
-        for r in resources:
-            if r.get("resource") == f.get("resource") and r.get("state") in _WAITING:
-                if f.get("notice") != "deadline":  # a deadline set late changes only the date
-                    r["state"] = f.get("notice")
-                if f.get("due_date"):
-                    r["due_date"] = f["due_date"]
-    waiting = [r["resource"] for r in resources if r.get("state") in _WAITING]
-    if pushed.verdict != "accepted":
-        overall = pushed.verdict
-    elif suspended and not segments and not resumed:
-        overall = (
-            f"suspended: {suspended} person(s) lack an authorization reference; send them with "
-            f"`exchange-client push --kind supplement --field in_reply_to={query_id}`"
-        )
-    elif final:
-        answered = all(r.get("state") == "answered" for r in resources)
-        overall = "answered" if answered else "closed, not fully answered"
-    else:
-        overall = "open" if resources else "accepted, no answer yet"
-    return {
-        "query": query_id,
-        "state": overall,
-        "due_date": due_date,
-        "segments": [int((p.fields or {}).get("segment") or 0) for p in segments],
-        "waiting": waiting,
-        "resources": resources,
-    }
-
-
-_WAITING = ("pending", "extended", "overdue")
-
-
-@fail_on_error
-def status(
-    directory: DirOpt,
-    query: Annotated[
-        str | None,
-        typer.Argument(
-            help="A query pushed from DIR (or the first characters of its id): show each "
-            "resource's routing, state and deadline."
-        ),
-    ] = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Show the bundles pushed (with the node's verdict) and the files pulled, or one query.
-
-    Shows ids, kinds, times, counts, sizes and reason codes only: never member file names.
-    With QUERY_ID: per requested resource how it is answered (`node` or `provider`), its state
-    (answered, pending, overdue, extended, terminated, no_data, failed) and its deadline (a date
-    in Asia/Shanghai), from the receipt and the result segments pulled so far (`pull` first).
-
-    **Examples**
-
-        exchange-client status --dir ~/mz
-
-        exchange-client status --dir ~/mz --json
-
-        exchange-client status --dir ~/mz 3f2c8a6e-5d1b-4c1e-9a57-0c2d5e7f9b10
-
-        exchange-client status --dir ~/mz 3f2c
-    """
-    cfg = load_config(directory)
-    state = read_state(cfg.state_path)
-    if query is not None:
-        queries = (r.bundle_id for r in state.pushed.values() if r.kind == "query")
-        query = (
-            resolve_id(query, queries, what=f"queries pushed from {cfg.dir}", param="QUERY_ID")
-            or query
-        )
-        info = query_status(state, query)
-        if json_out:
-            emit_json(info)
-            return
-        console.print(
-            f"query {query}: {info['state']}; whole verification due {info['due_date'] or '-'}; "
-            f"segments pulled: {', '.join(map(str, info['segments'])) or 'none'}",
-            markup=False,
-        )
-        t = Table()
-        for col in ("resource", "answered by", "state", "due (Asia/Shanghai)", "segment"):
-            t.add_column(col)
-        for r in info["resources"]:
-            t.add_row(
-                str(r.get("resource")),
-                str(r.get("answered_by")),
-                str(r.get("state")),
-                str(r.get("due_date") or "-"),
-                str(r.get("segment") or "-"),
-            )
-        console.print(t)
-        return
-    pushed = sorted(state.pushed.values(), key=lambda r: r.created_at)
-    pulled = sorted(state.pulled.values(), key=lambda p: p.pulled_at)
-    if json_out:
-        emit_json(
-            {
-                "dept": cfg.dept,
-                "node": f"{cfg.node_host}:{cfg.node_port}",
-                "pushed": [
-                    {
-                        "bundle_id": r.bundle_id,
-                        "kind": r.kind,
-                        "created_at": r.created_at,
-                        "uploaded_at": r.uploaded_at,
-                        "members": r.members,
-                        "size": r.size,
-                        "verdict": r.verdict,
-                        "reason_code": r.reason_code,
-                    }
-                    for r in pushed
-                ],
-                "pulled": [
-                    {
-                        "name": p.name,
-                        "kind": p.kind,
-                        "bundle_id": p.bundle_id,
-                        "pulled_at": p.pulled_at,
-                        "size": p.size,
-                        "status": p.status,
-                        "reason_code": p.reason_code,
-                        "receipt_for": p.receipt_for,
-                        "verdict": p.verdict,
-                    }
-                    for p in pulled
-                ],
-            }
-        )
-        return
-    t = Table(title=f"pushed by {cfg.dept}")
-    for col in ("bundle id", "kind", "created", "files", "bytes", "receipt"):
-        t.add_column(col)
-    for r in pushed:
-        verdict = r.verdict if r.uploaded_at or r.verdict != "waiting" else "not uploaded"
-        if r.reason_code:
-            verdict += f" ({r.reason_code})"
-        t.add_row(r.bundle_id, r.kind, r.created_at, str(r.members), str(r.size), verdict)
-    console.print(t)
-    t2 = Table(title="pulled from the node")
-    for col in ("name", "kind", "pulled", "bytes", "status"):
-        t2.add_column(col)
-    for p in pulled:
-        st = p.status + (f" ({p.reason_code})" if p.reason_code else "")
-        t2.add_row(p.name, p.kind or "-", p.pulled_at, str(p.size), st)
-    console.print(t2)
