@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.measure import Measurement
+from rich.segment import Segments
+from rich.table import Table
 
 from exchange_client.pull import PullOutcome
 from exchange_common.cli import (
@@ -98,6 +101,32 @@ def _report_verdict(rec: Any, path: Path, json_out: bool) -> None:
             console.print(f"  {entry.peer_text}\nhint: {entry.operator_hint}", markup=False)
     if rec.verdict != "accepted":
         raise typer.Exit(1)
+
+
+#: Wider than any table the client prints: measuring a table against it gives its own width.
+_UNBOUNDED = 10_000
+
+
+def print_table(table: Table) -> None:
+    """Print ``table`` on stdout without cutting a cell of a ``no_wrap`` column (bundle ids,
+    outbox names, times): when the terminal is narrower than those columns need, the lines run
+    past its edge (the terminal wraps them whole) and stderr says that ``--json`` has every
+    field. Other columns wrap between words as usual."""
+    needed = Measurement.get(console, console.options.update_width(_UNBOUNDED), table).minimum
+    if needed <= console.width:
+        console.print(table)
+        return
+    options = console.options.update_width(needed)
+    console.print(Segments(console.render(table, options)), soft_wrap=True)
+    if console.is_terminal:
+        err_console.print(
+            "note: the table is wider than the terminal; --json gives every field", markup=False
+        )
+
+
+def id_column(table: Table, header: str) -> None:
+    """Add a column whose cells are never wrapped or cut (ids, names, times)."""
+    table.add_column(header, no_wrap=True, overflow="ignore")
 
 
 def _outcome_line(o: PullOutcome) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from exchange_client.cli_shared import DirOpt, JsonOpt
+from exchange_client.cli_shared import DirOpt, JsonOpt, id_column, print_table
 from exchange_client.config import load_config
 from exchange_client.ids import resolve_id
 from exchange_client.outstanding import query_status
@@ -61,9 +61,13 @@ def status(
             f"segments pulled: {', '.join(map(str, info['segments'])) or 'none'}",
             markup=False,
         )
+        if not info["resources"]:
+            console.print("  no resource is known yet (pull the query's receipt)", markup=False)
+            return
         t = Table()
-        for col in ("resource", "answered by", "state", "due (Asia/Shanghai)", "segment"):
-            t.add_column(col)
+        for col in ("resource", "answered by", "state", "due (Asia/Shanghai)"):
+            id_column(t, col)
+        t.add_column("segment")
         for r in info["resources"]:
             t.add_row(
                 str(r.get("resource")),
@@ -72,7 +76,7 @@ def status(
                 str(r.get("due_date") or "-"),
                 str(r.get("segment") or "-"),
             )
-        console.print(t)
+        print_table(t)
         return
     pushed = sorted(state.pushed.values(), key=lambda r: r.created_at)
     pulled = sorted(state.pulled.values(), key=lambda p: p.pulled_at)
@@ -111,19 +115,29 @@ def status(
             }
         )
         return
-    t = Table(title=f"pushed by {cfg.dept}")
-    for col in ("bundle id", "kind", "created", "files", "bytes", "receipt"):
-        t.add_column(col)
-    for r in pushed:
-        verdict = r.verdict if r.uploaded_at or r.verdict != "waiting" else "not uploaded"
-        if r.reason_code:
-            verdict += f" ({r.reason_code})"
-        t.add_row(r.bundle_id, r.kind, r.created_at, str(r.members), str(r.size), verdict)
-    console.print(t)
+    if not pushed:
+        console.print(f"nothing pushed from {cfg.dir} yet", markup=False)
+    else:
+        t = Table(title=f"pushed by {cfg.dept}")
+        for col in ("bundle id", "kind", "created"):
+            id_column(t, col)
+        for col in ("files", "bytes", "receipt"):
+            t.add_column(col)
+        for r in pushed:
+            verdict = r.verdict if r.uploaded_at or r.verdict != "waiting" else "not uploaded"
+            if r.reason_code:
+                verdict += f" ({r.reason_code})"
+            t.add_row(r.bundle_id, r.kind, r.created_at, str(r.members), str(r.size), verdict)
+        print_table(t)
+    if not pulled:
+        console.print("nothing pulled from the node yet", markup=False)
+        return
     t2 = Table(title="pulled from the node")
-    for col in ("name", "kind", "pulled", "bytes", "status"):
+    for col in ("name", "kind", "pulled"):
+        id_column(t2, col)
+    for col in ("bytes", "status"):
         t2.add_column(col)
     for p in pulled:
         st = p.status + (f" ({p.reason_code})" if p.reason_code else "")
         t2.add_row(p.name, p.kind or "-", p.pulled_at, str(p.size), st)
-    console.print(t2)
+    print_table(t2)
