@@ -19,12 +19,14 @@ from rich.segment import Segments
 from rich.table import Table
 
 from exchange_client.pull import PullOutcome
+from exchange_client.receipts import ACCEPTED, PARTLY_REJECTED, receipt_report
+from exchange_client.state import State
 from exchange_common.cli import (
     console,
     emit_json,
     err_console,
 )
-from exchange_common.codes import lookup, registered_text
+from exchange_common.codes import registered_text
 
 DirOpt = Annotated[Path, typer.Option("--dir", help="The client directory (made by `init`).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
@@ -85,22 +87,28 @@ def _push_json(rec: Any, path: Path) -> dict[str, Any]:
     }
 
 
-def _report_verdict(rec: Any, path: Path, json_out: bool) -> None:
+#: ``push --wait`` / ``wait``: the node accepted the bundle but refused some of its rows.
+EXIT_PARTLY_REJECTED = 7
+#: ``status QUERY_ID`` / ``pull``: a query closed with resources unanswered (a partial answer).
+EXIT_PARTIAL_ANSWER = 8
+
+_OUTCOME_EXIT = {ACCEPTED: 0, PARTLY_REJECTED: EXIT_PARTLY_REJECTED}
+
+
+def _report_verdict(state: State, bundle_id: str, path: Path, json_out: bool) -> None:
+    """Print what the receipt of pushed bundle ``bundle_id`` says (:mod:`~exchange_client.receipts`)
+    and exit with its code: 0 accepted, :data:`EXIT_PARTLY_REJECTED` when rows were refused,
+    1 rejected (raises :class:`typer.Exit` for the last two)."""
+    rec = state.pushed[bundle_id]
+    report = receipt_report(state, bundle_id)
     if json_out:
-        emit_json(_push_json(rec, path))
-    elif rec.verdict == "accepted":
-        console.print(
-            f"bundle {rec.bundle_id} accepted by the node (signed receipt verified)", markup=False
-        )
+        emit_json(_push_json(rec, path) | report.to_json())
     else:
-        console.print(
-            f"bundle {rec.bundle_id} REJECTED by the node: {rec.reason_code}", markup=False
-        )
-        entry = lookup(rec.reason_code)
-        if entry is not None:
-            console.print(f"  {entry.peer_text}\nhint: {entry.operator_hint}", markup=False)
-    if rec.verdict != "accepted":
-        raise typer.Exit(1)
+        for line in report.lines():
+            console.print(line, markup=False)
+    code = _OUTCOME_EXIT.get(report.outcome, 1)
+    if code:
+        raise typer.Exit(code)
 
 
 #: Wider than any table the client prints: measuring a table against it gives its own width.
@@ -141,6 +149,7 @@ def _outcome_line(o: PullOutcome) -> str:
         )
     if o.kind == "receipt":
         extra = f" ({o.reason_code})" if o.reason_code else ""
-        return f"{o.name}: receipt for {o.receipt_for}: {o.verdict}{extra}"
-    line = f"{o.name}: {o.kind} {o.bundle_id} opened into {o.opened_to}"
+        line = f"{o.name}: receipt for {o.receipt_for}: {o.verdict}{extra}"
+    else:
+        line = f"{o.name}: {o.kind} {o.bundle_id} opened into {o.opened_to}"
     return f"{line}\n  {o.summary}" if o.summary else line

@@ -24,6 +24,7 @@ from typing import Any
 
 from exchange_client.config import ClientConfig
 from exchange_client.credentials import Credentials
+from exchange_client.receipts import receipt_summary
 from exchange_client.state import PulledItem, State, locked_state, read_state
 from exchange_client.tables import convert_csv
 from exchange_client.transport import Session, run_with_node
@@ -47,7 +48,8 @@ class PullOutcome:
     receipt_for: str | None = None
     verdict: str | None = None
     opened_to: str | None = None
-    #: One line on what a relay asks or a result segment says (resources and their states).
+    #: One line on what a relay asks, a result segment says (resources and their states) or a
+    #: receipt says beyond its verdict (explanation, rows rejected by reason, routing).
     summary: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -167,6 +169,7 @@ def process_download(
             verdict=item.verdict,
             reason_code=code if isinstance(code, str) else None,
             opened_to=str(target),
+            summary=receipt_summary(item.fields),
         )
     final = cfg.folder("pulled") / name
     if final.exists():

@@ -47,7 +47,10 @@ def wait_cmd(
 ) -> None:
     """Wait for the node's receipt for a bundle pushed earlier (after `push` without `--wait`).
 
-    Exit 0 accepted, 1 rejected (the reason code is printed), 5 network trouble or timeout.
+    Shows what the receipt says, as `push --wait` does: the verdict, the reason code with its
+    text and the node's explanation, for a data push the rows stored and rejected by reason.
+    Exit 0 accepted, 7 accepted but some rows rejected, 1 rejected, 5 network trouble or
+    timeout.
     The first characters of the id are enough when no other bundle pushed from DIR begins
     with them (several: exit 2, the candidates are listed).
 
@@ -64,10 +67,10 @@ def wait_cmd(
         raise InputError(f"no bundle {bundle_id} was pushed from {cfg.dir}", code="E_NOT_FOUND")
     bundle_id = found
     creds = load_credentials(cfg)
-    rec, _ = wait_for_receipt(
-        cfg, creds, bundle_id, cfg.dir / "received", timeout=timeout, retries=retries
+    wait_for_receipt(cfg, creds, bundle_id, cfg.dir / "received", timeout=timeout, retries=retries)
+    _report_verdict(
+        read_state(cfg.state_path), bundle_id, cfg.dir / "sent" / f"{bundle_id}.bundle", json_out
     )
-    _report_verdict(rec, cfg.dir / "sent" / f"{bundle_id}.bundle", json_out)
 
 
 @fail_on_error

@@ -152,10 +152,10 @@ def _upload_and_report(
                 markup=False,
             )
         return
-    rec, _ = wait_for_receipt(
+    wait_for_receipt(
         cfg, creds, rec.bundle_id, cfg.dir / "received", timeout=timeout, retries=retries
     )
-    _report_verdict(rec, sealed.path, json_out)
+    _report_verdict(read_state(cfg.state_path), rec.bundle_id, sealed.path, json_out)
 
 
 @fail_on_error
@@ -189,8 +189,10 @@ def push(
 
     Checks your own certificate first (an expired or revoked one stops here, nothing is
     uploaded). The bundle is kept as `DIR/sent/<BUNDLE_ID>.bundle`. Transient network failures
-    are retried with backoff. With `--wait`: exit 0 when the node accepted the bundle, 1 when
-    it rejected it (the reason code is printed), 5 on network trouble or timeout.
+    are retried with backoff. With `--wait` the receipt is shown: the verdict, the reason code
+    with its text and the node's explanation, and for a data push the rows stored and rejected
+    by reason (ID numbers masked). Exit 0 accepted, 7 accepted but some rows rejected, 1
+    rejected, 5 network trouble or timeout.
 
     **Examples**
 
@@ -249,8 +251,8 @@ def respond(
     without parsing CSV.
     The node refuses an answer that names a person or an item the relay did not ask for
     (E_NOT_ASKED) or holds invalid values (E_ANSWER_VALUES); the relay then stays open for a
-    corrected answer. With `--wait` the receipt is awaited as for `push` (exit 0 accepted,
-    1 rejected, 5 network).
+    corrected answer. With `--wait` the receipt is awaited and shown as for `push` (exit 0
+    accepted, 1 rejected, 5 network).
 
     **Examples**
 
