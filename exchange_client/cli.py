@@ -31,7 +31,8 @@ app = typer.Typer(
         "Department client for the social-assistance data exchange: push sealed bundles to "
         "the node, pull receipts and results, check bundles offline.\n\n"
         f"{EXIT_CODES_HELP} push --wait and wait: 0 accepted, 7 accepted but some rows "
-        "rejected, 1 rejected, 5 network trouble or timeout."
+        "rejected, 1 rejected, 5 network trouble or timeout. pull, import and status "
+        "QUERY_ID: 8 a query closed not fully answered."
     ),
     no_args_is_help=True,
     rich_markup_mode="markdown",

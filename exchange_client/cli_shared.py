@@ -18,6 +18,7 @@ from rich.measure import Measurement
 from rich.segment import Segments
 from rich.table import Table
 
+from exchange_client.outstanding import Outstanding, outstanding, partial_answers
 from exchange_client.pull import PullOutcome
 from exchange_client.receipts import ACCEPTED, PARTLY_REJECTED, receipt_report
 from exchange_client.state import State
@@ -27,6 +28,7 @@ from exchange_common.cli import (
     err_console,
 )
 from exchange_common.codes import registered_text
+from exchange_common.idnumber import china_today
 
 DirOpt = Annotated[Path, typer.Option("--dir", help="The client directory (made by `init`).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
@@ -109,6 +111,63 @@ def _report_verdict(state: State, bundle_id: str, path: Path, json_out: bool) ->
     code = _OUTCOME_EXIT.get(report.outcome, 1)
     if code:
         raise typer.Exit(code)
+
+
+def print_outstanding(items: list[Outstanding]) -> None:
+    """The ``outstanding`` block of ``pull``, ``import`` and ``status``: one line per thing
+    waited for or owed (whole ids), or one line saying there is none."""
+    if not items:
+        console.print(
+            "nothing outstanding: every push has its receipt, every query its answer, every "
+            "relay its answer (as of the last pull)",
+            markup=False,
+        )
+        return
+    console.print("outstanding (as of the last pull):", markup=False)
+    for item in items:
+        console.print(f"  {item.line()}", markup=False)
+
+
+def report_pulled(
+    state: State,
+    outcomes: list[PullOutcome],
+    skipped: list[str],
+    json_out: bool,
+    *,
+    key: str,
+    where: str,
+) -> None:
+    """Print what ``pull`` (``key`` ``pulled``) or ``import`` (``imported``) did from ``where``
+    (``the outbox``, ``the folder``), then what is still outstanding, and exit: 1 when a file
+    was rejected, :data:`EXIT_PARTIAL_ANSWER` when a final result segment left a query not
+    fully answered (raises :class:`typer.Exit` for both)."""
+    items = outstanding(state, china_today())
+    partial = partial_answers(state, [o.name for o in outcomes if o.status == "opened"])
+    if json_out:
+        emit_json(
+            {
+                key: [o.to_json() for o in outcomes],
+                "skipped_names": len(skipped),
+                "partial_answers": partial,
+                "outstanding": [i.to_json() for i in items],
+            }
+        )
+    else:
+        for o in outcomes:
+            console.print(_outcome_line(o), markup=False)
+        if skipped:
+            err_console.print(
+                f"warning: {len(skipped)} name(s) in {where} refused as unsafe", markup=False
+            )
+        if not outcomes:
+            console.print(f"nothing new in {where}", markup=False)
+        for query in partial:
+            console.print(f"query {query} closed, not fully answered", markup=False)
+        print_outstanding(items)
+    if any(o.status == "rejected" for o in outcomes):
+        raise typer.Exit(1)
+    if partial:
+        raise typer.Exit(EXIT_PARTIAL_ANSWER)
 
 
 #: Wider than any table the client prints: measuring a table against it gives its own width.

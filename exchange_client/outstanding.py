@@ -2,17 +2,25 @@
 
 Built only from the state file (:mod:`exchange_client.state`): the receipts, result segments and
 notices pulled so far. Nothing is asked of the node, so what this says is as fresh as the last
-``pull``.
+``pull``. :func:`query_status` tells one query; :func:`outstanding` lists what the department
+is still waiting for or owes: receipts not yet pulled, bundles never uploaded, queries with
+resources pending, overdue or missing, relays not yet answered. A date passed (in China) counts
+as overdue even before the node's notice arrives.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from exchange_client.state import State
+from exchange_client.state import WAITING, PulledItem, PushedBundle, State
 from exchange_common.errors import InputError
 
-__all__ = ["query_status"]
+__all__ = ["PARTIAL", "Outstanding", "outstanding", "partial_answers", "query_status"]
+
+#: ``query_status`` state of a query closed with resources unanswered (a partial answer).
+PARTIAL = "closed, not fully answered"
 
 
 def query_status(state: State, query_id: str) -> dict[str, Any]:
@@ -81,7 +89,7 @@ def query_status(state: State, query_id: str) -> dict[str, Any]:
         )
     elif final:
         answered = all(r.get("state") == "answered" for r in resources)
-        overall = "answered" if answered else "closed, not fully answered"
+        overall = "answered" if answered else PARTIAL
     else:
         overall = "open" if resources else "accepted, no answer yet"
     return {
@@ -95,3 +103,155 @@ def query_status(state: State, query_id: str) -> dict[str, Any]:
 
 
 _WAITING = ("pending", "extended", "overdue")
+
+
+@dataclass(frozen=True)
+class Outstanding:
+    """One thing the department waits for or owes. No personal data: ids, codes, dates."""
+
+    #: ``receipt`` (none pulled yet), ``upload`` (sealed, never uploaded), ``query``, ``relay``.
+    what: str
+    bundle_id: str
+    #: ``pending``, ``overdue``, ``missing`` (closed without it), ``suspended``,
+    #: ``not uploaded`` or ``on removable media``.
+    state: str
+    kind: str | None = None
+    due_date: str | None = None
+    #: The resources not answered (of a query) or asked (of a relay): resource, state, due date.
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    #: What moves it on.
+    next: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form for ``--json`` output."""
+        return asdict(self)
+
+    def line(self) -> str:
+        """One line for the screen: what, the whole id, its state, the resources, next step."""
+        due = f", due {self.due_date}" if self.due_date else ""
+        kind = f" ({self.kind})" if self.what in ("receipt", "upload") else ""
+        parts = [f"{self.what} {self.bundle_id}{kind}: {self.state}{due}"]
+        if self.resources:
+            parts.append(", ".join(self._resource_text(r) for r in self.resources))
+        if self.next:
+            parts.append(self.next)
+        return "; ".join(parts)
+
+    def _resource_text(self, r: dict[str, Any]) -> str:
+        """A resource with its state and due date where they differ from the item's own."""
+        state = f" {r.get('state')}" if r.get("state") != self.state else ""
+        due = r.get("due_date")
+        when = f" (due {due})" if due and due != self.due_date else ""
+        return f"{r.get('resource')}{state}{when}"
+
+
+def _overdue(due: object, today: dt.date) -> bool:
+    """A due date (``YYYY-MM-DD``, Asia/Shanghai) before ``today`` has passed."""
+    return isinstance(due, str) and bool(due) and due < today.isoformat()
+
+
+def _push_item(rec: PushedBundle) -> Outstanding | None:
+    """A push without a verdict: its receipt pending, or the bundle never reached the node."""
+    if rec.verdict != WAITING:
+        return None
+    if rec.uploaded_at:
+        nxt = f"exchange-client wait {rec.bundle_id}"
+        return Outstanding("receipt", rec.bundle_id, "pending", rec.kind, next=nxt)
+    if rec.exported_to:
+        nxt = "carry it to the node's drop folder, then import the receipt"
+        return Outstanding("receipt", rec.bundle_id, "on removable media", rec.kind, next=nxt)
+    nxt = "the upload failed: push the files again"
+    return Outstanding("upload", rec.bundle_id, "not uploaded", rec.kind, next=nxt)
+
+
+def _query_item(state: State, rec: PushedBundle, today: dt.date) -> Outstanding | None:
+    """An accepted query not fully answered: pending, overdue, suspended or closed missing."""
+    info = query_status(state, rec.bundle_id)
+    if info["state"] == "answered":
+        return None
+    due = info["due_date"]
+    if info["state"].startswith("suspended"):
+        nxt = info["state"].split("; ", 1)[-1]
+        return Outstanding("query", rec.bundle_id, "suspended", rec.kind, due, next=nxt)
+    closed = info["state"] == PARTIAL
+    unanswered = []
+    for r in info["resources"]:
+        st = r.get("state")
+        if st == "answered":
+            continue
+        if not closed and st in _WAITING and _overdue(r.get("due_date"), today):
+            st = "overdue"
+        unanswered.append(
+            {"resource": r.get("resource"), "state": st, "due_date": r.get("due_date")}
+        )
+    if closed:
+        return Outstanding("query", rec.bundle_id, "missing", rec.kind, due, unanswered)
+    late = any(r["state"] == "overdue" for r in unanswered) or _overdue(due, today)
+    return Outstanding(
+        "query", rec.bundle_id, "overdue" if late else "pending", rec.kind, due, unanswered
+    )
+
+
+def _relay_item(state: State, relay: PulledItem, today: dt.date) -> Outstanding | None:
+    """A relay this department has not answered (no accepted answer, none awaiting its
+    receipt, not terminated), with its deadline as the latest notice moved it."""
+    rid = relay.bundle_id or ""
+    answers = [r for r in state.pushed.values() if r.kind == "response" and r.in_reply_to == rid]
+    if any(r.verdict in ("accepted", WAITING) for r in answers):
+        return None  # answered, or an answer is on its way (its receipt is listed then)
+    fields = relay.fields or {}
+    due = fields.get("due_date")
+    last = None
+    notices = [
+        p.fields or {}
+        for p in state.pulled.values()
+        if p.kind == "notice" and (p.fields or {}).get("relay_id") == rid
+    ]
+    for f in sorted(notices, key=lambda f: str(f.get("at") or "")):
+        last = f.get("notice")
+        if f.get("due_date") and last in ("extended", "deadline"):
+            due = f["due_date"]
+    if last == "terminated":
+        return None
+    due = due if isinstance(due, str) else None
+    st = "overdue" if last == "overdue" or _overdue(due, today) else "pending"
+    asked = [{"resource": fields.get("resource"), "state": st, "due_date": due}]
+    nxt = f"exchange-client respond --to-query {rid} ANSWER"
+    return Outstanding("relay", rid, st, "relay", due, asked, nxt)
+
+
+def outstanding(state: State, today: dt.date) -> list[Outstanding]:
+    """What this directory still waits for or owes: pushes oldest first, then relays.
+
+    ``today`` is the date in China (deadlines are dates in Asia/Shanghai): a due date before it
+    counts as overdue. Never raises for what a state file may hold.
+    """
+    items: list[Outstanding] = []
+    for rec in sorted(state.pushed.values(), key=lambda r: r.created_at):
+        item = _push_item(rec)
+        if item is None and rec.kind == "query" and rec.verdict == "accepted":
+            item = _query_item(state, rec, today)
+        if item is not None:
+            items.append(item)
+    relays = sorted(
+        (p for p in state.pulled.values() if p.kind == "relay" and p.bundle_id),
+        key=lambda p: p.pulled_at,
+    )
+    items += [i for r in relays if (i := _relay_item(state, r, today)) is not None]
+    return items
+
+
+def partial_answers(state: State, names: list[str]) -> list[str]:
+    """The queries that the result segments pulled as ``names`` closed not fully answered
+    (a final segment with a resource not ``answered``), each once, in order."""
+    found: list[str] = []
+    for name in names:
+        item = state.pulled.get(name)
+        f = (item.fields or {}) if item is not None else {}
+        if item is None or item.kind != "result" or not f.get("final"):
+            continue
+        query = f.get("in_reply_to")
+        unanswered = any(s.get("state") != "answered" for s in f.get("statuses") or [])
+        if unanswered and isinstance(query, str) and query not in found:
+            found.append(query)
+    return found

@@ -12,9 +12,9 @@ from exchange_client.cli_shared import (
     JsonOpt,
     RetriesOpt,
     TimeoutOpt,
-    _outcome_line,
     _report_verdict,
     _say_retry,
+    report_pulled,
 )
 from exchange_client.config import load_config
 from exchange_client.credentials import load_credentials
@@ -26,8 +26,6 @@ from exchange_client.push import (
 from exchange_client.state import read_state
 from exchange_client.tables import OUTPUT_FORMATS
 from exchange_common.cli import (
-    console,
-    emit_json,
     err_console,
     fail_on_error,
 )
@@ -93,8 +91,10 @@ def pull_cmd(
 
     Only bundles signed by the pinned node certificate (chain and CRL checked) are opened;
     anything else is kept in `DIR/rejected/` with the reason and reported. Receipts record the
-    verdict of the bundle they answer. Nothing is downloaded or processed twice. Exit code 1
-    when a file was rejected.
+    verdict of the bundle they answer. Nothing is downloaded or processed twice. Then says what
+    is still outstanding: receipts not pulled yet, queries with resources pending, overdue (the
+    due date passed) or missing, relays you have not answered. Exit code 1 when a file was
+    rejected, 8 when a final result segment left a query not fully answered.
 
     **Examples**
 
@@ -115,16 +115,6 @@ def pull_cmd(
     if fmt is not None:
         for problem in convert_opened(outcomes, fmt):
             err_console.print(f"warning: {problem}", markup=False)
-    if json_out:
-        emit_json({"pulled": [o.to_json() for o in outcomes], "skipped_names": len(skipped)})
-    else:
-        for o in outcomes:
-            console.print(_outcome_line(o), markup=False)
-        if skipped:
-            err_console.print(
-                f"warning: {len(skipped)} outbox name(s) refused as unsafe", markup=False
-            )
-        if not outcomes:
-            console.print("nothing new in the outbox", markup=False)
-    if any(o.status == "rejected" for o in outcomes):
-        raise typer.Exit(1)
+    report_pulled(
+        read_state(cfg.state_path), outcomes, skipped, json_out, key="pulled", where="the outbox"
+    )
