@@ -32,7 +32,8 @@ app = typer.Typer(
         "the node, pull receipts and results, check bundles offline.\n\n"
         f"{EXIT_CODES_HELP} push --wait and wait: 0 accepted, 7 accepted but some rows "
         "rejected, 1 rejected, 5 network trouble or timeout. pull, import and status "
-        "QUERY_ID: 8 a query closed not fully answered."
+        "QUERY_ID: 8 a query closed not fully answered. 4 here: your key's passphrase is "
+        "missing or wrong (EXCHANGE_KEY_PASSPHRASE)."
     ),
     no_args_is_help=True,
     rich_markup_mode="markdown",

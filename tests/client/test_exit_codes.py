@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from exchange_client.cli import app
-from exchange_client.cli_shared import EXIT_PARTLY_REJECTED
+from exchange_client.cli_shared import EXIT_PARTIAL_ANSWER, EXIT_PARTLY_REJECTED
 from pki.keys import load_private_key, private_key_pem
 from tests.client.clientdir import init
 
@@ -25,12 +25,15 @@ def _documented() -> set[int]:
 
 
 def test_every_exit_code_is_in_the_guide() -> None:
-    assert _documented() >= {0, 1, 2, 3, 4, 5, 6, EXIT_PARTLY_REJECTED}
+    assert _documented() >= {0, 1, 2, 3, 4, 5, 6, EXIT_PARTLY_REJECTED, EXIT_PARTIAL_ANSWER}
+    assert len({0, 1, 2, 3, 4, 5, 6, EXIT_PARTLY_REJECTED, EXIT_PARTIAL_ANSWER}) == 9  # no clash
 
 
-def test_top_level_help_names_the_push_exit_codes() -> None:
-    out = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+def test_top_level_help_names_the_new_exit_codes() -> None:
+    out = " ".join(runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output.split())
     assert f"{EXIT_PARTLY_REJECTED} accepted but some rows rejected" in out
+    assert f"{EXIT_PARTIAL_ANSWER} a query closed not fully answered" in out
+    assert "4 here: your key's passphrase is missing or wrong" in out
 
 
 def test_an_encrypted_key_without_its_passphrase_exits_4(
