@@ -21,7 +21,7 @@ from rich.table import Table
 from exchange_client.outstanding import Outstanding, outstanding, partial_answers
 from exchange_client.pull import PullOutcome
 from exchange_client.receipts import ACCEPTED, PARTLY_REJECTED, receipt_report
-from exchange_client.state import State
+from exchange_client.state import PushedBundle, State
 from exchange_common.cli import (
     console,
     emit_json,
@@ -74,19 +74,26 @@ def _say_retry(json_out: bool) -> Callable[[BaseException, float], None]:
     return say
 
 
-def _push_json(rec: Any, path: Path) -> dict[str, Any]:
+def push_record_json(rec: PushedBundle) -> dict[str, Any]:
+    """A pushed bundle as ``--json`` shows it (``push``, ``export``, ``wait``, ``status``):
+    ids, kind, times, counts, digest, verdict and reason code with the registry's text."""
     return {
         "bundle_id": rec.bundle_id,
         "kind": rec.kind,
+        "created_at": rec.created_at,
         "members": rec.members,
         "size": rec.size,
         "sha256": rec.sha256,
-        "file": str(path),
         "uploaded_at": rec.uploaded_at,
+        "exported_to": rec.exported_to,
         "verdict": rec.verdict,
         "reason_code": rec.reason_code,
         "reason_text": registered_text(rec.reason_code),
     }
+
+
+def _push_json(rec: PushedBundle, path: Path) -> dict[str, Any]:
+    return push_record_json(rec) | {"file": str(path)}
 
 
 #: ``push --wait`` / ``wait``: the node accepted the bundle but refused some of its rows.

@@ -15,6 +15,7 @@ from exchange_client.cli_shared import (
     id_column,
     print_outstanding,
     print_table,
+    push_record_json,
 )
 from exchange_client.config import ClientConfig, load_config
 from exchange_client.ids import resolve_id
@@ -158,16 +159,7 @@ def _overview(cfg: ClientConfig, state: State, json_out: bool) -> None:
 
 
 def _pushed_json(r: PushedBundle, report: ReceiptReport) -> dict[str, Any]:
-    return {
-        "bundle_id": r.bundle_id,
-        "kind": r.kind,
-        "created_at": r.created_at,
-        "uploaded_at": r.uploaded_at,
-        "exported_to": r.exported_to,
-        "members": r.members,
-        "size": r.size,
-        "verdict": r.verdict,
-        "reason_code": r.reason_code,
+    return push_record_json(r) | {
         "outcome": report.outcome,
         "rows_stored": report.rows_stored,
         "rows_rejected": report.rows_rejected,
