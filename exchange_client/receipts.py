@@ -36,8 +36,8 @@ ACCEPTED = "accepted"
 PARTLY_REJECTED = "partly_rejected"
 REJECTED = "rejected"
 
-#: Rejected-row samples shown on the screen (the receipt holds a few more; --json has them).
-SHOWN_SAMPLES = 5
+#: Masked keys shown per rejection reason (the receipt may hold more; --json has them all).
+SHOWN_SAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -97,31 +97,38 @@ class ReceiptReport:
 
     def lines(self) -> list[str]:
         """The headline, then what the receipt says: reason text and explanation, row counts
-        by reason with a few masked samples, a query's routing, an answer's merge; last the
-        hint."""
+        by reason (each with its text and a few masked keys), a query's routing, an answer's
+        merge; last the hint."""
         out = [self.headline()]
         if self.reason_text:
             out.append(f"  {self.reason_text}")
         if self.explanation:
             out.append(f"  node: {self.explanation}")
         out += [f"  {line}" for line in facts(self.details, self.bundle_id)]
-        for s in self.rejected_samples[:SHOWN_SAMPLES]:
-            out.append(f"    e.g. {s['reason']} [{s['key']}]")
         if self.hint:
             out.append(f"hint: {self.hint}")
         return out
 
 
+def row_reason_text(code: str) -> str:
+    """The registry's words for a row-level reason (``E_CODE:险种类型`` reads as ``E_CODE``)."""
+    entry = lookup(code.split(":", 1)[0])
+    return entry.peer_text if entry is not None else "The row was refused."
+
+
 def _dataset_lines(d: Mapping[str, Any]) -> list[str]:
-    head = (
+    """Counts, then one line per reason: rows, the reason's words, a few masked keys."""
+    lines = [
         f"{d.get('resource')} v{d.get('version')} ({d.get('mode')}): "
         f"{d.get('stored')} of {d.get('rows')} row(s) stored, {d.get('rejected')} rejected"
-    )
-    by_reason = d.get("rejects_by_reason") or {}
-    if not by_reason:
-        return [head]
-    reasons = ", ".join(f"{code} {n}" for code, n in sorted(by_reason.items()))
-    return [head, f"rejected by reason: {reasons}"]
+    ]
+    by_reason: Mapping[str, Any] = d.get("rejects_by_reason") or {}
+    samples = [s for s in d.get("samples") or [] if isinstance(s, Mapping)]
+    for code, n in sorted(by_reason.items(), key=lambda kv: (-int(kv[1]), kv[0])):
+        keys = [mask_id(str(s.get("key") or "")) for s in samples if s.get("reason") == code]
+        eg = f" e.g. {', '.join(keys[:SHOWN_SAMPLES])}" if keys else ""
+        lines.append(f"rejected {code}: {n} row(s) — {row_reason_text(code)}{eg}")
+    return lines
 
 
 def _query_lines(q: Mapping[str, Any], bundle_id: str | None) -> list[str]:

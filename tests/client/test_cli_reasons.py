@@ -74,8 +74,14 @@ def test_a_partly_rejected_data_push_shows_counts_by_reason_and_exits_7(
         == f"bundle {B} accepted by the node, but 2 of 5 row(s) REJECTED (signed receipt verified)"
     )
     assert "  RS-SI-01 v3 (full): 3 of 5 row(s) stored, 2 rejected" in lines
-    assert "  rejected by reason: E_CODE:险种类型 1, E_DECIMAL:缴费基数 1" in lines
-    assert "    e.g. E_DECIMAL:缴费基数 [110105********002X]" in lines  # masked again here
+    assert (
+        "  rejected E_CODE:险种类型: 1 row(s) — A value is not one of the allowed codes. "
+        "e.g. 110105********002X"
+    ) in lines
+    assert (  # masked again here: the receipt held the whole number
+        "  rejected E_DECIMAL:缴费基数: 1 row(s) — A value is not a decimal number. "
+        "e.g. 110105********002X"
+    ) in lines
     assert ID not in out and lines[-1].startswith("hint: correct the rejected rows")
 
 

@@ -67,8 +67,14 @@ def test_a_partly_rejected_data_push_shows_counts_by_reason_and_exits_7(
     assert code == 7, out
     assert "accepted by the node, but 2 of 3 row(s) REJECTED" in out
     assert "RS-SI-01 v1 (full): 1 of 3 row(s) stored, 2 rejected" in out
-    assert "rejected by reason: E_CODE:险种类型 1, E_DECIMAL:缴费基数 1" in out
-    assert "e.g. E_CODE:险种类型 [110105********002X]" in out
+    assert (
+        "rejected E_CODE:险种类型: 1 row(s) — A value is not one of the allowed codes. e.g. 110105********002X"
+        in out
+    )
+    assert (
+        "rejected E_DECIMAL:缴费基数: 1 row(s) — A value is not a decimal number. e.g. 110101********0038"
+        in out
+    )
     assert not _private(out)
 
 
