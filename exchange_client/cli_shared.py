@@ -20,7 +20,7 @@ from rich.table import Table
 
 from exchange_client.outstanding import Outstanding, outstanding, partial_answers
 from exchange_client.pull import PullOutcome
-from exchange_client.receipts import ACCEPTED, PARTLY_REJECTED, receipt_report
+from exchange_client.receipts import ACCEPTED, PARTLY_REJECTED, receipt_report, row_reason_text
 from exchange_client.state import PushedBundle, State
 from exchange_common.cli import (
     console,
@@ -203,9 +203,16 @@ def id_column(table: Table, header: str) -> None:
     table.add_column(header, no_wrap=True, overflow="ignore")
 
 
+def with_words(code: str | None) -> str:
+    """``CODE: the registry's words`` for a reason code (a row-level ``E_CODE:<item>`` reads as
+    ``E_CODE``); the code alone when it is unregistered."""
+    text = row_reason_text(code or "")
+    return f"{code}: {text}" if text else str(code)
+
+
 def _outcome_line(o: PullOutcome) -> str:
     if o.status == "rejected":
-        return f"{o.name}: REJECTED, not opened ({o.reason_code}); kept in rejected/"
+        return f"{o.name}: REJECTED, not opened ({with_words(o.reason_code)}); kept in rejected/"
     if o.status == "duplicate":
         return f"{o.name}: same content as a file pulled before; skipped"
     if o.status == "ignored":

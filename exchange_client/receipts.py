@@ -30,6 +30,7 @@ __all__ = [
     "facts",
     "receipt_report",
     "receipt_summary",
+    "row_reason_text",
 ]
 
 ACCEPTED = "accepted"
@@ -110,10 +111,11 @@ class ReceiptReport:
         return out
 
 
-def row_reason_text(code: str) -> str:
-    """The registry's words for a row-level reason (``E_CODE:险种类型`` reads as ``E_CODE``)."""
+def row_reason_text(code: str) -> str | None:
+    """The registry's words for a reason code, a row-level one included (``E_CODE:险种类型``
+    reads as ``E_CODE``); None when it is not registered."""
     entry = lookup(code.split(":", 1)[0])
-    return entry.peer_text if entry is not None else "The row was refused."
+    return entry.peer_text if entry is not None else None
 
 
 def _dataset_lines(d: Mapping[str, Any]) -> list[str]:
@@ -127,7 +129,8 @@ def _dataset_lines(d: Mapping[str, Any]) -> list[str]:
     for code, n in sorted(by_reason.items(), key=lambda kv: (-int(kv[1]), kv[0])):
         keys = [mask_id(str(s.get("key") or "")) for s in samples if s.get("reason") == code]
         eg = f" e.g. {', '.join(keys[:SHOWN_SAMPLES])}" if keys else ""
-        lines.append(f"rejected {code}: {n} row(s) — {row_reason_text(code)}{eg}")
+        words = row_reason_text(code) or "refused by the node."
+        lines.append(f"rejected {code}: {n} row(s) — {words}{eg}")
     return lines
 
 
@@ -166,12 +169,14 @@ def facts(details: Mapping[str, Any], bundle_id: str | None = None) -> list[str]
 
 
 def receipt_summary(fields: Mapping[str, Any]) -> str | None:
-    """One line on what a pulled receipt says beyond its verdict (``pull`` prints it): the
-    node's explanation of a refusal, a data push's rows stored and rejected by reason, a
-    query's routing and deadline, an answer's merge. None when it says nothing more."""
+    """One line on what a pulled receipt says beyond its verdict (``pull`` prints it): a
+    refusal's text and the node's explanation, a data push's rows stored and rejected by
+    reason, a query's routing and deadline, an answer's merge. None when it says nothing
+    more."""
     details = fields.get("details")
     answered = fields.get("bundle_id")
-    parts = [text] if (text := _text(fields.get("explanation"))) else []
+    said = (_text(fields.get("reason")), _text(fields.get("explanation")))
+    parts = [text for text in said if text]
     if isinstance(details, Mapping):
         parts += facts(details, answered if isinstance(answered, str) else None)
     return "; ".join(parts) or None

@@ -16,6 +16,7 @@ from exchange_client.cli_shared import (
     print_outstanding,
     print_table,
     push_record_json,
+    with_words,
 )
 from exchange_client.config import ClientConfig, load_config
 from exchange_client.ids import resolve_id
@@ -154,6 +155,9 @@ def _overview(cfg: ClientConfig, state: State, json_out: bool) -> None:
             st = p.status + (f" ({p.reason_code})" if p.reason_code else "")
             t2.add_row(p.name, p.kind or "-", p.pulled_at, str(p.size), st)
         print_table(t2)
+    codes = {r.reason_code for r in pushed} | {p.reason_code for p in pulled}
+    for code in sorted(c for c in codes if c):
+        console.print(f"  {with_words(code)}", markup=False)
     if pushed or pulled:
         print_outstanding(items)
 

@@ -50,7 +50,7 @@ def test_a_file_only_named_like_an_own_bundle_is_checked(client_dir: Path, tmp_p
     bundle_id = _export(client_dir, usb, tmp_path)
     planted = usb / f"{bundle_id}.bundle"
     planted.write_bytes(b"x" * planted.stat().st_size)  # same name and size, other bytes
-    r = runner.invoke(app, ["import", "--dir", str(client_dir), "--from", str(usb), "--json"])
+    r = runner.invoke(app, ["import", "--dir", str(client_dir), "--from", str(usb)])
     assert r.exit_code == 1, r.output
-    [item] = json.loads(r.stdout)["imported"]
-    assert item["status"] == "rejected"
+    assert f"{planted.name}: REJECTED, not opened (E_FORMAT: " in r.stdout  # code and words
+    assert read_state(client_dir / "state.json").pulled[planted.name].status == "rejected"

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from exchange_client.cli import app
 from exchange_client.state import PulledItem, PushedBundle, locked_state
+from exchange_common.codes import REGISTRY
 
 runner = CliRunner()
 
@@ -40,3 +41,11 @@ def test_empty_lists_say_so(client_dir: Path) -> None:
     out = _status(client_dir)
     assert "nothing pushed from" in out and "nothing pulled from the node yet" in out
     assert "┏" not in out  # no empty table frames
+
+
+def test_codes_in_the_tables_come_with_their_words(client_dir: Path) -> None:
+    with locked_state(client_dir / "state.json") as state:
+        state.pushed[Q] = PushedBundle(Q, "data", "2026-12-01T00:00:00Z", 1, 1234, "ab",
+                                       uploaded_at="t", verdict="rejected", reason_code="E_REPLAY")  # fmt: skip
+    out = _status(client_dir, columns=200)
+    assert f"E_REPLAY: {REGISTRY['E_REPLAY'].peer_text}" in out
