@@ -203,7 +203,7 @@ def _summary(kind: str, fields: dict[str, Any]) -> str | None:
         return (
             f"relay for {fields.get('resource')}: {fields.get('persons')} person(s), "
             f"answer by {fields.get('due_date') or 'no deadline (calendar missing)'} "
-            f"(exchange-client respond --to-query <id>)"
+            f"(exchange-client respond --to-query {fields.get('relay_id') or 'RELAY_ID'} FILE)"
         )
     if kind == "notice":
         what = {
