@@ -124,9 +124,9 @@ def _dataset_lines(d: Mapping[str, Any]) -> list[str]:
         f"{d.get('resource')} v{d.get('version')} ({d.get('mode')}): "
         f"{d.get('stored')} of {d.get('rows')} row(s) stored, {d.get('rejected')} rejected"
     ]
-    by_reason: Mapping[str, Any] = d.get("rejects_by_reason") or {}
+    by_reason = _reasons(d)
     samples = [s for s in d.get("samples") or [] if isinstance(s, Mapping)]
-    for code, n in sorted(by_reason.items(), key=lambda kv: (-int(kv[1]), kv[0])):
+    for code, n in sorted(by_reason.items(), key=lambda kv: (-_count(kv[1]), str(kv[0]))):
         keys = [mask_id(str(s.get("key") or "")) for s in samples if s.get("reason") == code]
         eg = f" e.g. {', '.join(keys[:SHOWN_SAMPLES])}" if keys else ""
         words = row_reason_text(code) or "refused by the node."
@@ -209,6 +209,16 @@ def _receipt_fields(state: State, rec: PushedBundle) -> tuple[str | None, dict[s
     return None, {}
 
 
+def _reasons(dataset: Mapping[str, Any]) -> Mapping[str, Any]:
+    reasons = dataset.get("rejects_by_reason")
+    return reasons if isinstance(reasons, Mapping) else {}
+
+
+def _count(value: object) -> int:
+    """A count from a receipt; 0 for anything that is not a whole number (never raises)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def _text(value: object) -> str | None:
     return mask_id_numbers(value) if isinstance(value, str) and value else None
 
@@ -231,8 +241,8 @@ def receipt_report(state: State, bundle_id: str) -> ReceiptReport:
     by_reason: dict[str, int] | None = None
     samples: list[dict[str, str]] = []
     if dataset is not None:
-        rows, stored, rejected = dataset.get("rows"), dataset.get("stored"), dataset.get("rejected")
-        by_reason = {str(k): int(v) for k, v in (dataset.get("rejects_by_reason") or {}).items()}
+        rows, stored, rejected = (_count(dataset.get(k)) for k in ("rows", "stored", "rejected"))
+        by_reason = {str(k): _count(v) for k, v in _reasons(dataset).items()}
         samples = dataset["samples"]
     elif rec.kind == "data" and rec.verdict == REJECTED:
         stored = 0  # a refused bundle stores nothing; the node does not count its rows then

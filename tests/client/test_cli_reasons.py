@@ -141,3 +141,11 @@ def test_no_receipt_yet_is_waiting() -> None:
     s = _state("accepted", None)
     s.pushed[B].verdict, s.pushed[B].receipts = "waiting", []
     assert receipt_report(s, B).outcome == "waiting"
+
+
+def test_a_malformed_dataset_record_is_shown_without_a_traceback() -> None:
+    odd = {"dataset": {"rows": "5", "stored": None, "rejected": True, "rejects_by_reason": ["x"],
+                       "samples": "none"}}  # fmt: skip
+    report = receipt_report(_state("accepted", None, details=odd), B)
+    assert report.outcome == "accepted" and report.rejected_by_reason == {}
+    assert report.lines()[0].startswith(f"bundle {B} accepted")
