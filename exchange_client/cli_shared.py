@@ -1,9 +1,11 @@
 """Options and small helpers shared by the ``exchange-client`` command modules.
 
 The ``Annotated`` option types (``--dir``, ``--json``, ``--retries`` ...), the clock the commands
-read (:func:`_now`, the only place a command takes the time), the retry warning, and the push
-record/outcome printers several commands use. Printers show ids, kinds, sizes and reason codes,
-never member file names.
+read (:func:`_now`, the only place a command takes the time), the retry warning, the client's
+own exit codes (:data:`EXIT_PARTLY_REJECTED`, :data:`EXIT_PARTIAL_ANSWER`), and the printers
+several commands use: a push's receipt, pulled outcomes, what is outstanding, tables that never
+cut an id. Printers show ids, kinds, sizes, counts and reason codes with their words, never
+member file names; ID numbers only masked.
 """
 
 from __future__ import annotations
@@ -59,8 +61,6 @@ ValidOnlyOpt = Annotated[
     bool,
     typer.Option("--valid-only", help="Seal only the valid rows of a table (drops reported)."),
 ]
-
-#: Show a progress bar for inputs at least this large (and only on a terminal).
 
 
 def _now() -> dt.datetime:
