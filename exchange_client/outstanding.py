@@ -11,6 +11,8 @@ as overdue even before the node's notice arrives.
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -220,24 +222,47 @@ def _relay_item(state: State, relay: PulledItem, today: dt.date) -> Outstanding 
     return Outstanding("relay", rid, st, "relay", due, asked, nxt)
 
 
+def _about(state: State) -> Callable[[str], State]:
+    """For a bundle id, the part of ``state`` that speaks of it: the push itself and the pushes
+    answering it (``in_reply_to``), the pulled bundle itself and the receipts, segments and
+    notices that name it. One pass over the state, so that :func:`outstanding` looks at each
+    query and relay in its own small state (thousands of queries stay quick)."""
+    pushed: dict[str, dict[str, PushedBundle]] = defaultdict(dict)
+    for key, rec in state.pushed.items():
+        for bid in {rec.bundle_id, rec.in_reply_to}:
+            if bid:
+                pushed[bid][key] = rec
+    pulled: dict[str, dict[str, PulledItem]] = defaultdict(dict)
+    for name, item in state.pulled.items():
+        f = item.fields or {}
+        named = [f.get("in_reply_to"), f.get("query_id"), f.get("relay_id"), item.bundle_id]
+        if item.kind == "receipt":
+            named.append(f.get("bundle_id"))
+        for bid in set(named):
+            if isinstance(bid, str) and bid:
+                pulled[bid][name] = item
+    return lambda bid: State(dict(pushed.get(bid, {})), dict(pulled.get(bid, {})))
+
+
 def outstanding(state: State, today: dt.date) -> list[Outstanding]:
     """What this directory still waits for or owes: pushes oldest first, then relays.
 
     ``today`` is the date in China (deadlines are dates in Asia/Shanghai): a due date before it
     counts as overdue. Never raises for what a state file may hold.
     """
+    about = _about(state)
     items: list[Outstanding] = []
     for rec in sorted(state.pushed.values(), key=lambda r: r.created_at):
         item = _push_item(rec)
         if item is None and rec.kind == "query" and rec.verdict == "accepted":
-            item = _query_item(state, rec, today)
+            item = _query_item(about(rec.bundle_id), rec, today)
         if item is not None:
             items.append(item)
     relays = sorted(
         (p for p in state.pulled.values() if p.kind == "relay" and p.bundle_id),
         key=lambda p: p.pulled_at,
     )
-    items += [i for r in relays if (i := _relay_item(state, r, today)) is not None]
+    items += [i for r in relays if (i := _relay_item(about(r.bundle_id or ""), r, today))]
     return items
 
 
