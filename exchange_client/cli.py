@@ -5,7 +5,7 @@ A thin adapter: it parses options, shows progress and prints results; the work l
 This module holds the Typer app and the command list; each command group lives in its own
 module (:mod:`~exchange_client.enroll_cli` ``init``, :mod:`~exchange_client.push_cli`
 ``push``/``respond``, :mod:`~exchange_client.offline_cli` ``export``/``import``,
-:mod:`~exchange_client.pull_cli` ``wait``/``pull``/``status``,
+:mod:`~exchange_client.pull_cli` ``wait``/``pull``, :mod:`~exchange_client.status_cli` ``status``,
 :mod:`~exchange_client.bundle_cli` ``verify``/``open``) with shared options in
 :mod:`~exchange_client.cli_shared`.
 Every deliberate failure is one ``error: ... (CODE)`` line and an exit code
@@ -20,16 +20,20 @@ import typer
 from exchange_client.bundle_cli import open_cmd, verify_cmd
 from exchange_client.enroll_cli import init
 from exchange_client.offline_cli import export_cmd, import_cmd
-from exchange_client.pull_cli import pull_cmd, status, wait_cmd
+from exchange_client.pull_cli import pull_cmd, wait_cmd
 from exchange_client.push_cli import push, respond
-from exchange_common.cli import EXIT_CODES_HELP
+from exchange_client.status_cli import status
+from exchange_common.cli import EXIT_CODES_HELP, VersionOpt, version_text
 
 app = typer.Typer(
     name="exchange-client",
     help=(
         "Department client for the social-assistance data exchange: push sealed bundles to "
         "the node, pull receipts and results, check bundles offline.\n\n"
-        f"{EXIT_CODES_HELP} push --wait: 0 accepted, 1 rejected, 5 network trouble or timeout."
+        f"{EXIT_CODES_HELP} push --wait and wait: 0 accepted, 7 accepted but some rows "
+        "rejected, 1 rejected, 5 network trouble or timeout. pull, import and status "
+        "QUERY_ID: 8 a query closed not fully answered. 4 here: your key's passphrase is "
+        "missing or wrong (EXCHANGE_KEY_PASSPHRASE)."
     ),
     no_args_is_help=True,
     rich_markup_mode="markdown",
@@ -39,7 +43,7 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(version: VersionOpt = False) -> None:
     """Department client for the social-assistance data exchange."""
 
 
@@ -58,10 +62,8 @@ app.command("open")(open_cmd)
 
 @app.command()
 def version() -> None:
-    """Print the client version."""
-    from importlib.metadata import version as dist_version
-
-    typer.echo(dist_version("social-assistance-exchange"))
+    """Print the client version (the same as `exchange-client --version`)."""
+    typer.echo(version_text())
 
 
 def main() -> None:

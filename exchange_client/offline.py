@@ -18,9 +18,9 @@ from exchange_client.config import ClientConfig
 from exchange_client.credentials import Credentials
 from exchange_client.pull import PullOutcome, process_download, safe_outbox_name
 from exchange_client.push import SealedBundle
-from exchange_client.state import locked_state
+from exchange_client.state import State, locked_state
 from exchange_common.errors import InputError
-from exchange_common.fs import atomic_output
+from exchange_common.fs import atomic_output, sha256_file
 
 __all__ = ["export_bundle", "import_folder"]
 
@@ -48,6 +48,18 @@ def export_bundle(cfg: ClientConfig, sealed: SealedBundle, folder: Path) -> Path
     return target
 
 
+def _own_export(state: State, path: Path) -> PullOutcome | None:
+    """``ignored`` when ``path`` is a bundle this directory sealed (same name, size and SHA-256
+    as a pushed bundle): the medium carries it to the node, it is not for the client to open.
+    A file merely named like one of ours is not ignored: it is verified like any other."""
+    rec = state.pushed.get(path.name.removesuffix(".bundle"))
+    if rec is None or not path.name.endswith(".bundle") or path.stat().st_size != rec.size:
+        return None
+    if sha256_file(path) != rec.sha256:
+        return None
+    return PullOutcome(path.name, "ignored", kind=rec.kind, bundle_id=rec.bundle_id)
+
+
 def import_folder(
     cfg: ClientConfig, creds: Credentials, folder: Path, out_dir: Path, *, now: dt.datetime
 ) -> tuple[list[PullOutcome], list[str]]:
@@ -55,7 +67,8 @@ def import_folder(
 
     Files are copied to a private staging folder first, so the medium is only read. Returns the
     outcomes and the names skipped as unsafe; files already imported (same bytes) come back as
-    ``duplicate``.
+    ``duplicate``, and this department's own sealed bundles (an ``export`` on the same medium,
+    bound for the node's drop folder) as ``ignored``, neither opened nor recorded.
     """
     if not folder.is_dir():
         raise InputError(f"import folder {folder} does not exist", code="E_NOT_FOUND")
@@ -73,6 +86,10 @@ def import_folder(
                     skipped.append(name)
                     continue
                 if name in state.pulled:
+                    continue
+                own = _own_export(state, folder / name)
+                if own is not None:
+                    outcomes.append(own)
                     continue
                 local = staging / name
                 shutil.copyfile(folder / name, local)

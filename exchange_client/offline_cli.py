@@ -16,8 +16,8 @@ from exchange_client.cli_shared import (
     KindOpt,
     ValidOnlyOpt,
     _now,
-    _outcome_line,
     _push_json,
+    report_pulled,
 )
 from exchange_client.config import load_config
 from exchange_client.credentials import load_credentials
@@ -27,7 +27,6 @@ from exchange_client.state import read_state
 from exchange_common.cli import (
     console,
     emit_json,
-    err_console,
     fail_on_error,
 )
 from exchange_common.errors import InputError
@@ -85,7 +84,10 @@ def import_cmd(
 
     Only bundles signed by the pinned node (chain and CRL checked) are opened; anything else is
     kept in `DIR/rejected/` with the reason. The medium is only read. Files already imported or
-    pulled are skipped. Exit code 1 when a file was rejected.
+    pulled are skipped, and so are your own bundles written there by `export` (they are for the
+    node's drop folder): each is named as ignored. Then says what is still outstanding, as
+    `pull` does. Exit code 1 when a file was rejected, 8 when a final result segment left a
+    query not fully answered.
 
     **Examples**
 
@@ -97,16 +99,6 @@ def import_cmd(
     creds = load_credentials(cfg)
     out_dir = (out or cfg.dir / "received").absolute()
     outcomes, skipped = import_folder(cfg, creds, source, out_dir, now=_now())
-    if json_out:
-        emit_json({"imported": [o.to_json() for o in outcomes], "skipped_names": len(skipped)})
-    else:
-        for o in outcomes:
-            console.print(_outcome_line(o), markup=False)
-        if skipped:
-            err_console.print(
-                f"warning: {len(skipped)} file name(s) refused as unsafe", markup=False
-            )
-        if not outcomes:
-            console.print("nothing new in the folder", markup=False)
-    if any(o.status == "rejected" for o in outcomes):
-        raise typer.Exit(1)
+    report_pulled(
+        read_state(cfg.state_path), outcomes, skipped, json_out, key="imported", where="the folder"
+    )

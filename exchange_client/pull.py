@@ -24,6 +24,7 @@ from typing import Any
 
 from exchange_client.config import ClientConfig
 from exchange_client.credentials import Credentials
+from exchange_client.receipts import receipt_summary
 from exchange_client.state import PulledItem, State, locked_state, read_state
 from exchange_client.tables import convert_csv
 from exchange_client.transport import Session, run_with_node
@@ -40,14 +41,15 @@ class PullOutcome:
     """What became of one outbox file in this pull."""
 
     name: str
-    status: str  # opened | rejected | duplicate
+    status: str  # opened | rejected | duplicate | ignored (import: this department's own bundle)
     kind: str | None = None
     bundle_id: str | None = None
     reason_code: str | None = None
     receipt_for: str | None = None
     verdict: str | None = None
     opened_to: str | None = None
-    #: One line on what a relay asks or a result segment says (resources and their states).
+    #: One line on what a relay asks, a result segment says (resources and their states) or a
+    #: receipt says beyond its verdict (explanation, rows rejected by reason, routing).
     summary: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -167,6 +169,7 @@ def process_download(
             verdict=item.verdict,
             reason_code=code if isinstance(code, str) else None,
             opened_to=str(target),
+            summary=receipt_summary(item.fields),
         )
     final = cfg.folder("pulled") / name
     if final.exists():
@@ -200,7 +203,7 @@ def _summary(kind: str, fields: dict[str, Any]) -> str | None:
         return (
             f"relay for {fields.get('resource')}: {fields.get('persons')} person(s), "
             f"answer by {fields.get('due_date') or 'no deadline (calendar missing)'} "
-            f"(exchange-client respond --to-query <id>)"
+            f"(exchange-client respond --to-query {fields.get('relay_id') or 'RELAY_ID'} FILE)"
         )
     if kind == "notice":
         what = {

@@ -31,6 +31,7 @@ from exchange_client.cli_shared import (
 )
 from exchange_client.config import ClientConfig, load_config
 from exchange_client.credentials import Credentials, load_credentials
+from exchange_client.ids import resolve_id
 from exchange_client.push import (
     PUSH_KINDS,
     RowsRejected,
@@ -151,10 +152,10 @@ def _upload_and_report(
                 markup=False,
             )
         return
-    rec, _ = wait_for_receipt(
+    wait_for_receipt(
         cfg, creds, rec.bundle_id, cfg.dir / "received", timeout=timeout, retries=retries
     )
-    _report_verdict(rec, sealed.path, json_out)
+    _report_verdict(read_state(cfg.state_path), rec.bundle_id, sealed.path, json_out)
 
 
 @fail_on_error
@@ -188,8 +189,10 @@ def push(
 
     Checks your own certificate first (an expired or revoked one stops here, nothing is
     uploaded). The bundle is kept as `DIR/sent/<BUNDLE_ID>.bundle`. Transient network failures
-    are retried with backoff. With `--wait`: exit 0 when the node accepted the bundle, 1 when
-    it rejected it (the reason code is printed), 5 on network trouble or timeout.
+    are retried with backoff. With `--wait` the receipt is shown: the verdict, the reason code
+    with its text and the node's explanation, and for a data push the rows stored and rejected
+    by reason (ID numbers masked). Exit 0 accepted, 7 accepted but some rows rejected, 1
+    rejected, 5 network trouble or timeout.
 
     **Examples**
 
@@ -224,7 +227,11 @@ def push(
 def respond(
     directory: DirOpt,
     query: Annotated[
-        str, typer.Option("--to-query", help="Bundle id of the relayed query you answer.")
+        str,
+        typer.Option(
+            "--to-query",
+            help="Bundle id of the relayed query you answer (or its first characters).",
+        ),
     ],
     files: Annotated[list[Path], typer.Argument(help="Files with your answer.")],
     field: FieldOpt = None,
@@ -244,8 +251,8 @@ def respond(
     without parsing CSV.
     The node refuses an answer that names a person or an item the relay did not ask for
     (E_NOT_ASKED) or holds invalid values (E_ANSWER_VALUES); the relay then stays open for a
-    corrected answer. With `--wait` the receipt is awaited as for `push` (exit 0 accepted,
-    1 rejected, 5 network).
+    corrected answer. With `--wait` the receipt is awaited and shown as for `push` (exit 0
+    accepted, 1 rejected, 5 network).
 
     **Examples**
 
@@ -254,15 +261,20 @@ def respond(
         exchange-client respond --dir ~/rs --to-query 3f2c8a6e-5d1b-4c1e-9a57-0c2d5e7f9b10 --wait answer.csv
     """
     cfg = load_config(directory)
-    pulled = read_state(cfg.state_path).pulled.values()
-    relay = next((p for p in pulled if p.bundle_id == query and p.kind == "relay"), None)
-    if relay is None:
+    relays = {
+        p.bundle_id: p
+        for p in read_state(cfg.state_path).pulled.values()
+        if p.kind == "relay" and p.bundle_id is not None
+    }
+    found = resolve_id(query, relays, what=f"relays pulled into {cfg.dir}", param="--to-query")
+    if found is None:
         raise InputError(
             f"no relayed query {query} was pulled into {cfg.dir}: run `exchange-client pull` "
             "first, and answer only queries the node relayed to you",
             code="E_NOT_FOUND",
         )
-    asked = relay.fields or {}
+    query = found
+    asked = relays[found].fields or {}
     extra: dict[str, Any] = {"in_reply_to": query}
     if isinstance(asked.get("resource"), str):
         extra["resource"] = asked["resource"]  # checked against DIR/catalog.toml before sealing

@@ -18,7 +18,9 @@ import sys
 import threading
 import types
 from collections.abc import Callable, Iterator
-from typing import Any, ParamSpec, TypeVar
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -36,8 +38,10 @@ from exchange_common.errors import ExchangeError, InputError
 from exchange_common.logs import LogSettings, forward, install
 
 __all__ = [
+    "DISTRIBUTION",
     "EXIT_CODES_HELP",
     "PROGRESS_MIN_BYTES",
+    "VersionOpt",
     "byte_progress",
     "console",
     "emit_json",
@@ -47,6 +51,7 @@ __all__ = [
     "parse_time",
     "prompt_passphrase",
     "setup_logging",
+    "version_text",
 ]
 
 P = ParamSpec("P")
@@ -60,6 +65,38 @@ EXIT_CODES_HELP = (
     "the node; 2 usage error; 3 bad input; 4 CA state forbids it; 5 network; 6 state store. "
     "Reason codes: docs/reason-codes.md."
 )
+
+
+#: The installed distribution the three CLIs come from (pyproject.toml ``[project] name``).
+DISTRIBUTION = "social-assistance-exchange"
+
+
+def version_text() -> str:
+    """The installed version of :data:`DISTRIBUTION`, or ``unknown`` when it is not installed
+    (run from a source tree): never raises."""
+    try:
+        return dist_version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(ctx: typer.Context, value: bool) -> None:
+    if value:
+        typer.echo(f"{ctx.find_root().info_name} {version_text()}")
+        raise typer.Exit()
+
+
+#: ``--version`` for a CLI's top-level callback: prints ``<program> <version>`` and exits 0
+#: before any command runs (``def _root(version: VersionOpt = False) -> None``).
+VersionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the program's version and exit.",
+    ),
+]
 
 
 def fail_on_error(func: Callable[P, R]) -> Callable[P, R]:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from exchange_common.cli import (
     EXIT_CODES_HELP,
+    VersionOpt,
     console,
     emit_json,
     err_console,
@@ -56,6 +57,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _root(version: VersionOpt = False) -> None:
+    """Certificate authority for the social-assistance data exchange."""
+
 
 CaDir = Annotated[Path, typer.Option("--ca-dir", help="CA directory.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]

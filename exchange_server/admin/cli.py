@@ -13,7 +13,14 @@ from typing import Annotated
 
 import typer
 
-from exchange_common.cli import EXIT_CODES_HELP, console, emit_json, err_console, fail_on_error
+from exchange_common.cli import (
+    EXIT_CODES_HELP,
+    VersionOpt,
+    console,
+    emit_json,
+    err_console,
+    fail_on_error,
+)
 from exchange_common.errors import InputError
 from exchange_common.logs import check_format, check_level
 from exchange_server.admin.audit_cli import audit_app
@@ -36,7 +43,7 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(version: VersionOpt = False) -> None:
     """The social-assistance exchange node (社会救助数据交换节点)."""
 
 

@@ -19,49 +19,12 @@ from exchange_client.state import State
 from exchange_common.errors import InputError
 from pki.bundle import Member, seal_to_file
 from pki.ca_input import parse_csr
-from pki.identity import DeptCode, Role, parse_networks
-from pki.keys import certificate_pem, private_key_pem
+from pki.identity import DeptCode, parse_networks
+from pki.keys import certificate_pem
+from tests.client.clientdir import init
 from tests.conftest import CAFixture
 
 runner = CliRunner()
-
-
-def write_issued(
-    ca: CAFixture, code: str, folder: Path, role: Role = Role.DEPARTMENT
-) -> tuple[Path, Path]:
-    issued = ca.issue(code, role=role)
-    assert issued.key is not None
-    cert, key = folder / f"{code}.pem", folder / f"{code}.key"
-    cert.write_bytes(certificate_pem(issued.chain))
-    key.write_bytes(private_key_pem(issued.key, None))
-    key.chmod(0o600)
-    return cert, key
-
-
-@pytest.fixture
-def world(test_ca: CAFixture, tmp_path: Path) -> dict[str, Path]:
-    test_ca.ca.crl()
-    files = tmp_path / "files"
-    files.mkdir()
-    node_cert, node_key = write_issued(test_ca, "NODE01", files, Role.NODE)
-    cert, key = write_issued(test_ca, "MZ330100", files)
-    return {
-        "trust": test_ca.dir / "root.pem",
-        "crl": test_ca.dir / "crl.pem",
-        "node_cert": node_cert,
-        "node_key": node_key,
-        "cert": cert,
-        "key": key,
-        "dir": tmp_path / "client",
-    }
-
-
-def init(world: dict[str, Path], *extra: str) -> list[str]:
-    return [
-        "init", "--dir", str(world["dir"]), "--dept", "MZ330100", "--node-host", "127.0.0.1",
-        "--node-port", "2222", "--trust", str(world["trust"]), "--crl", str(world["crl"]),
-        "--node-cert", str(world["node_cert"]), *extra,
-    ]  # fmt: skip
 
 
 def test_init_pins_node_and_refuses_second_init(world: dict[str, Path]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from exchange_client.pull_cli import query_status
+from exchange_client.outstanding import query_status
 from exchange_client.state import PulledItem, PushedBundle, State
 from exchange_common.errors import InputError
 

@@ -113,7 +113,10 @@ def test_pull_result_converted_keeps_chinese_text(
     )
     out_dir = tmp_path / "out"
     r = cli("pull", "--dir", client, "--out", out_dir, "--format", fmt, "--json")
-    assert r.exit_code == 0, r.output
+    # the first pull of the module also opens the final segments of the queries pushed above,
+    # which the node closed without data for RS-SI-01: a partial answer (exit 8)
+    partial = json.loads(r.stdout)["partial_answers"]
+    assert r.exit_code == (8 if partial else 0), r.output
     folder = out_dir / "result" / str(bundle_id)
     if fmt == "xlsx":
         wb = openpyxl.load_workbook(folder / "result.xlsx", read_only=True)

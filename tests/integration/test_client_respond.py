@@ -80,6 +80,7 @@ def test_relayed_query_is_answered_by_the_provider_and_pulled_in_segments(
     [relay] = [p for p in json.loads(r.stdout)["pulled"] if p["kind"] == "relay"]
     assert "answer by" in relay["summary"]
     relay_id = relay["bundle_id"]
+    assert f"respond --to-query {relay_id} FILE" in relay["summary"]  # the id, ready to copy
     opened = Path(relay["opened_to"]) / "persons.csv"
     assert opened.read_text("utf-8").splitlines()[0] == "公民身份号码,授权编号"
     # an answer naming someone who was not asked is refused; the relay stays open
