@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,7 @@ def run_demo(root: Path, *, say: Callable[[str], None] = print, fresh: bool = Fa
     _run_node_stage(root, ca_dir, certs, step)
     result.not_built = [
         "revocation, recheck, objection and detail queries (the rest of the procedure)",
-        "the administrator's live view, metrics, web page and audit proofs (checkpoints, export)",
+        "the administrator's live view (watch), evidence retention and admission probes",
     ]
     return result
 
@@ -239,7 +240,7 @@ def _describe_result(result_dir: Path) -> list[str]:
     return lines
 
 
-def _start_node(home: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
+def _start_node(home: Path, log: Path) -> tuple[subprocess.Popen[str], int, str]:
     cmd = [
         sys.executable,
         "-c",
@@ -251,6 +252,8 @@ def _start_node(home: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
         "127.0.0.1",
         "--port",
         "0",
+        "--monitor",
+        "127.0.0.1:0",
     ]
     proc = subprocess.Popen(
         cmd,
@@ -261,11 +264,15 @@ def _start_node(home: Path, log: Path) -> tuple[subprocess.Popen[str], int]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.stdout is not None
+    monitor = ""
     line = proc.stdout.readline().strip()
-    if not line.startswith("listening on "):
+    if line.startswith("monitor on "):
+        monitor = line.split(" ", 2)[2]
+        line = proc.stdout.readline().strip()
+    if not line.startswith("listening on ") or not monitor:
         proc.kill()
         raise TransportError(f"the demo node did not start; see {log}", code="E_START")
-    return proc, int(line.rsplit(":", 1)[1])
+    return proc, int(line.rsplit(":", 1)[1]), monitor
 
 
 def _client(args: list[str], *, check_exit: tuple[int, ...] = (0,)) -> dict[str, Any]:
@@ -322,9 +329,12 @@ def _run_node_stage(root: Path, ca_dir: Path, certs: Path, step: Callable[[str],
         "authorization references"
     )
 
-    proc, port = _start_node(home, root / "node.log")
+    proc, port, monitor = _start_node(home, root / "node.log")
     try:
-        step(f"node serving SFTP on 127.0.0.1:{port} (log: {root / 'node.log'})")
+        step(
+            f"node serving SFTP on 127.0.0.1:{port} (log: {root / 'node.log'}); its status page "
+            f"and /metrics at {monitor}"
+        )
         clients = root / "clients"
         for code in ("RS330100", "MZ330100"):
             login = ["--ssh-key", str(certs / f"{code}_ssh")] if code == "RS330100" else []
@@ -447,9 +457,56 @@ def _run_node_stage(root: Path, ca_dir: Path, certs: Path, step: Callable[[str],
                     f"(opened in {clients / code / 'received' / 'receipt'})"
                 )
         step(_stage_summary(root / "node.log"))
+        with urllib.request.urlopen(monitor + "status.json", timeout=30) as answer:  # noqa: S310
+            seen = json.load(answer)
+        step(
+            "the monitor's /status.json: uploads "
+            + ", ".join(f"{k} {v}" for k, v in sorted(seen["uploads"]["by_state"].items()))
+            + f", pipeline "
+            f"{'ok' if seen['pipeline']['healthy'] else 'not keeping up'}, "
+            f"{seen['audit']['events']} audit events"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+    _audit_stage(root, home, ca_dir, step)
+
+
+def _audit_stage(root: Path, home: Path, ca_dir: Path, step: Callable[[str], None]) -> None:
+    """The inspector's view: the trail verified on the node (the shutdown signed a checkpoint),
+    then 民政's extract exported and verified offline with nothing but the ministry root."""
+    verify = _cli("exchange_server.admin.cli", ["audit", "verify", "--home", str(home), "--json"])
+    doc = json.loads(verify)
+    step(
+        f"exchange-server audit verify: {doc['events']} events intact under "
+        f"{doc['checkpoints']} signed checkpoint(s), the newest over "
+        f"{doc['newest_checkpoint']['size']} events (published in {home / 'audit' / 'checkpoint'})"
+    )
+    extract = root / "audit-MZ330100.json"
+    args = ["audit", "export", "--home", str(home), "--department", "MZ330100", "-o", str(extract)]
+    _cli("exchange_server.admin.cli", args)
+    checked = json.loads(
+        _cli(
+            "pki.cli",
+            ["audit", "verify", str(extract), "--trust", str(ca_dir / "root.pem"), "--json"],
+        )
+    )
+    step(
+        f"民政's audit extract ({extract.name}, {checked['events']} events with Merkle proofs) "
+        f"verified offline by exchange-pki audit verify, signed by {checked['signer']}"
+    )
+
+
+def _cli(module: str, args: list[str]) -> str:
+    """Run one of the product's CLIs (``module``'s ``main``) and return its stdout."""
+    cmd = [sys.executable, "-c", f"from {module} import main; main()", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
+    if proc.returncode != 0:
+        raise TransportError(
+            f"{' '.join(args[:2])} failed ({proc.returncode}): {proc.stderr.strip()}",
+            code="E_DEMO",
+        )
+    return proc.stdout
 
 
 def _stage_summary(log: Path) -> str:

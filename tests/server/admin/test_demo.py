@@ -39,6 +39,12 @@ def test_demo_builds_a_verifiable_world(tmp_path: Path) -> None:
     # every upload of the demo (人社's push and answer, 民政's query) was timed by stage
     timed = [s for s in result.steps if s.startswith("the pipeline timed each of its")]
     assert len(timed) == 1 and int(timed[0].split()[6]) >= 3, timed
+    # the newest: the monitor answered, the trail verified and an extract checked offline
+    assert any(s.startswith("the monitor's /status.json: uploads") for s in result.steps)
+    assert any("audit trail" not in s and "audit verify:" in s and "intact under" in s
+               for s in result.steps)  # fmt: skip
+    assert any("verified offline by exchange-pki audit verify" in s for s in result.steps)
+    assert (tmp_path / "demo" / "audit-MZ330100.json").is_file()
 
 
 def test_demo_refuses_to_overwrite_without_fresh(tmp_path: Path) -> None:
