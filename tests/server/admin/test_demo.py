@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,40 @@ def test_demo_builds_a_verifiable_world(tmp_path: Path) -> None:
                for s in result.steps)  # fmt: skip
     assert any("verified offline by exchange-pki audit verify" in s for s in result.steps)
     assert (tmp_path / "demo" / "audit-MZ330100.json").is_file()
+    _no_personal_data_anywhere(tmp_path / "demo", result.steps)
+
+
+def _no_personal_data_anywhere(demo: Path, steps: list[str]) -> None:
+    """Every log, status, audit output and extract the demo's node produced holds no ID number
+    and no full name of the test data (the persons list and 人社's dataset)."""
+    with (demo / "data" / "persons.csv").open(encoding="utf-8", newline="") as fh:
+        persons = list(csv.DictReader(fh))
+    ids = {p["身份证号"] for p in persons} | {p["身份证号"].lower() for p in persons}
+    names = {p["姓名"] for p in persons if len(p["姓名"]) >= 2}
+    with (demo / "data" / "rs_social_insurance.csv").open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            ids.add(row["公民身份号码"])
+            names.add(row["姓名"])
+    home = str(demo / "node")
+    runner = CliRunner()
+    outputs = {
+        "node.log": (demo / "node.log").read_text("utf-8"),
+        "steps": "\n".join(steps),
+        "extract": (demo / "audit-MZ330100.json").read_text("utf-8"),
+        "checkpoint": (demo / "node" / "audit" / "checkpoint").read_text("utf-8"),
+    }
+    for args in (
+        ["status", "--json"],
+        ["status"],
+        ["audit", "list", "--limit", "10000", "--json"],
+        ["audit", "list", "--limit", "10000"],
+        ["audit", "verify", "--json"],
+    ):
+        outputs[" ".join(args)] = runner.invoke(app, [*args, "--home", home]).stdout
+    leaks = {
+        where: sorted(x for x in ids | names if x and x in text) for where, text in outputs.items()
+    }
+    assert all(not found for found in leaks.values()), {w: f[:3] for w, f in leaks.items() if f}
 
 
 def test_demo_refuses_to_overwrite_without_fresh(tmp_path: Path) -> None:
