@@ -31,6 +31,7 @@ from exchange_server.admin.compare_cli import compare_app
 from exchange_server.admin.dept_cli import dept_app
 from exchange_server.admin.query_cli import query_app
 from exchange_server.admin.status_cli import status, upload_app
+from exchange_server.admin.watch_cli import watch
 
 app = typer.Typer(
     name="exchange-server",
@@ -280,6 +281,7 @@ app.add_typer(compare_app, name="compare")
 app.add_typer(calendar_app, name="calendar")
 app.add_typer(query_app, name="query")
 app.command(name="status")(status)
+app.command(name="watch")(watch)
 app.add_typer(upload_app, name="upload")
 app.add_typer(audit_app, name="audit")
 
