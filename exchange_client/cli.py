@@ -22,6 +22,7 @@ from exchange_client.enroll_cli import init
 from exchange_client.offline_cli import export_cmd, import_cmd
 from exchange_client.pull_cli import pull_cmd, wait_cmd
 from exchange_client.push_cli import push, respond
+from exchange_client.selftest_cli import selftest
 from exchange_client.status_cli import status
 from exchange_common.cli import EXIT_CODES_HELP, VersionOpt, version_text
 
@@ -58,6 +59,7 @@ app.command("pull")(pull_cmd)
 app.command()(status)
 app.command("verify")(verify_cmd)
 app.command("open")(open_cmd)
+app.command()(selftest)
 
 
 @app.command()

@@ -57,6 +57,7 @@ PUSH_KINDS = (
     BundleKind.REVOCATION,
     BundleKind.RECHECK,
     BundleKind.SUPPLEMENT,
+    BundleKind.PROBE,
 )
 
 

@@ -118,6 +118,7 @@ class BundleKind(StrEnum):
     RELAY = "relay"  # the hub forwards a query to a provider
     NOTICE = "notice"  # the node tells a party about a deadline: overdue, extended, terminated
     SUPPLEMENT = "supplement"  # missing authorization references for a suspended query
+    PROBE = "probe"  # a department's selftest round trip (部省 第六条): a receipt, nothing else
     FILE = "file"  # anything else an operator seals by hand
 
 

@@ -23,7 +23,11 @@ from sqlmodel import Session
 
 from exchange_common.cli import console, emit_json, err_console, fail_on_error
 from exchange_common.errors import CertificateError, InputError
+from exchange_common.fs import atomic_write
+from exchange_common.report import Verdict, overall, report_json, report_text
 from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node, command_group
+from exchange_server.admin.dept_check import SCHEMA as CHECK_SCHEMA
+from exchange_server.admin.dept_check import check_department
 from exchange_server.node import Node, utcnow
 from exchange_server.store.models import DeptState
 from exchange_server.store.registry import DepartmentView, department_certificate
@@ -375,3 +379,55 @@ def dept_add_key(
         view = add_ssh_key(s, code, _read_text(ssh_key), now=now, actor="admin")
         [shown] = _assess(node, s, [view], now)
     _emit(node, shown, json_out)
+
+
+@dept_app.command("check")
+@fail_on_error
+def dept_check(
+    code: Annotated[str, typer.Argument(help="Department code.")],
+    home: HomeOpt,
+    days: Annotated[
+        int, typer.Option(min=1, max=3650, help="How recent logins and the selftest must be.")
+    ] = 30,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Also write the report to this file (to file it)."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a department for admission or inspection (部省 第六条) and print a report to file:
+    its registration, its certificate (chain, validity, revocation), the node's CRL, where and
+    how it may log in, its last login and refusals, and its selftest round trip (a `probe`
+    bundle from `exchange-client selftest`, accepted within `--days`). Exit 0 when every
+    check passes (warnings included), 1 when one fails.
+
+    **Examples**
+
+        exchange-server dept check MZ330100 --home /srv/node
+
+        exchange-server dept check MZ330100 --home /srv/node --out MZ330100-admission.txt
+
+        exchange-server dept check MZ330100 --home /srv/node --days 7 --json
+    """
+    now = utcnow()
+    node = _node(home)
+    facts, checks = check_department(node, code, now=now, days=days)
+    title = f"exchange-server dept check of {facts['department']} {facts['name']}"
+    lines = [
+        ("department", f"{facts['department']} {facts['name']}"),
+        ("node", str(facts["node"])),
+        ("at", now.isoformat(timespec="seconds")),
+        ("window", f"{days} days"),
+    ]
+    text = report_text(title, lines, checks)
+    if out is not None:
+        try:
+            atomic_write(out, text.encode(), 0o644)
+        except OSError as e:
+            raise InputError(f"cannot write {out}: {e.strerror or e}", code="E_IO") from None
+    if json_out:
+        emit_json(report_json(CHECK_SCHEMA, facts, checks, now))
+    else:
+        console.print(text, markup=False, highlight=False, end="")
+    if overall(checks) is Verdict.FAIL:
+        raise typer.Exit(1)
