@@ -23,6 +23,7 @@ from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
 from exchange_server.admin.compare_cli import compare_app
 from exchange_server.admin.dept_cli import dept_app
 from exchange_server.admin.query_cli import query_app
+from exchange_server.admin.retention_cli import retention_app
 from exchange_server.admin.status_cli import status, upload_app
 
 app = typer.Typer(
@@ -257,6 +258,7 @@ app.add_typer(query_app, name="query")
 app.command(name="status")(status)
 app.add_typer(upload_app, name="upload")
 app.add_typer(audit_app, name="audit")
+app.add_typer(retention_app, name="retention")
 
 
 def main() -> None:
