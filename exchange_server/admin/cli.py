@@ -16,6 +16,7 @@ import typer
 from exchange_common.cli import EXIT_CODES_HELP, console, emit_json, err_console, fail_on_error
 from exchange_common.errors import InputError
 from exchange_common.logs import check_format, check_level
+from exchange_server.admin.archive_cli import archive_app
 from exchange_server.admin.audit_cli import audit_app
 from exchange_server.admin.calendar_cli import calendar_app
 from exchange_server.admin.catalog_cli import catalog_app
@@ -258,6 +259,7 @@ app.add_typer(query_app, name="query")
 app.command(name="status")(status)
 app.add_typer(upload_app, name="upload")
 app.add_typer(audit_app, name="audit")
+app.add_typer(archive_app, name="archive")
 app.add_typer(retention_app, name="retention")
 
 
