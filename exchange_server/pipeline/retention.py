@@ -44,7 +44,7 @@ import fcntl
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -288,7 +288,12 @@ def run_retention(
     return report
 
 
-async def keep_retention(node: Node, *, clock: Callable[[], dt.datetime] = utcnow) -> None:
+async def keep_retention(
+    node: Node,
+    *,
+    clock: Callable[[], dt.datetime] = utcnow,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
     """Run :func:`run_retention` now and then every ``[retention] interval_minutes`` until
     cancelled (for ``serve``). A failed run is logged, never fatal: the next one tries again."""
     while True:
@@ -296,4 +301,4 @@ async def keep_retention(node: Node, *, clock: Callable[[], dt.datetime] = utcno
             await asyncio.to_thread(run_retention, node, clock())
         except Exception:
             log.exception("retention run failed")
-        await asyncio.sleep(node.config.retention.interval_minutes * 60)
+        await sleep(node.config.retention.interval_minutes * 60)

@@ -9,6 +9,7 @@ reachable). No sleeps: file ages are mtimes set with ``os.utime``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import fcntl
@@ -23,6 +24,7 @@ from sqlmodel import col, select
 
 from exchange_server.config import RetentionConfig
 from exchange_server.outbox.receipts import receipt_name
+from exchange_server.pipeline import retention
 from exchange_server.pipeline.queries import relay_id, relay_name, result_name
 from exchange_server.pipeline.retention import (
     LOCK_NAME,
@@ -297,3 +299,26 @@ def _item(material: Material, **kw: object) -> Item:
 )
 def test_decide(item: Item, policy: RetentionConfig, verdict: Verdict) -> None:
     assert decide(item, policy, NOW) is verdict
+
+
+def test_keep_retention_runs_at_once_then_every_interval_and_survives_a_failure(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[dt.datetime] = []
+
+    def run(node: object, now: dt.datetime) -> None:
+        runs.append(now)
+        if len(runs) == 1:
+            raise OSError("disk gone")  # logged; the schedule goes on
+
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            raise asyncio.CancelledError
+
+    monkeypatch.setattr(retention, "run_retention", run)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(retention.keep_retention(world.node, clock=lambda: NOW, sleep=sleep))
+    assert runs == [NOW, NOW] and waits == [POLICY.interval_minutes * 60] * 2
