@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import fcntl
 import logging
 import os
 from collections import Counter
@@ -54,6 +53,7 @@ from exchange_common.fs import fsync_dir, private_dir
 from exchange_server.config import RetentionConfig
 from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.retention_scan import Item, Material, scan
+from exchange_server.spool import unheld
 from exchange_server.store.audit import EventSpec, append_events
 from pki.bundle import sealed_header
 
@@ -173,18 +173,14 @@ class Report:
 
 @contextlib.contextmanager
 def _run_lock(root: Path) -> Iterator[bool]:
-    """True inside the block when this run holds the retention lock of the spool at ``root``."""
-    private_dir(root)
-    fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
+    """True inside the block when this run holds the retention lock of the spool at ``root``
+    (an ``flock`` on ``root/.retention.lock``, as :func:`~exchange_server.spool.unheld`
+    takes it)."""
+    lock = private_dir(root) / LOCK_NAME
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    with unheld(lock) as free:
+        yield free
 
 
 def _judge(
