@@ -30,7 +30,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from exchange_common.errors import InputError
-from exchange_common.fs import atomic_write, new_directory, sha256_file
+from exchange_common.fs import atomic_write, new_directory, private_dir, sha256_file
 from exchange_common.masking import mask_id_numbers
 from exchange_server.node import Node
 from exchange_server.store.links import Case, case_of, ids_in, naming
@@ -173,7 +173,7 @@ def gather(
     with new_directory(out) as tmp:
         for rel, src in sorted(files.items()):
             target = tmp / rel
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(target.parent)
             shutil.copyfile(src, target)
             target.chmod(0o600)
             header = sealed_header(target)
