@@ -21,6 +21,7 @@ __all__ = [
     "DeadlineConfig",
     "MonitorConfig",
     "NodeConfig",
+    "RetentionConfig",
     "SFTPConfig",
     "SecurityConfig",
     "load_config",
@@ -103,6 +104,47 @@ class MonitorConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """What the node keeps, and for how long (decision 0013; docs/operator-guide.md,
+    "Retention and evidence"). Audit events and state-store rows are never purged."""
+
+    #: Days evidence is kept: accepted bundles (``spool/store``), and the receipts, results,
+    #: relays and notices the node sent. 0 = for ever. Anything of a query is kept at least
+    #: 366 days after the query closed (a report is valid a year, 浙江 四(一)4).
+    evidence_days: int = 1825
+    #: Days a rejected upload stays in ``spool/quarantine``.
+    quarantine_days: int = 30
+    #: Minutes a file that is not a sealed bundle may stay in the drop folder.
+    drop_plaintext_minutes: int = 60
+    #: Days a file the department pulled completely stays in its outbox; then it moves to the
+    #: node's evidence (``spool/sent``) and no longer counts against the quota at all.
+    pulled_outbox_days: int = 7
+    #: Minutes between two retention runs while ``serve`` runs them.
+    interval_minutes: int = 15
+
+
+#: Allowed values of ``[retention]``: (key, lowest, highest, also allowed).
+_RETENTION_RANGES = (
+    ("evidence_days", 30, 36500, 0),
+    ("quarantine_days", 1, 3650, None),
+    ("drop_plaintext_minutes", 1, 10080, None),
+    ("pulled_outbox_days", 0, 3650, None),
+    ("interval_minutes", 1, 1440, None),
+)
+
+
+def _check_retention(retention: RetentionConfig, path: Path) -> None:
+    """Refuse (``InputError`` E_CONFIG, naming the key) a ``[retention]`` value out of range."""
+    for key, low, high, extra in _RETENTION_RANGES:
+        value = getattr(retention, key)
+        if isinstance(value, bool) or not (low <= value <= high or value == extra):
+            also = f" (or {extra}: for ever)" if extra is not None else ""
+            raise InputError(
+                f"{path}: retention.{key} must be from {low} to {high}{also}", code="E_CONFIG"
+            )
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything a node process needs to know, with paths resolved against ``home``."""
 
@@ -123,6 +165,8 @@ class NodeConfig:
     deadlines: DeadlineConfig = field(default_factory=DeadlineConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    #: How long evidence, the quarantine, drop-folder plaintext and pulled files are kept.
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     #: Where ``serve`` logs, at which level, in which format, rotated how.
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -207,6 +251,8 @@ def load_config(home: Path) -> NodeConfig:
         raise InputError(
             f"{path}: audit.checkpoint_seconds must be from 1 to 86400", code="E_CONFIG"
         )
+    retention = _take(RetentionConfig, dict(raw.pop("retention", {})), "retention")
+    _check_retention(retention, path)
     for name in ("escalate_after_days", "suspend_limit_days", "start_days", "tick_seconds"):
         if not 1 <= getattr(deadlines, name) <= 366:
             raise InputError(f"{path}: deadlines.{name} must be from 1 to 366", code="E_CONFIG")
@@ -246,11 +292,16 @@ def load_config(home: Path) -> NodeConfig:
             "deadlines": deadlines,
             "audit": audit,
             "monitor": monitor,
+            "retention": retention,
             "log": log,
         },
         "node",
     )
     return cfg
+
+
+#: The sections of node.toml after ``[node]``, in the order ``render_config`` writes them.
+_SECTIONS = ("sftp", "security", "limits", "deadlines", "audit", "monitor", "retention", "log")
 
 
 def render_config(cfg: NodeConfig) -> str:
@@ -265,10 +316,10 @@ def render_config(cfg: NodeConfig) -> str:
 
     lines = ["# Node configuration; see docs/configuration.md", "[node]"]
     for f in fields(NodeConfig):
-        if f.name in {"home", "sftp", "security", "limits", "deadlines", "audit", "monitor", "log"}:
+        if f.name in {"home", *_SECTIONS}:
             continue
         lines.append(f"{f.name} = {val(getattr(cfg, f.name))}")
-    for section in ("sftp", "security", "limits", "deadlines", "audit", "monitor", "log"):
+    for section in _SECTIONS:
         lines += ["", f"[{section}]"]
         obj = getattr(cfg, section)
         lines += [f"{f.name} = {val(getattr(obj, f.name))}" for f in fields(obj)]

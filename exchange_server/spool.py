@@ -4,9 +4,10 @@
 
     spool/incoming/.partial/   uploads in progress (never looked at by the pipeline)
     spool/incoming/<UPLOAD>    complete uploads, named by upload id, waiting for ingest
-    spool/store/<BUNDLE>.bundle accepted bundles (kept: returned data is never deleted)
-    spool/quarantine/<UPLOAD>  rejected uploads, kept for the inspector
+    spool/store/<BUNDLE>.bundle accepted bundles (evidence, [retention] evidence_days)
+    spool/quarantine/<UPLOAD>  rejected uploads, kept [retention] quarantine_days
     spool/depts/<CODE>/outbox/ what a department downloads: receipts, results, relayed queries
+    spool/sent/<CODE>/         what it pulled, moved out of its outbox (evidence)
 
 All moves are ``os.replace`` within one filesystem, so a file is always wholly in one place.
 Names that come from peers never become path components here: uploads are named by the node's

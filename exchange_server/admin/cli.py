@@ -23,6 +23,7 @@ from exchange_common.cli import (
 )
 from exchange_common.errors import InputError
 from exchange_common.logs import check_format, check_level
+from exchange_server.admin.archive_cli import archive_app
 from exchange_server.admin.audit_cli import audit_app
 from exchange_server.admin.calendar_cli import calendar_app
 from exchange_server.admin.catalog_cli import catalog_app
@@ -30,6 +31,7 @@ from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node
 from exchange_server.admin.compare_cli import compare_app
 from exchange_server.admin.dept_cli import dept_app
 from exchange_server.admin.query_cli import query_app
+from exchange_server.admin.retention_cli import retention_app
 from exchange_server.admin.status_cli import status, upload_app
 from exchange_server.admin.watch_cli import watch
 
@@ -284,6 +286,8 @@ app.command(name="status")(status)
 app.command(name="watch")(watch)
 app.add_typer(upload_app, name="upload")
 app.add_typer(audit_app, name="audit")
+app.add_typer(archive_app, name="archive")
+app.add_typer(retention_app, name="retention")
 
 
 def main() -> None:

@@ -8,6 +8,12 @@ files that cannot be read stay where they are and are logged.
 
 Copy into the drop folder under a dot-name and rename when complete if your tool can; the size
 check covers tools that cannot.
+
+Nothing in the drop folder is readable by others: the folder and ``.imported/`` are owner-only
+(0700, tightened with a warning when found wider) and every imported file is made 0600. A file
+that is not a sealed bundle (a plaintext table dropped by mistake) is deleted by the retention
+run ``[retention] drop_plaintext_minutes`` after it arrived
+(:mod:`exchange_server.pipeline.retention`).
 """
 
 from __future__ import annotations
@@ -21,11 +27,24 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from exchange_common.fs import private_dir
 from exchange_server.pipeline.handover import Handover
 
-__all__ = ["DropFolder"]
+__all__ = ["DropFolder", "owner_only_folder"]
 
 log = logging.getLogger("exchange_server.drop")
+
+
+def owner_only_folder(folder: Path) -> Path:
+    """Make ``folder`` (and missing parents) owner-only (0700); an existing folder that others
+    may enter or read is tightened, with a warning. Returns ``folder``. Raises ``OSError`` when
+    it cannot be created or changed (not the node's)."""
+    private_dir(folder)
+    mode = folder.stat().st_mode & 0o777
+    if mode & 0o077:
+        folder.chmod(0o700)
+        log.warning("%s was open to others (mode %o): now 0700", folder, mode)
+    return folder
 
 
 class DropFolder(FileSystemEventHandler):
@@ -91,10 +110,15 @@ class DropFolder(FileSystemEventHandler):
             remote_addr=None,
             source="drop",
         )
-        self.done.mkdir(exist_ok=True)
+        owner_only_folder(self.done)
         # A crash before this rename re-imports the file on restart; the replay guard then
         # rejects the copy, so nothing is processed twice.
-        path.replace(self.done / f"{upload_id}-{path.name}")
+        kept = self.done / f"{upload_id}-{path.name}"
+        path.replace(kept)
+        try:
+            kept.chmod(0o600)  # a regular file: _eligible refused symlinks
+        except OSError as e:  # not ours: the folder (0700) still keeps others out
+            log.warning("cannot make imported %s owner-only: %s", kept.name, e.strerror)
         log.info("imported %s from the drop folder as upload %s", path.name, upload_id)
         return upload_id
 
@@ -112,8 +136,9 @@ class DropFolder(FileSystemEventHandler):
             self._import(path)
 
     def start(self) -> None:
-        """Import what is already there, then watch for more."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Make the folder owner-only (0700), import what is already there, then watch for
+        more."""
+        owner_only_folder(self.folder)
         self.scan()
         observer = Observer()
         observer.schedule(self, str(self.folder), recursive=False)

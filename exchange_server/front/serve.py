@@ -1,8 +1,9 @@
 """``exchange-server serve``: the node process around the SFTP front.
 
 :func:`run` recovers interrupted work before the listener opens (so recovery never races a live
-upload), starts the SFTP front, the pipeline in its own process, the drop-folder watcher and the
-audit checkpoints (every ``[audit] checkpoint_seconds``), and stops them all in order on SIGINT
+upload), starts the SFTP front, the pipeline in its own process, the drop-folder watcher, the
+audit checkpoints (every ``[audit] checkpoint_seconds``) and the retention runs (every
+``[retention] interval_minutes``), and stops them all in order on SIGINT
 or SIGTERM, signing a last checkpoint after the pipeline has stopped.
 :func:`~exchange_common.cli.setup_logging` sends the log where ``[log]`` (or the ``--log-*``
 options) say; the pipeline process hands its records to this one, which alone writes them
@@ -26,6 +27,7 @@ from exchange_server.front.server import SFTPFront
 from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.assembly import handover_to_process, node_spool
 from exchange_server.pipeline.process import PipelineProcess
+from exchange_server.pipeline.retention import keep_retention
 from exchange_server.pipeline.runner import recover_spool
 from exchange_server.store.checkpoints import checkpoint_now
 
@@ -94,6 +96,9 @@ async def _serve(
     checkpoints = asyncio.create_task(_checkpoints(node), name="audit-checkpoints")
     drop = DropFolder(ingest, node.config.path(node.config.drop))
     await asyncio.to_thread(drop.start)
+    # Evidence kept per [retention], expired material purged (each run audited); here, beside
+    # the drop folder it also clears of plaintext.
+    retention = asyncio.create_task(keep_retention(node), name="retention")
     srv_log.info("node %s serving SFTP on %s:%d", node.config.code, bound_host, bound_port)
     print(f"listening on {bound_host}:{bound_port}", flush=True)
     try:
@@ -106,6 +111,9 @@ async def _serve(
         await front.close()
         supervisor.cancel()
         checkpoints.cancel()
+        retention.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retention
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
         with contextlib.suppress(asyncio.CancelledError):

@@ -15,7 +15,8 @@ joined to a folder the node chose:
                    or touch a file after uploading it
 ``/outbox``        read-only: the regular files of ``Spool.outbox(CODE)`` (never symlinks,
                    never dot-files, never hostile names)
-``/outbox/NAME``   one of those files, open for reading only
+``/outbox/NAME``   one of those files, open for reading only; closing a download that read
+                   every byte records a pull (it then leaves the quota, ``store/pulls.py``)
 anything else      "no such file"; every mutating operation is "permission denied"
 =================  ===========================================================================
 
@@ -302,10 +303,11 @@ class DepartmentSFTPServer(asyncssh.SFTPServer):
             if e.errno in {errno.ENOENT, errno.ELOOP, errno.ENOTDIR}:
                 raise _missing() from None
             raise asyncssh.SFTPFailure("cannot open file") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise _missing()
-        return _Download(fd, name)
+        return _Download(fd, name, st.st_size)
 
     async def _open_upload(self, vpath: VPath, pflags: int) -> _Upload:
         dept = self._session.dept
@@ -366,7 +368,9 @@ class DepartmentSFTPServer(asyncssh.SFTPServer):
         if isinstance(file_obj, _Download):
             if file_obj.closed:
                 raise asyncssh.SFTPInvalidHandle("invalid handle")
-            return os.pread(file_obj.fd, max(0, min(size, _MAX_READ)), offset)
+            data = os.pread(file_obj.fd, max(0, min(size, _MAX_READ)), offset)
+            file_obj.served(offset, len(data))
+            return data
         if isinstance(file_obj, _Upload):
             raise _denied("the inbox is write-only")
         raise asyncssh.SFTPInvalidHandle("invalid handle")
@@ -433,7 +437,8 @@ class DepartmentSFTPServer(asyncssh.SFTPServer):
     def close(self, file_obj: object) -> Awaitable[None] | None:
         if isinstance(file_obj, _Download):
             file_obj.close()
-            return None
+            # Read in full: a pull, which takes the file out of the quota (store/pulls.py).
+            return self._services.pulled(self._session, file_obj) if file_obj.complete else None
         if isinstance(file_obj, _Upload):
             if _called_by_client_close():
                 return self._commit(file_obj)

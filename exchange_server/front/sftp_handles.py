@@ -8,6 +8,7 @@ the host (no uid/gid, inodes or real modes); the refusal errors; and the detecti
 
 from __future__ import annotations
 
+import bisect
 import concurrent.futures
 import os
 import stat
@@ -23,16 +24,41 @@ __all__ = [
 
 
 class _Download:
-    """An open ``/outbox`` file: a read-only descriptor."""
+    """An open ``/outbox`` file: a read-only descriptor, and which of its bytes were served
+    (clients pipeline their reads, out of order), so that a complete download can be told
+    from a partial one (:attr:`complete`) and recorded as a pull."""
 
-    def __init__(self, fd: int, name: str):
+    def __init__(self, fd: int, name: str, size: int = 0):
         self.fd = fd
         self.name = name
+        self.size = size
         self.closed = False
+        #: Served byte ranges ``[start, end)``, sorted and merged.
+        self._spans: list[list[int]] = []
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         # asyncssh's ranges@asyncssh.com extension probes holes with seek(SEEK_DATA/SEEK_HOLE).
         return os.lseek(self.fd, offset, whence)
+
+    def served(self, offset: int, length: int) -> None:
+        """Note that bytes ``[offset, offset + length)`` were sent to the client."""
+        if length <= 0:
+            return
+        start, end = offset, offset + length
+        i = bisect.bisect_left(self._spans, [start, start])
+        if i > 0 and self._spans[i - 1][1] >= start:
+            i -= 1
+        j = i
+        while j < len(self._spans) and self._spans[j][0] <= end:
+            start, end = min(start, self._spans[j][0]), max(end, self._spans[j][1])
+            j += 1
+        self._spans[i:j] = [[start, end]]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every byte of the file (its size at open) was sent; never for an empty one."""
+        spans = self._spans
+        return self.size > 0 and len(spans) == 1 and spans[0][0] == 0 and spans[0][1] >= self.size
 
     def close(self) -> None:
         if not self.closed:

@@ -8,20 +8,25 @@ quota usage of each department).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from exchange_server.crl import CrlStatus, crl_status
+from exchange_server.front.sftp_handles import _Download
 from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.handover import Handover
 from exchange_server.spool import Spool
 from exchange_server.store.models import BundleState, Department, Upload
+from exchange_server.store.pulls import pulled_bytes, record_pull
 from pki.identity import DeptCode
 
 __all__ = [
@@ -30,6 +35,8 @@ __all__ = [
     "UploadBook",
 ]
 
+
+log = logging.getLogger("exchange_server.front.sftp")
 
 #: How long a department's spool usage is reused for quota checks.
 USAGE_CACHE_SECONDS = 2.0
@@ -114,8 +121,9 @@ class SFTPServices:
         the last. Within that window a department can exceed its quota by what it uploads
         meanwhile (each upload is still bounded by ``max_upload_bytes``).
 
-        Outstanding = the regular files in its outbox (not yet removed by the node) + its
-        uploads committed but still waiting in ``incoming/`` (state ``received``). Uploads in
+        Outstanding = the regular files in its outbox it has not pulled completely
+        (:mod:`~exchange_server.store.pulls`) + its uploads committed but still waiting in
+        ``incoming/`` (state ``received``). Uploads in
         progress are added by the caller from :class:`UploadBook`. Accepted bundles kept in
         ``store/`` do not count: returned data is kept for ever and must not lock a department
         out.
@@ -124,13 +132,14 @@ class SFTPServices:
         cached = self._usage_cache.get(dept)
         if cached is not None and now - cached[0] < USAGE_CACHE_SECONDS:
             return cached[1]
-        outbox = 0
+        sizes: dict[str, int] = {}
         with contextlib.suppress(OSError), os.scandir(self.spool.outbox(dept)) as entries:
             for entry in entries:
                 with contextlib.suppress(OSError):
                     if entry.is_file(follow_symlinks=False):
-                        outbox += entry.stat(follow_symlinks=False).st_size
+                        sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
         with self.node.session(write=False) as s:
+            outbox = sum(sizes.values()) - pulled_bytes(s, dept, sizes)
             waiting = s.exec(
                 select(func.coalesce(func.sum(Upload.size), 0)).where(
                     Upload.dept_code == dept, Upload.state == BundleState.RECEIVED.value
@@ -141,3 +150,28 @@ class SFTPServices:
         result = (outbox + int(waiting), quota)
         self._usage_cache[dept] = (now, result)
         return result
+
+    async def pulled(self, session: SessionInfo, download: _Download) -> None:
+        """Record that ``session``'s department read all of ``download`` (a pull): in the
+        executor, one transaction with its audit event the first time. The download itself
+        has succeeded whatever happens here, so a store failure is logged, never raised."""
+        dept = str(session.dept)
+
+        def record() -> bool:
+            with self.node.session() as s:
+                return record_pull(
+                    s, dept, download.name, download.size, address=session.address, now=utcnow()
+                )
+
+        try:
+            first = await asyncio.get_running_loop().run_in_executor(self.executor, record)
+        except IntegrityError:
+            return  # another process recorded the same pull at the same moment
+        except Exception as e:
+            log.error(
+                "pull of %s by %s not recorded: %s: %s", download.name, dept, type(e).__name__, e
+            )
+            return
+        self._usage_cache.pop(dept, None)
+        if first:
+            log.info("outbox file %s pulled by %s from %s", download.name, dept, session.address)

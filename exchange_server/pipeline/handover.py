@@ -65,11 +65,11 @@ class Handover:
     ) -> None:
         """Make a complete upload durable and queue it; call before acknowledging the upload.
 
-        The partial file is fsynced, renamed into ``incoming/`` and recorded as ``received``
-        in one step each, the file locked until its record is durable; if the node dies
-        between the rename and the record, recovery quarantines the orphan (it was never
-        acknowledged, so the sender retries). Raises
-        what the store raises when the record cannot be committed (then do not acknowledge).
+        The partial file is made owner-only (0600), fsynced, renamed into ``incoming/`` and
+        recorded as ``received`` in one step each, the file locked until its record is
+        durable; if the node dies between the rename and the record, recovery quarantines the
+        orphan (it was never acknowledged, so the sender retries). Raises what the store
+        raises when the record cannot be committed (then do not acknowledge).
         """
         # The file stays locked until its record is durable, so that another node process's
         # recovery never takes it for an orphan (the SFTP writer already holds the lock).
@@ -77,6 +77,9 @@ class Handover:
         try:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Owner-only from here on, whatever wrote it: this file becomes the stored bundle or
+            # the quarantined copy, and a rejected upload may be a plaintext table.
+            os.fchmod(fd, 0o600)
             os.fsync(fd)
             size = os.fstat(fd).st_size
             target = self.spool.incoming_path(upload_id)

@@ -21,6 +21,7 @@ __all__ = [
     "DepartmentNetwork",
     "DepartmentSSHKey",
     "DeptState",
+    "OutboxPull",
     "Query",
     "QueryNotice",
     "QueryResource",
@@ -338,3 +339,20 @@ class CalendarYear(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     imported_at: dt.datetime = Field(sa_column=_utc_column())
     imported_by: str = Field(max_length=64)
+
+
+class OutboxPull(SQLModel, table=True):
+    """A file of a department's outbox that the department downloaded completely (first time).
+
+    Written by the SFTP front when a download that read every byte is closed. A pulled file no
+    longer counts against the department's quota, and ``[retention] pulled_outbox_days`` after
+    ``pulled_at`` it leaves the outbox for the node's evidence (``spool/sent``). ``size`` tells
+    a later file under the same name apart (it is then not pulled until it is read in full).
+    """
+
+    __tablename__ = "outbox_pull"
+
+    dept_code: str = Field(primary_key=True, max_length=32)
+    name: str = Field(primary_key=True, max_length=255)
+    size: int = Field(sa_type=BigInteger)
+    pulled_at: dt.datetime = Field(sa_column=_utc_column())

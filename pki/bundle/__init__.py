@@ -36,7 +36,13 @@ from pki.bundle._streams import CLOCK_SKEW, DEFAULT_TTL, ciphertext_size, guess_
 from pki.bundle.opening import open_bundle
 from pki.bundle.sealing import seal, seal_to_file
 from pki.bundle.values import Member, OpenedBundle, SealResult, VerifiedBundle
-from pki.bundle.verification import SignatureParts, signature_parts, signer_for_receipt, verify
+from pki.bundle.verification import (
+    SignatureParts,
+    sealed_header,
+    signature_parts,
+    signer_for_receipt,
+    verify,
+)
 
 __all__ = [
     "CLOCK_SKEW",
@@ -58,6 +64,7 @@ __all__ = [
     "parse_header",
     "seal",
     "seal_to_file",
+    "sealed_header",
     "signature_parts",
     "signer_for_receipt",
     "verify",

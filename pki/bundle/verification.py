@@ -3,7 +3,7 @@
 :func:`verify` reads the bundle once, streaming, and raises only
 :class:`~pki._bundle_format.BundleError` for a bad bundle (opaque message, precise ``detail`` in
 the ``pki.bundle`` log). :func:`signature_parts` reads the signature block for stock OpenSSL
-without verifying anything.
+without verifying anything; :func:`sealed_header` tells a sealed bundle from any other file.
 """
 
 from __future__ import annotations
@@ -299,3 +299,21 @@ def signature_parts(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> Signature
         signature_alg=header.signature_alg,
         header=header,
     )
+
+
+def sealed_header(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> BundleHeader | None:
+    """The cleartext header of the file at ``path`` when it has a bundle's layout (magic,
+    header, signature footer, as :func:`signature_parts` checks), else ``None``.
+
+    Verifies nothing: it sorts files (is this a sealed bundle, and which id does it carry?),
+    it never makes one trustworthy. A file that does not even start with the magic is
+    answered without a log line, so scanning a folder of other files stays quiet. Never raises
+    for a bad or unreadable file.
+    """
+    try:
+        with Path(path).open("rb") as fh:
+            if fh.read(len(MAGIC)) != MAGIC:
+                return None
+        return signature_parts(path, limits=limits).header
+    except (BundleError, InputError, OSError):
+        return None

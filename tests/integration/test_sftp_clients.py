@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -85,6 +86,13 @@ def _receipt_of(node: NodeHarness, upload_id: str) -> str:
     return receipt
 
 
+def _assert_pulled(node: NodeHarness, name: str) -> None:
+    """The complete download of ``name`` was recorded as a pull (audited once) before the
+    client's close returned, so it left the department's quota."""
+    pulls = [e for e in node.audit("outbox.pulled") if json.loads(e.detail)["name"] == name]
+    assert len(pulls) == 1 and pulls[0].subject == MZ
+
+
 def _place_in_outbox(node: NodeHarness, name: str) -> bytes:
     data = os.urandom(70 * 1024 + 3)
     (node.outbox(MZ) / name).write_bytes(data)
@@ -131,6 +139,7 @@ def test_openssh_sftp_lists_and_downloads_outbox(node: NodeHarness, tmp_path: Pa
     assert "inbox" in listing and "outbox" in listing
     assert "for-openssh.txt" in listing
     assert out.read_bytes() == data
+    _assert_pulled(node, "for-openssh.txt")
 
 
 def test_openssh_sftp_downloads_its_receipt(
@@ -169,6 +178,7 @@ def test_paramiko_lists_and_downloads_outbox(node: NodeHarness, tmp_path: Path) 
     finally:
         sftp.get_channel().get_transport().close()
     assert out.read_bytes() == data
+    _assert_pulled(node, "for-paramiko.txt")
 
 
 # --- asyncssh ----------------------------------------------------------------------------------
@@ -212,6 +222,7 @@ def test_asyncssh_lists_and_downloads_outbox(
     names = _run(body())
     assert name in names
     assert out.read_bytes() == data
+    _assert_pulled(node, name)
 
 
 def test_departments_of_an_intermediate_ca_log_in(tmp_path: Path, payload: Path) -> None:

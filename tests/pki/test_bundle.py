@@ -32,6 +32,7 @@ from pki.bundle import (
     open_bundle,
     seal,
     seal_to_file,
+    sealed_header,
     signature_parts,
     verify,
 )
@@ -306,6 +307,20 @@ def test_signature_parts_matches_layout(parties: Parties, tmp_path: Path) -> Non
     assert parts.signed_length == lay.signed_length
     assert parts.signature == data[lay.sig_start : lay.chain_start]
     assert b"".join(parts.chain) == data[lay.chain_start : lay.footer_start]
+
+
+def test_sealed_header_tells_a_bundle_from_any_other_file(
+    parties: Parties, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = seal_bytes(parties, [("a", b"x" * 1000)])
+    header = sealed_header(bundlegen.write(tmp_path / "b", data))
+    assert header is not None and header.kind == "data"
+    assert sealed_header(bundlegen.write(tmp_path / "cut", data[:-1])) is None
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pki.bundle"):
+        assert sealed_header(bundlegen.write(tmp_path / "t.csv", b"id,name\n1,x\n")) is None
+        assert sealed_header(tmp_path / "missing") is None
+    assert caplog.text == ""  # a folder of other files is scanned quietly
 
 
 def test_ciphertext_size_formula(parties: Parties) -> None:

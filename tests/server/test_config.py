@@ -189,3 +189,34 @@ def test_log_settings_resolve_the_file_against_the_home_and_take_overrides(
     both = cfg.log_settings(level="warning", fmt="json")
     assert (both.level, both.format, both.max_bytes) == ("WARNING", "json", cfg.log.max_bytes)
     assert load_config(_write(tmp_path, NODE)).log_settings().file == ""  # stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[retention]\nevidence_days = 10\n", "retention.evidence_days must be from 30 to 36500"),
+        ("[retention]\nevidence_days = -1\n", "retention.evidence_days"),
+        ("[retention]\nquarantine_days = 0\n", "retention.quarantine_days must be from 1"),
+        ("[retention]\ndrop_plaintext_minutes = 0\n", "retention.drop_plaintext_minutes"),
+        ("[retention]\ndrop_plaintext_minutes = true\n", "retention.drop_plaintext_minutes"),
+        ("[retention]\npulled_outbox_days = -2\n", "retention.pulled_outbox_days"),
+        ("[retention]\ninterval_minutes = 2000\n", "retention.interval_minutes"),
+        ('[retention]\nevidence_days = "5y"\n', "retention.evidence_days: expected int"),
+        ("[retention]\nreport_days = 1\n", "unknown setting(s) report_days"),
+    ],
+)
+def test_bad_retention_settings_are_refused_by_name(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(InputError) as e:
+        load_config(_write(tmp_path, NODE + text))
+    assert e.value.code == "E_CONFIG" and needle in e.value.message
+
+
+def test_retention_settings_load_and_render(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, NODE))
+    assert (cfg.retention.evidence_days, cfg.retention.quarantine_days) == (1825, 30)
+    assert (cfg.retention.drop_plaintext_minutes, cfg.retention.pulled_outbox_days) == (60, 7)
+    text = "[retention]\nevidence_days = 0\nquarantine_days = 7\npulled_outbox_days = 0\n"
+    cfg = load_config(_write(tmp_path, NODE + text))
+    assert (cfg.retention.evidence_days, cfg.retention.pulled_outbox_days) == (0, 0)
+    again = load_config(_write(tmp_path, render_config(cfg)))
+    assert again.retention == cfg.retention and "[retention]" in render_config(cfg)

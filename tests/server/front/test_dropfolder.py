@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import stat
 import time
 from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
-from exchange_server.front.dropfolder import DropFolder
+from exchange_server.front.dropfolder import DropFolder, owner_only_folder
 from exchange_server.outbox.receipts import receipt_name
 from exchange_server.store.models import Upload
 from tests.conftest import CAFixture
@@ -80,3 +81,33 @@ def test_watcher_imports_files_that_arrive_later(world: World) -> None:
             pytest.fail("the drop folder watcher did not import the file")
     finally:
         drop.stop()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_plaintext_table_dropped_by_mistake_is_kept_from_others(world: World) -> None:
+    drop = _drop(world)
+    drop.folder.chmod(0o755)  # as an operator might have made it
+    table = drop.folder / "低保名单.csv"
+    table.write_text("身份证号,姓名\n330102195001010011,张三\n", encoding="utf-8")
+    table.chmod(0o644)
+    owner_only_folder(drop.folder)  # what start() does first
+    assert _mode(drop.folder) == 0o700
+    [upload_id] = drop.scan()
+    assert world.ingest.process(upload_id).value == "rejected"
+    imported = drop.done / f"{upload_id}-低保名单.csv"
+    assert _mode(drop.done) == 0o700 and _mode(imported) == 0o600
+    quarantined = world.ingest.spool.quarantine / upload_id
+    assert _mode(quarantined) == 0o600 and _mode(quarantined.parent) == 0o700
+
+
+def test_every_upload_is_owner_only_from_its_hand_over(world: World) -> None:
+    path = world.seal("MZ330100")
+    path.chmod(0o644)
+    upload_id = world.upload("MZ330100", path)  # the partial was written with the umask's mode
+    assert _mode(world.ingest.spool.incoming_path(upload_id)) == 0o600
+    assert world.ingest.process(upload_id).value == "done"
+    [stored] = world.ingest.spool.store.iterdir()
+    assert _mode(stored) == 0o600 and _mode(stored.parent) == 0o700

@@ -215,6 +215,9 @@ class FakeServices(SFTPServices):
     def usage(self, dept: str) -> tuple[int, int]:
         return self.used, self.quota
 
+    async def pulled(self, session: SessionInfo, download: Any) -> None:
+        self.__dict__.setdefault("pulls", []).append((str(session.dept), download.name))
+
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[tuple[DepartmentSFTPServer, FakeIngest, FakeServices]]:
@@ -416,7 +419,38 @@ def test_outbox_shows_regular_files_only(
     assert server.read(handle, 0, 100) == b"one"
     with pytest.raises(asyncssh.SFTPPermissionDenied):
         server.write(handle, 0, b"x")
-    server.close(handle)
+    done = server.close(handle)
+    assert done is not None  # read in full: a pull
+    asyncio.run(done)  # type: ignore[arg-type]
+
+
+def test_only_a_download_that_read_every_byte_is_a_pull(
+    world: tuple[DepartmentSFTPServer, FakeIngest, FakeServices],
+) -> None:
+    server, ingest, services = world
+    outbox = ingest.spool.outbox("MZ330100")
+    (outbox / "result.bundle").write_bytes(bytes(range(256)) * 4)
+    (outbox / "empty.bundle").write_bytes(b"")
+
+    def opened(name: str) -> Any:
+        path = b"/outbox/" + name.encode()
+        return asyncio.run(server.open(path, asyncssh.FXF_READ, asyncssh.SFTPAttrs()))
+
+    partial = opened("result.bundle")
+    server.read(partial, 0, 512)
+    server.read(partial, 600, 424)  # a gap: 512..600 never sent
+    assert server.close(partial) is None
+    empty = opened("empty.bundle")
+    assert server.read(empty, 0, 10) == b""
+    assert server.close(empty) is None
+    whole = opened("result.bundle")
+    # out of order and overlapping, as pipelining clients read, then the EOF probe
+    for offset, size in ((512, 300), (0, 512), (700, 400), (1024, 100)):
+        server.read(whole, offset, size)
+    done = server.close(whole)
+    assert done is not None
+    asyncio.run(done)  # type: ignore[arg-type]
+    assert services.__dict__["pulls"] == [("MZ330100", "result.bundle")]
 
 
 def test_mutations_are_refused(

@@ -48,11 +48,12 @@ def test_migration_creates_tables_and_is_idempotent(engine: Engine) -> None:
         "audit_checkpoint",
         "audit_person",
         "dataset_version",
+        "outbox_pull",
         "alembic_version",
     } <= names
     migrate(engine)  # second run changes nothing and does not fail
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
 
 
 def test_bad_url_is_a_store_error() -> None:
