@@ -23,6 +23,7 @@ from exchange_client.offline_cli import export_cmd, import_cmd
 from exchange_client.pull_cli import pull_cmd, wait_cmd
 from exchange_client.push_cli import push, respond
 from exchange_client.selftest_cli import selftest
+from exchange_client.sent_cli import prune
 from exchange_client.status_cli import status
 from exchange_common.cli import EXIT_CODES_HELP, VersionOpt, version_text
 
@@ -60,6 +61,7 @@ app.command()(status)
 app.command("verify")(verify_cmd)
 app.command("open")(open_cmd)
 app.command()(selftest)
+app.command()(prune)
 
 
 @app.command()

@@ -45,6 +45,10 @@ TRANSPORTS = ("asyncssh", "paramiko")
 _VERSION = 1
 
 
+#: The default of ``[retention] sent_days`` in client.toml.
+DEFAULT_SENT_DAYS = 90
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """One department's view of one node. Paths are absolute once loaded."""
@@ -67,6 +71,9 @@ class ClientConfig:
     transport: str = "asyncssh"
     connect_timeout: float = 15.0
     retries: int = 4
+    #: Days a sealed bundle is kept in ``sent/`` once the node's receipt answered it (0: for
+    #: ever); one still waiting for its receipt, or never sent, is always kept (``sent.py``).
+    sent_days: int = DEFAULT_SENT_DAYS
 
     @property
     def known_hosts(self) -> Path:
@@ -137,6 +144,7 @@ def render_config(cfg: ClientConfig) -> str:
     lines.append(f"transport = {_toml_str(cfg.transport)}")
     if cfg.ssh_key is not None:
         lines.append(f"ssh_key = {_toml_str(_rel(cfg.ssh_key, base))}")
+    lines += ["", "[retention]", f"sent_days = {cfg.sent_days}"]
     return "\n".join(lines) + "\n"
 
 
@@ -193,6 +201,12 @@ def load_config(directory: Path) -> ClientConfig:
     node = data.get("node")
     ident = data.get("identity")
     login = data.get("login", {})
+    retention = data.get("retention", {})
+    if not isinstance(retention, dict):
+        raise InputError(f"{where}: [retention] must be a table", code="E_CONFIG")
+    sent_days = _get(retention, "sent_days", int, where, optional=True)
+    if sent_days is not None and not 0 <= sent_days <= 36500:
+        raise InputError(f"{where}: retention.sent_days must be from 0 to 36500", code="E_CONFIG")
     if not isinstance(node, dict) or not isinstance(ident, dict) or not isinstance(login, dict):
         raise InputError(f"{where}: needs [node], [identity] and [login]", code="E_CONFIG")
 
@@ -240,4 +254,5 @@ def load_config(directory: Path) -> ClientConfig:
         transport=transport,
         connect_timeout=timeout if timeout is not None else 15.0,
         retries=max(0, retries) if retries is not None else 4,
+        sent_days=sent_days if sent_days is not None else DEFAULT_SENT_DAYS,
     )

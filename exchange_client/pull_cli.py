@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from exchange_client.pull import convert_opened, pull
 from exchange_client.push import (
     wait_for_receipt,
 )
+from exchange_client.sent import prune_sent
 from exchange_client.state import read_state
 from exchange_client.tables import OUTPUT_FORMATS
 from exchange_common.cli import (
@@ -94,7 +96,8 @@ def pull_cmd(
     verdict of the bundle they answer. Nothing is downloaded or processed twice. Then says what
     is still outstanding: receipts not pulled yet, queries with resources pending, overdue (the
     due date passed) or missing, relays you have not answered. Exit code 1 when a file was
-    rejected, 8 when a final result segment left a query not fully answered.
+    rejected, 8 when a final result segment left a query not fully answered. Afterwards,
+    sealed bundles the node answered more than `[retention] sent_days` ago leave `DIR/sent/`.
 
     **Examples**
 
@@ -115,6 +118,13 @@ def pull_cmd(
     if fmt is not None:
         for problem in convert_opened(outcomes, fmt):
             err_console.print(f"warning: {problem}", markup=False)
+    pruned = prune_sent(cfg, dt.datetime.now(dt.UTC))  # the sent/ policy, after each pull
+    if pruned and not json_out:
+        err_console.print(
+            f"note: {len(pruned)} answered bundle(s) older than {cfg.sent_days} days removed "
+            "from sent/ ([retention] sent_days in client.toml)",
+            markup=False,
+        )
     report_pulled(
         read_state(cfg.state_path), outcomes, skipped, json_out, key="pulled", where="the outbox"
     )

@@ -95,6 +95,16 @@ def status(home: HomeOpt, json_out: JsonOpt = False) -> None:
             + (", ".join(str(y) for y in cal["years"]) or "no year")
             + ("" if cal["covers_this_year"] else f" (NOT {now.year}: import it)")
         )
+        sp = doc["spool"]
+        quota = ", ".join(
+            f"{code} {u['counted_bytes']}/{u['quota_bytes']} bytes ({u['outbox_files']} in outbox)"
+            for code, u in sp["by_department"].items()
+        )
+        free = sp["disk"]["free_bytes"]
+        lines.append(
+            f"spool: {free // 2**30 if free is not None else '?'} GiB free; quota use: "
+            + (quota or "no department")
+        )
         a = doc["audit"]
         lines.append(
             f"audit trail: {a['events']} events, {a['checkpointed']} under a signed checkpoint"

@@ -47,6 +47,7 @@ _DRAWN: dict[str, frozenset[str] | None] = {
     "pipeline": frozenset({"queued", "oldest_queued_seconds", "held", "healthy"}),
     "calendar": frozenset({"years", "covers_this_year", "covers_next_year"}),
     "audit": frozenset({"events", "checkpointed", "newest_checkpoint_at"}),
+    "spool": frozenset({"disk", "by_department"}),
 }
 
 
@@ -225,7 +226,21 @@ def _health(doc: Mapping[str, Any]) -> RenderableType:
             "under a signed checkpoint"
         )
     )
+    lines.append(Text(_quota_line(_map(doc.get("spool")))))
     return Group(*lines)
+
+
+def _quota_line(spool: Mapping[str, Any]) -> str:
+    """The departments nearest their quota, and the disk's free space."""
+    shares = []
+    for code, use in _map(spool.get("by_department")).items():
+        u = _map(use)
+        if _int(u.get("quota_bytes")):
+            shares.append((100 * _int(u.get("counted_bytes")) // _int(u.get("quota_bytes")), code))
+    top = ", ".join(f"{code} {share}%" for share, code in sorted(shares, reverse=True)[:3])
+    disk = _map(spool.get("disk"))
+    free = _int(disk.get("free_bytes")) // 2**30
+    return f"quota {top or '—'}; disk {free} GiB free"
 
 
 def _extras(doc: Mapping[str, Any]) -> list[tuple[str, object]]:

@@ -9,24 +9,19 @@ quota usage of each department).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
 
 from exchange_server.crl import CrlStatus, crl_status
 from exchange_server.front.sftp_handles import _Download
 from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.handover import Handover
 from exchange_server.spool import Spool
-from exchange_server.store.models import BundleState, Department, Upload
-from exchange_server.store.pulls import pulled_bytes, record_pull
+from exchange_server.store.pulls import department_usage, record_pull
 from pki.identity import DeptCode
 
 __all__ = [
@@ -121,33 +116,17 @@ class SFTPServices:
         the last. Within that window a department can exceed its quota by what it uploads
         meanwhile (each upload is still bounded by ``max_upload_bytes``).
 
-        Outstanding = the regular files in its outbox it has not pulled completely
-        (:mod:`~exchange_server.store.pulls`) + its uploads committed but still waiting in
-        ``incoming/`` (state ``received``). Uploads in
-        progress are added by the caller from :class:`UploadBook`. Accepted bundles kept in
-        ``store/`` do not count: returned data is kept for ever and must not lock a department
-        out.
+        Outstanding is :func:`~exchange_server.store.pulls.department_usage`'s rule (outbox
+        files not pulled completely, uploads still ``received``); uploads in progress are added
+        by the caller from :class:`UploadBook`.
         """
         now = time.monotonic()
         cached = self._usage_cache.get(dept)
         if cached is not None and now - cached[0] < USAGE_CACHE_SECONDS:
             return cached[1]
-        sizes: dict[str, int] = {}
-        with contextlib.suppress(OSError), os.scandir(self.spool.outbox(dept)) as entries:
-            for entry in entries:
-                with contextlib.suppress(OSError):
-                    if entry.is_file(follow_symlinks=False):
-                        sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
         with self.node.session(write=False) as s:
-            outbox = sum(sizes.values()) - pulled_bytes(s, dept, sizes)
-            waiting = s.exec(
-                select(func.coalesce(func.sum(Upload.size), 0)).where(
-                    Upload.dept_code == dept, Upload.state == BundleState.RECEIVED.value
-                )
-            ).one()
-            row = s.get(Department, dept)
-            quota = row.quota_bytes if row is not None else 0
-        result = (outbox + int(waiting), quota)
+            use = department_usage(s, self.spool.outbox(dept), dept)
+        result = (use.counted_bytes, use.quota_bytes)
         self._usage_cache[dept] = (now, result)
         return result
 

@@ -120,6 +120,17 @@ def render_page(doc: dict[str, Any], reasons: Sequence[str]) -> str:
         ),
         _section("Uploads by department", by_dept),
         _section(
+            "Quota use by department",
+            _table(
+                ["department", "counted (bytes)", "quota (bytes)", "outbox files"],
+                (
+                    [d, int(u["counted_bytes"]), int(u["quota_bytes"]), int(u["outbox_files"])]
+                    for d, u in doc.get("spool", {}).get("by_department", {}).items()
+                ),
+                "no department registered",
+            ),
+        ),
+        _section(
             "Rejections in the last day",
             _table(["reason", "uploads"], doc["rejections_last_day"].items(), "no rejection today"),
         ),

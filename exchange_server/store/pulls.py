@@ -11,15 +11,19 @@ receipt and result.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from exchange_server.store.audit import append_event
-from exchange_server.store.models import OutboxPull, as_utc
+from exchange_server.store.models import BundleState, Department, OutboxPull, Upload, as_utc
 
-__all__ = ["PULL_ACTION", "pulled", "pulled_bytes", "record_pull"]
+__all__ = ["PULL_ACTION", "Usage", "department_usage", "pulled", "pulled_bytes", "record_pull"]
 
 #: The audit action of a department's first complete download of an outbox file.
 PULL_ACTION = "outbox.pulled"
@@ -78,3 +82,49 @@ def pulled_bytes(session: Session, dept: str, sizes: Mapping[str, int]) -> int:
     completely: a file counts only when its recorded size is its size now."""
     done = pulled(session, dept, sizes)
     return sum(size for name, size in sizes.items() if done.get(name, (None,))[0] == size)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What counts against a department's quota now (the uploads in progress aside).
+
+    ``outbox_files``/``outbox_bytes``: every regular file in its outbox; ``pulled_bytes``: those
+    it downloaded completely (they no longer count); ``waiting_bytes``: its uploads committed
+    but not yet verified (``received``). Accepted bundles kept in ``store/`` never count:
+    returned data is kept and must not lock a department out.
+    """
+
+    outbox_files: int
+    outbox_bytes: int
+    pulled_bytes: int
+    waiting_bytes: int
+    quota_bytes: int
+
+    @property
+    def counted_bytes(self) -> int:
+        """Bytes counted against the quota."""
+        return self.outbox_bytes - self.pulled_bytes + self.waiting_bytes
+
+
+def department_usage(session: Session, outbox: Path, dept: str) -> Usage:
+    """The quota rule of the node, for department ``dept`` whose outbox folder is ``outbox``
+    (one scan of the folder, two queries). A missing folder is an empty outbox."""
+    sizes: dict[str, int] = {}
+    with contextlib.suppress(OSError), os.scandir(outbox) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False):
+                    sizes[entry.name] = entry.stat(follow_symlinks=False).st_size
+    waiting = session.exec(
+        select(func.coalesce(func.sum(Upload.size), 0)).where(
+            Upload.dept_code == dept, Upload.state == BundleState.RECEIVED.value
+        )
+    ).one()
+    row = session.get(Department, dept)
+    return Usage(
+        outbox_files=len(sizes),
+        outbox_bytes=sum(sizes.values()),
+        pulled_bytes=pulled_bytes(session, dept, sizes),
+        waiting_bytes=int(waiting),
+        quota_bytes=row.quota_bytes if row is not None else 0,
+    )

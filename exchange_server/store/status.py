@@ -9,8 +9,10 @@ in the store, never a load of every upload ever received.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session, col, func, select
@@ -21,6 +23,7 @@ from exchange_server.store.calendar import load_calendar
 from exchange_server.store.checkpoints import newest_checkpoint
 from exchange_server.store.models import (
     AuditEvent,
+    Department,
     Query,
     QueryResource,
     QueryState,
@@ -28,6 +31,12 @@ from exchange_server.store.models import (
     Upload,
     as_utc,
 )
+from exchange_server.store.pulls import Usage, department_usage
+
+#: Less free space than this share of the spool's disk needs the administrator.
+DISK_LOW_FRACTION = 0.05
+#: A department using this share of its quota needs the administrator (its uploads stop at 1).
+QUOTA_HIGH_FRACTION = 0.9
 
 __all__ = [
     "PIPELINE_LATE_SECONDS",
@@ -89,6 +98,9 @@ def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
             )
         ).all()
         stuck = _stuck(s, now)
+        spool_root = node.config.path(node.config.spool)
+        codes = s.exec(select(Department.code).order_by(col(Department.code))).all()
+        usage = {c: department_usage(s, spool_root / "depts" / c / "outbox", c) for c in codes}
         calendar = load_calendar(s).coverage()
         events = s.exec(select(func.count()).select_from(AuditEvent)).one()
         checkpoint = newest_checkpoint(s)
@@ -153,6 +165,7 @@ def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
             "days_left": (leaf.not_valid_after_utc - now).days,
         },
         "stuck": stuck,
+        "spool": _spool(spool_root, usage),
         "pipeline": _pipeline(by_state, oldest, held, now),
         "calendar": {
             "years": [y for y, _ in calendar],
@@ -163,6 +176,27 @@ def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
             "events": int(events),
             "checkpointed": checkpoint.size if checkpoint else 0,
             "newest_checkpoint_at": _iso(checkpoint.at) if checkpoint else None,
+        },
+    }
+
+
+def _spool(root: Path, usage: dict[str, Usage]) -> dict[str, Any]:
+    """The disk under the spool and each department's quota use (the node's quota rule)."""
+    try:
+        disk = shutil.disk_usage(root)
+        free: dict[str, Any] = {"total_bytes": disk.total, "free_bytes": disk.free}
+    except OSError:
+        free = {"total_bytes": None, "free_bytes": None}
+    return {
+        "disk": free,
+        "by_department": {
+            code: {
+                "outbox_files": u.outbox_files,
+                "outbox_bytes": u.outbox_bytes,
+                "counted_bytes": u.counted_bytes,
+                "quota_bytes": u.quota_bytes,
+            }
+            for code, u in usage.items()
         },
     }
 
@@ -221,8 +255,9 @@ def _pipeline(
 def attention_reasons(doc: dict[str, Any], now: dt.datetime) -> list[str]:
     """What in a status document the administrator must act on, in words (empty: nothing): a
     held or stuck upload, a pipeline not keeping up, an overdue deadline, a CRL not current or
-    due within a day, a node certificate with less than 30 days left, no working-day calendar
-    for this year (or, in December, for the next)."""
+    due within a day, a node certificate with less than 30 days left, the spool's disk almost
+    full, a department near its quota, no working-day calendar for this year (or, in December,
+    for the next)."""
     out: list[str] = []
     if doc["held"]:
         out.append(f"{len(doc['held'])} upload(s) held after repeated failures")
@@ -240,6 +275,14 @@ def attention_reasons(doc: dict[str, Any], now: dt.datetime) -> list[str]:
         out.append("the CRL must be replaced within a day")
     if doc["certificate"]["days_left"] < 30:
         out.append(f"the node certificate ends in {doc['certificate']['days_left']} days")
+    spool = doc.get("spool", {})
+    disk = spool.get("disk", {})
+    if disk.get("total_bytes") and disk["free_bytes"] < disk["total_bytes"] * DISK_LOW_FRACTION:
+        out.append(f"the spool's disk is almost full ({disk['free_bytes']} bytes free)")
+    for code, u in spool.get("by_department", {}).items():
+        if u["quota_bytes"] and u["counted_bytes"] >= u["quota_bytes"] * QUOTA_HIGH_FRACTION:
+            share = 100 * u["counted_bytes"] // u["quota_bytes"]
+            out.append(f"{code} uses {share}% of its quota")
     cal = doc["calendar"]
     if not cal["covers_this_year"]:
         out.append(f"no working-day calendar for {now.year}")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner, Result
 
 from exchange_server.admin.cli import app
 from exchange_server.admin.status_cli import SCHEMA, needs_attention
-from exchange_server.store.models import AuditEvent, QueryResource, Upload
+from exchange_server.store.models import AuditEvent, Department, QueryResource, Upload
 from tests.common.calendargen import write_calendar
 from tests.server.pipeline.test_relays import RELAYED_ONLY, _query
 from tests.server.pipeline.test_workflow import MZ, A, B, C, _push_data
@@ -169,3 +169,20 @@ def test_attention_rules_at_a_given_time() -> None:
     assert needs_attention(_doc(), dt.datetime(2026, 6, 19, 1, tzinfo=dt.UTC)) is True
     assert needs_attention(_doc(certificate={"days_left": 29}), june) is True
     assert needs_attention(_doc(stuck=[{"upload_id": "x"}]), june) is True
+
+
+def test_quota_use_per_department_and_a_department_near_its_quota(world: World) -> None:
+    _push_data(world)  # RS330100 gets a receipt in its outbox
+    doc = json.loads(invoke(world, "--json").stdout)
+    rs = doc["spool"]["by_department"]["RS330100"]
+    assert rs["outbox_files"] == 1 and rs["counted_bytes"] == rs["outbox_bytes"] > 0
+    assert doc["spool"]["disk"]["free_bytes"] > 0 and doc["attention"] is False
+    with world.node.session() as s:
+        dept = s.get(Department, "RS330100")
+        assert dept is not None
+        dept.quota_bytes = rs["counted_bytes"]  # full
+        s.add(dept)
+    r = invoke(world, "--json")
+    assert r.exit_code == 1
+    assert "RS330100 uses 100% of its quota" in json.loads(r.stdout)["attention_reasons"]
+    assert "quota use: " in invoke(world).stdout
