@@ -28,7 +28,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -176,8 +178,12 @@ async def push(
             await sftp.put(str(path), f"/inbox/{path.name}")
 
 
-def load_test(h: NodeHarness, work: Path, clients: int, bundles: int, codes: list[str]) -> None:
-    small = work / "small"
+def load_test(
+    h: NodeHarness, work: Path, clients: int, bundles: int, codes: list[str], *, tag: str = "load"
+) -> tuple[float, float, float]:
+    """Upload ``bundles`` small bundles from ``clients`` clients; print and return
+    (bundles/s, p50 s, p99 s) from upload start to receipt."""
+    small = work / f"small-{tag}"
     small.mkdir()
     node_cert = load_certificates(h.root / "creds" / "NODE01.pem")[0]
     jobs: dict[str, list[tuple[str, Path]]] = {c: [] for c in codes}
@@ -234,12 +240,58 @@ def load_test(h: NodeHarness, work: Path, clients: int, bundles: int, codes: lis
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     assert h.proc is not None
     rss = sum(peak_rss(pid) for pid in node_pids(h.proc.pid))
-    print(f"\nload: {clients} clients, {bundles} bundles of ~2 KB")
+    print(f"\n{tag}: {clients} clients, {bundles} bundles of ~2 KB")
     print(f"  bundles/s (upload start -> last receipt): {bundles / (last - t0):8.1f}")
     print(f"  upload-to-receipt latency p50: {p50 * 1000:8.1f} ms")
     print(f"  upload-to-receipt latency p99: {p99 * 1000:8.1f} ms   (goal < 1000 ms)")
     print(f"  node peak RSS (front + pipeline): {rss / 2**20:8.1f} MiB")
     print_stages(h.log_path.read_text(encoding="utf-8", errors="replace"), {u.id for u in ups})
+    return bundles / (last - t0), p50, p99
+
+
+class Scraper:
+    """Fetches the node's /metrics and /status.json every ``every`` seconds on a thread, as a
+    Prometheus server and a dashboard would, while a load runs."""
+
+    def __init__(self, url: str, every: float) -> None:
+        self.url, self.every, self.count = url, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for path in ("metrics", "status.json"):
+                with urllib.request.urlopen(self.url + path, timeout=30) as r:  # noqa: S310
+                    r.read()
+            self.count += 1
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def scrape_compare(
+    h: NodeHarness, work: Path, clients: int, bundles: int, codes: list[str], every: float
+) -> None:
+    """The same load without and with the monitor scraped, alternated twice: the cost of
+    metrics collection as a ratio of bundles/s."""
+    assert h.monitor_url is not None
+    plain, scraped = [], []
+    for rnd in range(2):
+        plain.append(load_test(h, work, clients, bundles, codes, tag=f"plain-{rnd}")[0])
+        with Scraper(h.monitor_url, every) as sc:
+            scraped.append(load_test(h, work, clients, bundles, codes, tag=f"scraped-{rnd}")[0])
+        print(f"  (scraped /metrics and /status.json {sc.count} times, every {every:g} s)")
+    ratio = statistics.median(s / p for s, p in zip(scraped, plain, strict=True))
+    print(
+        f"\nmonitor cost: bundles/s without scraping {' '.join(f'{x:.1f}' for x in plain)}, "
+        f"scraped every {every:g} s {' '.join(f'{x:.1f}' for x in scraped)}"
+    )
+    print(f"  median ratio scraped / not scraped: {ratio:.2f}   (goal: no measurable cost, ~1.0)")
 
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
@@ -304,6 +356,13 @@ def main() -> None:
     ap.add_argument("--bundles", type=int, default=1000)
     ap.add_argument("--depts", type=int, default=5, help="departments the clients log in as")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    ap.add_argument(
+        "--scrape-every",
+        type=float,
+        default=0.0,
+        help="instead of one load: the load twice without and twice with the node's monitor "
+        "scraped every so many seconds, alternated (the cost of metrics collection)",
+    )
     args = ap.parse_args()
     size = parse_size(args.size)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-sftp-"))
@@ -318,10 +377,14 @@ def main() -> None:
         "max_preauth_connections": max(64, args.clients),
     }
     try:
-        with NodeHarness(work / "node", specs, security=security) as h:
+        monitor = ["--monitor", "127.0.0.1:0"]
+        with NodeHarness(work / "node", specs, security=security, serve_args=monitor) as h:
             if not args.no_throughput:
                 print_throughput(h, work, size, args.runs)
-            load_test(h, work, args.clients, args.bundles, codes)
+            if args.scrape_every > 0:
+                scrape_compare(h, work, args.clients, args.bundles, codes, args.scrape_every)
+            else:
+                load_test(h, work, args.clients, args.bundles, codes)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

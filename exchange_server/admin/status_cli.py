@@ -79,6 +79,11 @@ def status(home: HomeOpt, json_out: JsonOpt = False) -> None:
         lines.append(
             f"node certificate: valid until {cert['not_after']} ({cert['days_left']} days)"
         )
+        for c in doc["department_certificates"]:
+            lines.append(
+                f"department certificate {c['department']}: {c['state']}, ends {c['not_after']} "
+                f"({c['days_left']} days)"
+            )
         for item in doc["stuck"]:
             lines.append(
                 f"STUCK since {item['since']}: upload {item['upload_id']} ({item['department']}, "

@@ -48,6 +48,7 @@ _DRAWN: dict[str, frozenset[str] | None] = {
     "calendar": frozenset({"years", "covers_this_year", "covers_next_year"}),
     "audit": frozenset({"events", "checkpointed", "newest_checkpoint_at"}),
     "spool": frozenset({"disk", "by_department"}),
+    "department_certificates": None,
 }
 
 
@@ -187,7 +188,17 @@ def _trust(doc: Mapping[str, Any]) -> RenderableType:
     cert_line = Text(
         f"node certificate until {_show(cert.get('not_after'))} ({_show(days)} days)", style
     )
-    return Group(crl_line, cert_line)
+    raw = doc.get("department_certificates")
+    depts: list[Any] = raw if isinstance(raw, list) else []
+    lines = [
+        Text(
+            f"{_show(_map(c).get('department'))}: {_show(_map(c).get('state'))} "
+            f"({_show(_map(c).get('days_left'))} days)",
+            "bold red",
+        )
+        for c in depts[:3]
+    ]
+    return Group(crl_line, cert_line, *lines)
 
 
 def _health(doc: Mapping[str, Any]) -> RenderableType:

@@ -99,6 +99,13 @@ def render_page(doc: dict[str, Any], reasons: Sequence[str]) -> str:
                 "node certificate",
                 f"valid until {_when(cert['not_after'])} ({cert['days_left']} days)",
             ],
+            *(
+                [
+                    f"certificate of {c['department']}",
+                    f"{c['state']}, ends {_when(c['not_after'])}",
+                ]
+                for c in doc.get("department_certificates", [])
+            ),
             [
                 "working-day calendar",
                 ", ".join(str(y) for y in cal["years"][-3:])

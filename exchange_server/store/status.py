@@ -32,6 +32,8 @@ from exchange_server.store.models import (
     as_utc,
 )
 from exchange_server.store.pulls import Usage, department_usage
+from exchange_server.store.registry import department_certificate
+from pki.standing import CertState, certificate_standing
 
 #: Less free space than this share of the spool's disk needs the administrator.
 DISK_LOW_FRACTION = 0.05
@@ -101,6 +103,7 @@ def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
         spool_root = node.config.path(node.config.spool)
         codes = s.exec(select(Department.code).order_by(col(Department.code))).all()
         usage = {c: department_usage(s, spool_root / "depts" / c / "outbox", c) for c in codes}
+        certs = _department_certificates(node, s, codes, now)
         calendar = load_calendar(s).coverage()
         events = s.exec(select(func.count()).select_from(AuditEvent)).one()
         checkpoint = newest_checkpoint(s)
@@ -164,6 +167,7 @@ def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
             "not_after": _iso(leaf.not_valid_after_utc),
             "days_left": (leaf.not_valid_after_utc - now).days,
         },
+        "department_certificates": certs,
         "stuck": stuck,
         "spool": _spool(spool_root, usage),
         "pipeline": _pipeline(by_state, oldest, held, now),
@@ -178,6 +182,32 @@ def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
             "newest_checkpoint_at": _iso(checkpoint.at) if checkpoint else None,
         },
     }
+
+
+def _department_certificates(
+    node: Node, s: Session, codes: Sequence[str], now: dt.datetime
+) -> list[dict[str, Any]]:
+    """Departments whose registered certificate is not simply valid: revoked, expired, or
+    ending within :data:`~pki.standing.EXPIRY_WARNING_DAYS` (the node refuses the first two)."""
+    trust = node.trust()
+    issuers = node.identity()[0][1:]
+    out = []
+    for code in codes:
+        cert = department_certificate(s, code)
+        if cert is None:
+            continue
+        standing = certificate_standing(cert, trust, now, issuers=issuers)
+        if standing.state in (CertState.VALID, CertState.NO_CURRENT_CRL):
+            continue
+        out.append(
+            {
+                "department": code,
+                "state": standing.state.value,
+                "not_after": _iso(standing.not_after),
+                "days_left": standing.days_left,
+            }
+        )
+    return out
 
 
 def _spool(root: Path, usage: dict[str, Usage]) -> dict[str, Any]:
@@ -275,6 +305,11 @@ def attention_reasons(doc: dict[str, Any], now: dt.datetime) -> list[str]:
         out.append("the CRL must be replaced within a day")
     if doc["certificate"]["days_left"] < 30:
         out.append(f"the node certificate ends in {doc['certificate']['days_left']} days")
+    for c in doc.get("department_certificates", []):
+        if c["state"] == CertState.EXPIRES_SOON.value:
+            out.append(f"{c['department']}'s certificate ends in {c['days_left']} days")
+        else:
+            out.append(f"{c['department']}'s certificate is {c['state'].replace('-', ' ')}")
     spool = doc.get("spool", {})
     disk = spool.get("disk", {})
     if disk.get("total_bytes") and disk["free_bytes"] < disk["total_bytes"] * DISK_LOW_FRACTION:

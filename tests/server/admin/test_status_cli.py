@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 from exchange_server.admin.cli import app
 from exchange_server.admin.status_cli import SCHEMA, needs_attention
 from exchange_server.store.models import AuditEvent, Department, QueryResource, Upload
+from pki.identity import DeptCode
 from tests.common.calendargen import write_calendar
 from tests.server.pipeline.test_relays import RELAYED_ONLY, _query
 from tests.server.pipeline.test_workflow import MZ, A, B, C, _push_data
@@ -186,3 +187,17 @@ def test_quota_use_per_department_and_a_department_near_its_quota(world: World) 
     assert r.exit_code == 1
     assert "RS330100 uses 100% of its quota" in json.loads(r.stdout)["attention_reasons"]
     assert "quota use: " in invoke(world).stdout
+
+
+def test_a_revoked_department_certificate_needs_attention(world: World) -> None:
+    assert json.loads(invoke(world, "--json").stdout)["department_certificates"] == []
+    world.ca.ca.revoke(dept=DeptCode("RS330100"))
+    world.refresh_crl()
+    r = invoke(world, "--json")
+    assert r.exit_code == 1
+    doc = json.loads(r.stdout)
+    assert [(c["department"], c["state"]) for c in doc["department_certificates"]] == [
+        ("RS330100", "revoked")
+    ]
+    assert "RS330100's certificate is revoked" in doc["attention_reasons"]
+    assert "department certificate RS330100: revoked" in invoke(world).stdout
