@@ -11,4 +11,11 @@ fi
 .venv/bin/python -m pip install -q -e '.[dev]'
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest"; .venv/bin/pytest "$@"
+# With no arguments: the suite on ${PYTEST_WORKERS:-2} workers (pytest-xdist), then the few
+# tests that restart a shared service (marker "serial") alone. Arguments run pytest as given.
+if [ $# -eq 0 ]; then
+    echo "== pytest (parallel)"; .venv/bin/pytest -n "${PYTEST_WORKERS:-2}" -m "not serial"
+    echo "== pytest (serial)"; .venv/bin/pytest -m serial
+else
+    echo "== pytest"; .venv/bin/pytest "$@"
+fi

@@ -28,6 +28,7 @@ from tests.integration.test_two_processes import MZ, RS, pg_schema  # noqa: F401
 from tests.server.conftest import PG_URL
 
 pytestmark = [
+    pytest.mark.serial,
     pytest.mark.integration,
     pytest.mark.slow,
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
