@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import errno
+import itertools
 import logging
 import socket
 import threading
@@ -77,7 +78,7 @@ from exchange_server.front.sftp_handles import commit_on_close_supported
 from exchange_server.front.sftp_services import SessionInfo, SFTPServices
 from exchange_server.node import Node, utcnow
 from exchange_server.pipeline.handover import Handover
-from exchange_server.store.audit import append_event
+from exchange_server.store.audit import EventSpec, append_events
 from exchange_server.store.models import (
     Department,
     DepartmentNetwork,
@@ -102,7 +103,7 @@ ALLOWLIST_TTL_SECONDS = 1.0
 #: Seconds to wait for the client's SSH version string before choosing its cipher offer
 #: (clients that wait for the node's version first get the legacy superset after it).
 CLIENT_VERSION_WAIT = 0.5
-#: Attempts to append one audit event when concurrent writers race for the next number.
+#: Attempts to append a batch of audit events when concurrent writers race for the next number.
 _AUDIT_ATTEMPTS = 8
 #: Identical pre-banner refusals (same reason and address) within this window are audited once.
 REFUSAL_AUDIT_WINDOW_SECONDS = 60.0
@@ -140,6 +141,8 @@ class SFTPFront:
         self._pool = ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="sftp-io")
         # One writer thread: audit events keep their order and never contend with each other.
         self._audit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
+        self._audit_lock = threading.Lock()
+        self._audit_queue: list[tuple[EventSpec, dt.datetime]] = []
         self.services = SFTPServices(
             node=node,
             ingest=ingest,
@@ -495,30 +498,36 @@ class SFTPFront:
         self._audit("login.refused", subject, detail)
 
     def _audit(self, action: str, subject: str | None, detail: dict[str, Any]) -> None:
-        now = self._now()
+        """Queue one event; the audit thread writes every queued event in one transaction, so a
+        login storm costs one commit per batch instead of one per login (order kept)."""
+        with self._audit_lock:
+            self._audit_queue.append((EventSpec("sftp", action, subject, detail), self._now()))
+            if len(self._audit_queue) > 1:
+                return  # a write already scheduled takes this one too
         try:
-            self._audit_pool.submit(self._write_audit, action, subject, detail, now)
+            self._audit_pool.submit(self._write_audit)
         except RuntimeError:  # shutting down
             srv_log.warning("audit event %s not recorded: shutting down", action)
 
-    def _write_audit(
-        self, action: str, subject: str | None, detail: dict[str, Any], now: dt.datetime
-    ) -> None:
+    def _write_audit(self) -> None:
+        with self._audit_lock:
+            batch, self._audit_queue = self._audit_queue, []
+        if not batch:
+            return
         for attempt in range(_AUDIT_ATTEMPTS):
             try:
                 with self.node.session() as s:
-                    append_event(
-                        s, actor="sftp", action=action, subject=subject, detail=detail, now=now
-                    )
+                    for at, group in itertools.groupby(batch, key=lambda b: b[1]):
+                        append_events(s, [spec for spec, _ in group], now=at)
                 return
             except IntegrityError:
                 # Another writer (the pipeline, an admin command) appended the same sequence
                 # number first; a new transaction reads the new head of the chain.
                 time.sleep(0.02 * (attempt + 1))
             except Exception:
-                srv_log.exception("cannot record audit event %s", action)
+                srv_log.exception("cannot record %d audit event(s)", len(batch))
                 return
-        srv_log.error("cannot record audit event %s: the audit trail stayed busy", action)
+        srv_log.error("cannot record %d audit event(s): the audit trail stayed busy", len(batch))
 
     # -- sessions ------------------------------------------------------------------------------
 
