@@ -4,7 +4,7 @@ A thin adapter: it parses options, shows progress and prints results; the work l
 :mod:`exchange_client.push`, :mod:`~exchange_client.pull`, :mod:`~exchange_client.enroll`.
 This module holds the Typer app and the command list; each command group lives in its own
 module (:mod:`~exchange_client.enroll_cli` ``init``, :mod:`~exchange_client.push_cli`
-``push``/``respond``, :mod:`~exchange_client.offline_cli` ``export``/``import``,
+``push``/``respond``/``resend``, :mod:`~exchange_client.offline_cli` ``export``/``import``,
 :mod:`~exchange_client.pull_cli` ``wait``/``pull``, :mod:`~exchange_client.status_cli` ``status``,
 :mod:`~exchange_client.bundle_cli` ``verify``/``open``) with shared options in
 :mod:`~exchange_client.cli_shared`.
@@ -21,7 +21,7 @@ from exchange_client.bundle_cli import open_cmd, verify_cmd
 from exchange_client.enroll_cli import init
 from exchange_client.offline_cli import export_cmd, import_cmd
 from exchange_client.pull_cli import pull_cmd, wait_cmd
-from exchange_client.push_cli import push, respond
+from exchange_client.push_cli import push, resend, respond
 from exchange_client.selftest_cli import selftest
 from exchange_client.sent_cli import prune
 from exchange_client.status_cli import status
@@ -53,6 +53,7 @@ def _root(version: VersionOpt = False) -> None:
 app.command()(init)
 app.command()(push)
 app.command()(respond)
+app.command()(resend)
 app.command("export")(export_cmd)
 app.command("import")(import_cmd)
 app.command("wait")(wait_cmd)

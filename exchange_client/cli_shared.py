@@ -23,7 +23,7 @@ from rich.table import Table
 from exchange_client.outstanding import Outstanding, outstanding, partial_answers
 from exchange_client.pull import PullOutcome
 from exchange_client.receipts import ACCEPTED, PARTLY_REJECTED, receipt_report, row_reason_text
-from exchange_client.state import PushedBundle, State
+from exchange_client.state import EXPORTED, SEALED, UPLOADED, PushedBundle, State
 from exchange_common.cli import (
     console,
     emit_json,
@@ -74,9 +74,19 @@ def _say_retry(json_out: bool) -> Callable[[BaseException, float], None]:
     return say
 
 
+#: How the screen names a bundle's :meth:`~exchange_client.state.PushedBundle.stage` before
+#: its receipt (after it, the verdict).
+STAGE_TEXT = {
+    SEALED: "sealed, not uploaded",
+    UPLOADED: "uploaded, awaiting receipt",
+    EXPORTED: "exported, awaiting receipt",
+}
+
+
 def push_record_json(rec: PushedBundle) -> dict[str, Any]:
     """A pushed bundle as ``--json`` shows it (``push``, ``export``, ``wait``, ``status``):
-    ids, kind, times, counts, digest, verdict and reason code with the registry's text."""
+    ids, kind, times, counts, digest, ``stage`` (``sealed``, ``uploaded``, ``exported``,
+    ``accepted``, ``rejected``), verdict and reason code with the registry's text."""
     return {
         "bundle_id": rec.bundle_id,
         "kind": rec.kind,
@@ -86,6 +96,7 @@ def push_record_json(rec: PushedBundle) -> dict[str, Any]:
         "sha256": rec.sha256,
         "uploaded_at": rec.uploaded_at,
         "exported_to": rec.exported_to,
+        "stage": rec.stage(),
         "verdict": rec.verdict,
         "reason_code": rec.reason_code,
         "reason_text": registered_text(rec.reason_code),

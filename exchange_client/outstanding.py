@@ -162,7 +162,7 @@ def _push_item(rec: PushedBundle) -> Outstanding | None:
     if rec.exported_to:
         nxt = "carry it to the node's drop folder, then import the receipt"
         return Outstanding("receipt", rec.bundle_id, "on removable media", rec.kind, next=nxt)
-    nxt = "the upload failed: push the files again"
+    nxt = f"it never reached the node: exchange-client resend {rec.bundle_id}"
     return Outstanding("upload", rec.bundle_id, "not uploaded", rec.kind, next=nxt)
 
 

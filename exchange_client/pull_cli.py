@@ -50,7 +50,8 @@ def wait_cmd(
     Shows what the receipt says, as `push --wait` does: the verdict, the reason code with its
     text and the node's explanation, for a data push the rows stored and rejected by reason.
     Exit 0 accepted, 7 accepted but some rows rejected, 1 rejected, 5 network trouble or
-    timeout.
+    timeout. A bundle that never reached the node (its upload failed or was interrupted) is
+    refused after one pull (exit 3, E_NOT_UPLOADED): `exchange-client resend BUNDLE_ID` sends it.
     The first characters of the id are enough when no other bundle pushed from DIR begins
     with them (several: exit 2, the candidates are listed).
 

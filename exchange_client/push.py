@@ -1,9 +1,8 @@
 """Seal files for the node, upload them into ``/inbox``, and (optionally) wait for the receipt.
 
 Sealing happens before any connection: the bundle lands in ``DIR/sent/<BUNDLE_ID>.bundle``
-and is recorded in the state as soon as it exists, so an upload that fails can be repeated
-with the very same bundle (``exchange-client push --resend BUNDLE_ID`` is a later slice; the
-file is there). Own certificate and node certificate are checked first: an expired or revoked
+and is recorded in the state as soon as it exists, so an upload that fails or is interrupted
+can be repeated with the very same bundle (:func:`kept_bundle`, ``exchange-client resend``). Own certificate and node certificate are checked first: an expired or revoked
 certificate stops the push before anything is written or uploaded.
 """
 
@@ -30,6 +29,7 @@ from exchange_client.tables import TABULAR_SUFFIXES, ValidationReport, validate_
 from exchange_client.transport import Session, TransferProgress, run_with_node
 from exchange_common.catalog import Resource, load_catalog
 from exchange_common.errors import InputError, TransportError
+from exchange_common.fs import sha256_file
 from exchange_common.idnumber import china_today
 from exchange_common.tables.source import text_parquet
 from exchange_common.timefmt import rfc3339
@@ -41,6 +41,7 @@ __all__ = [
     "VALIDATED_KINDS",
     "RowsRejected",
     "SealedBundle",
+    "kept_bundle",
     "parse_fields",
     "prepare_inputs",
     "push_resource",
@@ -286,6 +287,44 @@ def upload_bundle(
             rec.uploaded_at = rfc3339(dt.datetime.now(dt.UTC))
 
 
+def kept_bundle(cfg: ClientConfig, bundle_id: str) -> SealedBundle:
+    """The sealed copy of pushed bundle ``bundle_id`` (a whole id) in ``DIR/sent``, to upload
+    again: byte for byte what was sealed (size and SHA-256 as recorded).
+
+    Raises :class:`InputError` (exit 3): ``E_NOT_FOUND`` when this directory pushed no such
+    bundle; ``E_ANSWERED`` when the node's receipt already answered it (accepted or rejected:
+    nothing to resend); ``E_SENT_MISSING`` when its file is gone (the ``sent/`` policy, or a
+    hand) or differs from what was sealed.
+    """
+    rec = read_state(cfg.state_path).pushed.get(bundle_id)
+    if rec is None:
+        raise InputError(f"no bundle {bundle_id} was pushed from {cfg.dir}", code="E_NOT_FOUND")
+    if rec.verdict != WAITING:
+        raise InputError(
+            f"bundle {bundle_id} was already {rec.verdict} by the node (its receipt is pulled): "
+            "nothing to resend; to send the files again, push them as a new bundle",
+            code="E_ANSWERED",
+        )
+    path = cfg.dir / "sent" / f"{bundle_id}.bundle"
+    try:
+        same = path.stat().st_size == rec.size and sha256_file(path) == rec.sha256
+    except FileNotFoundError:
+        raise InputError(
+            f"{path} is gone (the sent/ policy or a person removed it): push the files again "
+            "as a new bundle",
+            code="E_SENT_MISSING",
+        ) from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}", code="E_SENT_MISSING") from e
+    if not same:
+        raise InputError(
+            f"{path} is not the bundle that was sealed (size or SHA-256 differs): push the "
+            "files again as a new bundle",
+            code="E_SENT_MISSING",
+        )
+    return SealedBundle(path, rec)
+
+
 def wait_for_receipt(
     cfg: ClientConfig,
     creds: Credentials,
@@ -301,7 +340,9 @@ def wait_for_receipt(
     """Pull receipts until one answers ``bundle_id`` or ``timeout`` seconds pass.
 
     Returns the pushed record (verdict ``accepted`` or ``rejected``) and what was pulled.
-    Raises :class:`TransportError` ``E_TIMEOUT`` when no receipt came in time.
+    Raises :class:`TransportError` ``E_TIMEOUT`` when no receipt came in time, and
+    :class:`InputError` ``E_NOT_UPLOADED`` at once when the first pull brought no receipt and
+    the bundle was never uploaded nor exported (no receipt can come: ``resend`` it).
     """
     deadline = clock() + timeout
     pulled: list[PullOutcome] = []
@@ -313,6 +354,12 @@ def wait_for_receipt(
         rec = read_state(cfg.state_path).pushed.get(bundle_id)
         if rec is not None and rec.verdict != WAITING:
             return rec, pulled
+        if rec is not None and rec.uploaded_at is None and rec.exported_to is None:
+            raise InputError(
+                f"bundle {bundle_id} was sealed but never reached the node (its upload failed "
+                f"or was interrupted): `exchange-client resend {bundle_id}` uploads it",
+                code="E_NOT_UPLOADED",
+            )
         if clock() + interval > deadline:
             raise TransportError(
                 f"no receipt for bundle {bundle_id} within {timeout:g} s: the node may be busy; "

@@ -1,4 +1,5 @@
-"""``exchange-client push`` and ``respond``: validate tables, seal, upload and optionally wait.
+"""``exchange-client push``, ``respond`` and ``resend``: validate tables, seal, upload (or upload
+a kept bundle again) and optionally wait.
 
 Invalid rows are reported on stderr by line, reason code and masked ID number only (never
 names); nothing is uploaded when a table has invalid rows unless ``--valid-only``.
@@ -36,6 +37,7 @@ from exchange_client.push import (
     PUSH_KINDS,
     RowsRejected,
     SealedBundle,
+    kept_bundle,
     parse_fields,
     prepare_inputs,
     push_resource,
@@ -124,15 +126,20 @@ def _validate_and_seal(
 
 def _upload_and_report(
     cfg: ClientConfig,
-    creds: Credentials,
+    creds: Credentials | None,
     sealed: SealedBundle,
     wait: bool,
     timeout: float,
     retries: int | None,
     json_out: bool,
 ) -> None:
-    """Upload a sealed bundle, then report it (or wait for and report the node's verdict)."""
-    with byte_progress(sealed.record.size, "uploading") as advance:
+    """Upload a sealed bundle, then report it (or wait for and report the node's verdict).
+
+    ``creds`` are loaded here when waiting needs them and none were given. Ctrl-C during the
+    upload says how to send the kept bundle, then re-raises the :class:`KeyboardInterrupt`.
+    """
+    rec = sealed.record
+    with byte_progress(rec.size, "uploading") as advance:
         state = {"done": 0}
 
         def moved(done: int, _total: int) -> None:
@@ -140,8 +147,17 @@ def _upload_and_report(
                 advance(done - state["done"])
             state["done"] = done
 
-        upload_bundle(cfg, sealed, retries=retries, progress=moved, on_retry=_say_retry(json_out))
-    rec = sealed.record
+        try:
+            upload_bundle(
+                cfg, sealed, retries=retries, progress=moved, on_retry=_say_retry(json_out)
+            )
+        except KeyboardInterrupt:
+            err_console.print(
+                f"note: upload of bundle {rec.bundle_id} interrupted; the node discards what it "
+                f"received; `exchange-client resend {rec.bundle_id}` uploads the kept bundle",
+                markup=False,
+            )
+            raise
     if not wait:
         rec = read_state(cfg.state_path).pushed[rec.bundle_id]
         if json_out:
@@ -153,7 +169,12 @@ def _upload_and_report(
             )
         return
     wait_for_receipt(
-        cfg, creds, rec.bundle_id, cfg.dir / "received", timeout=timeout, retries=retries
+        cfg,
+        creds if creds is not None else load_credentials(cfg),
+        rec.bundle_id,
+        cfg.dir / "received",
+        timeout=timeout,
+        retries=retries,
     )
     _report_verdict(read_state(cfg.state_path), rec.bundle_id, sealed.path, json_out)
 
@@ -289,3 +310,50 @@ def respond(
         extra_fields=extra,
     )
     _upload_and_report(cfg, creds, sealed, wait, timeout, retries, json_out)
+
+
+@fail_on_error
+def resend(
+    directory: DirOpt,
+    bundle_id: Annotated[
+        str,
+        typer.Argument(help="The id of a bundle pushed from DIR, or its first characters."),
+    ],
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = 120.0,
+    retries: RetriesOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Upload again a bundle that never reached the node (its upload failed or was interrupted).
+
+    Sends `DIR/sent/<BUNDLE_ID>.bundle` exactly as it was sealed: nothing is sealed anew. Refused
+    (exit 3) when no bundle with that id was pushed from DIR (E_NOT_FOUND), when the node's
+    receipt already answered it (E_ANSWERED: accepted or rejected, nothing to resend), or when
+    its file is gone or changed (E_SENT_MISSING: the `sent/` policy may have removed it; push the
+    files again). A bundle uploaded before but still awaiting its receipt may be sent again: if
+    the first copy arrived, the node answers this one with E_REPLAY, which never overrides the
+    first copy's verdict. With `--wait` the receipt is awaited and shown as for `push` (exit 0
+    accepted, 7 accepted but some rows rejected, 1 rejected, 5 network trouble or timeout).
+    The first characters of the id are enough when no other bundle pushed from DIR begins
+    with them (several: exit 2, the candidates are listed).
+
+    **Examples**
+
+        exchange-client status --dir ~/mz
+
+        exchange-client resend --dir ~/mz 3f2c8a6e-5d1b-4c1e-9a57-0c2d5e7f9b10 --wait
+
+        exchange-client resend --dir ~/mz 3f2c8a6e --json
+    """
+    cfg = load_config(directory)
+    pushed = read_state(cfg.state_path).pushed
+    found = resolve_id(bundle_id, pushed, what=f"bundles pushed from {cfg.dir}", param="BUNDLE_ID")
+    sealed = kept_bundle(cfg, found or bundle_id.strip())
+    if sealed.record.uploaded_at and not json_out:
+        err_console.print(
+            f"note: bundle {sealed.record.bundle_id} was uploaded before "
+            f"({sealed.record.uploaded_at}); if that copy arrived, the node answers this one "
+            "with E_REPLAY and keeps the first verdict",
+            markup=False,
+        )
+    _upload_and_report(cfg, None, sealed, wait, timeout, retries, json_out)

@@ -23,10 +23,24 @@ from typing import Any
 from exchange_common.errors import StoreError
 from exchange_common.fs import atomic_write
 
-__all__ = ["PulledItem", "PushedBundle", "State", "locked_state", "read_state"]
+__all__ = [
+    "EXPORTED",
+    "SEALED",
+    "UPLOADED",
+    "WAITING",
+    "PulledItem",
+    "PushedBundle",
+    "State",
+    "locked_state",
+    "read_state",
+]
 
 _VERSION = 1
 WAITING = "waiting"
+
+#: Where a pushed bundle stands without a receipt (:meth:`PushedBundle.stage`): sealed but
+#: never reached the node, uploaded, or written to removable media.
+SEALED, UPLOADED, EXPORTED = "sealed", "uploaded", "exported"
 
 
 @dataclass
@@ -48,6 +62,16 @@ class PushedBundle:
     receipts: list[str] = field(default_factory=list)
     #: For an answer or a supplement: the relay or query it refers to.
     in_reply_to: str | None = None
+
+    def stage(self) -> str:
+        """Where the bundle stands: the verdict (``accepted``, ``rejected``) once a receipt
+        answered it, else :data:`UPLOADED` (awaiting the receipt), :data:`EXPORTED` (on
+        removable media) or :data:`SEALED` (it never reached the node: ``resend`` it)."""
+        if self.verdict != WAITING:
+            return self.verdict
+        if self.uploaded_at:
+            return UPLOADED
+        return EXPORTED if self.exported_to else SEALED
 
 
 @dataclass

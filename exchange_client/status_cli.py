@@ -10,6 +10,7 @@ from rich.table import Table
 
 from exchange_client.cli_shared import (
     EXIT_PARTIAL_ANSWER,
+    STAGE_TEXT,
     DirOpt,
     JsonOpt,
     id_column,
@@ -39,7 +40,12 @@ def status(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Show the bundles pushed (with the node's verdict) and the files pulled, or one query.
+    """Show the bundles pushed (with their stage) and the files pulled, or one query.
+
+    Each pushed bundle's stage: `sealed, not uploaded` (it never reached the node:
+    `exchange-client resend BUNDLE_ID`), `uploaded, awaiting receipt`, `exported, awaiting
+    receipt` (removable media), `accepted` or `rejected` (with the reason code); `--json` has it
+    as `stage` (`sealed`, `uploaded`, `exported`, `accepted`, `rejected`).
 
     Shows ids, kinds, times, counts, sizes and reason codes only: never member file names.
     A data push that the node accepted with rows refused shows them in its receipt column.
@@ -106,9 +112,9 @@ def _one_query(state: State, query: str, json_out: bool) -> None:
         raise typer.Exit(EXIT_PARTIAL_ANSWER)
 
 
-def _verdict_cell(report: ReceiptReport, rec: PushedBundle) -> str:
+def _stage_cell(report: ReceiptReport, rec: PushedBundle) -> str:
     if rec.verdict == WAITING:
-        return "waiting" if rec.uploaded_at else "exported" if rec.exported_to else "not uploaded"
+        return STAGE_TEXT[rec.stage()]
     if report.outcome == PARTLY_REJECTED:
         return f"accepted, {report.rows_rejected} of {report.rows} row(s) rejected"
     return rec.verdict + (f" ({rec.reason_code})" if rec.reason_code else "")
@@ -137,11 +143,13 @@ def _overview(cfg: ClientConfig, state: State, json_out: bool) -> None:
         t = Table(title=f"pushed by {cfg.dept}")
         for col in ("bundle id", "kind", "created"):
             id_column(t, col)
-        for col in ("files", "bytes", "receipt"):
+        for col in ("files", "bytes"):
             t.add_column(col)
+        # wide enough for every stage on one line: half a stage reads wrong
+        t.add_column("stage", min_width=max(map(len, STAGE_TEXT.values())))
         for r in pushed:
-            verdict = _verdict_cell(reports[r.bundle_id], r)
-            t.add_row(r.bundle_id, r.kind, r.created_at, str(r.members), str(r.size), verdict)
+            stage = _stage_cell(reports[r.bundle_id], r)
+            t.add_row(r.bundle_id, r.kind, r.created_at, str(r.members), str(r.size), stage)
         print_table(t)
     if not pulled:
         console.print("nothing pulled from the node yet", markup=False)

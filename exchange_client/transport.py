@@ -70,19 +70,43 @@ class _PinningClient(asyncssh.SSHClient):
 
 
 class Session:
-    """An open SFTP session as the department. Obtain one through :func:`run_with_node`."""
+    """An open SFTP session as the department. Obtain one through :func:`run_with_node`.
 
-    def __init__(self, sftp: Any):
+    ``abort`` drops the connection at once, sending nothing more (not even a close).
+    """
+
+    def __init__(self, sftp: Any, abort: Callable[[], None]):
         self._sftp = sftp
+        self._abort = abort
 
     async def upload(self, local: Path, name: str, progress: TransferProgress | None) -> None:
-        """Upload ``local`` as ``/inbox/<name>``; the node commits it when the file is closed."""
+        """Upload ``local`` as ``/inbox/<name>``; the node commits it when the file is closed.
+
+        Cancelled (Ctrl-C), the upload ends with the file still open: the connection is
+        dropped first, so the node sees its session end mid-upload and discards the bytes
+        (asyncssh's ``put`` would close the file on the way out, and the node would take a
+        truncated bundle for a whole one). Re-raises the :class:`asyncio.CancelledError`.
+        """
 
         def handler(_src: bytes, _dst: bytes, done: int, total: int) -> None:
             if progress is not None:
                 progress(done, total)
 
-        await self._sftp.put(str(local), f"/inbox/{name}", progress_handler=handler)
+        put = asyncio.ensure_future(
+            self._sftp.put(str(local), f"/inbox/{name}", progress_handler=handler)
+        )
+        try:
+            # shielded: a cancel reaches this frame first, before put() could close the file
+            await asyncio.shield(put)
+        except asyncio.CancelledError:
+            self._abort()
+            # not cancelled: put() fails on the dropped connection and reaps its own tasks
+            await asyncio.wait({put}, timeout=_ABORT_GRACE)
+            if not put.done():
+                put.cancel()
+            elif not put.cancelled():
+                put.exception()  # retrieved: the connection was dropped on purpose
+            raise
 
     async def outbox(self) -> list[OutboxEntry]:
         """The regular files in ``/outbox``."""
@@ -146,6 +170,9 @@ def _convert(e: BaseException, cfg: ClientConfig, client: _PinningClient | None)
     return TransportError(f"SSH failure talking to the node at {where}: {e}", code="E_TRANSPORT")
 
 
+#: Seconds an aborted upload's task gets to notice the dropped connection.
+_ABORT_GRACE = 5.0
+
 _NETWORK_ERRORS = (OSError, asyncssh.Error, asyncssh.SFTPError, TimeoutError, asyncio.TimeoutError)
 
 
@@ -153,11 +180,20 @@ class _ParamikoSession(Session):
     """The same session over paramiko (blocking calls run in a worker thread)."""
 
     async def upload(self, local: Path, name: str, progress: TransferProgress | None) -> None:
-        """Upload ``local`` as ``/inbox/<name>``; the node commits it when the file is closed."""
-        # confirm=False: the node may already be processing the file when put() would stat it
-        await asyncio.to_thread(
-            self._sftp.put, str(local), f"/inbox/{name}", callback=progress, confirm=False
-        )
+        """Upload ``local`` as ``/inbox/<name>``; the node commits it when the file is closed.
+
+        Cancelled (Ctrl-C), the transport is closed under the worker thread, so paramiko's
+        ``put`` cannot send its close either: the node discards the partial upload.
+        Re-raises the :class:`asyncio.CancelledError`.
+        """
+        try:
+            # confirm=False: the node may already be processing the file when put() would stat it
+            await asyncio.to_thread(
+                self._sftp.put, str(local), f"/inbox/{name}", callback=progress, confirm=False
+            )
+        except asyncio.CancelledError:
+            self._abort()
+            raise
 
     async def outbox(self) -> list[OutboxEntry]:
         """The regular files in ``/outbox``."""
@@ -245,7 +281,7 @@ async def _attempt_paramiko(cfg: ClientConfig, op: Callable[[Session], Awaitable
             )
         sftp = await asyncio.to_thread(client.open_sftp)
         try:
-            return await op(_ParamikoSession(sftp))
+            return await op(_ParamikoSession(sftp, client.close))
         finally:
             sftp.close()
     except OSError as e:  # paramiko reports SFTP refusals as IOError/OSError
@@ -295,7 +331,7 @@ async def _attempt(cfg: ClientConfig, op: Callable[[Session], Awaitable[T]]) -> 
                 0o644,
             )
         async with conn.start_sftp_client() as sftp:
-            return await op(Session(sftp))
+            return await op(Session(sftp, conn.abort))
     except _NETWORK_ERRORS as e:
         raise _convert(e, cfg, None) from e
     finally:

@@ -25,6 +25,27 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
         "Nothing was overwritten: choose another target or remove the existing one first.",
     ),
     (
+        "E_ANSWERED",
+        _LOCAL,
+        "The node already answered this bundle: there is nothing to resend.",
+        "See its verdict with `exchange-client status`; to send the files again, push them as a "
+        "new bundle.",
+    ),
+    (
+        "E_NOT_UPLOADED",
+        _LOCAL,
+        "The bundle was sealed but never reached the node, so no receipt can come.",
+        "Upload the kept bundle with `exchange-client resend BUNDLE_ID` (add --wait for the "
+        "receipt).",
+    ),
+    (
+        "E_SENT_MISSING",
+        _LOCAL,
+        "The sealed copy of the bundle is gone or changed.",
+        "The sent/ policy may have removed it ([retention] sent_days): push the files again as a "
+        "new bundle.",
+    ),
+    (
         "E_NAME",
         _LOCAL,
         "A member name is invalid or used twice.",

@@ -40,6 +40,7 @@ from exchange_common.logs import LogSettings, forward, install
 __all__ = [
     "DISTRIBUTION",
     "EXIT_CODES_HELP",
+    "EXIT_INTERRUPTED",
     "PROGRESS_MIN_BYTES",
     "VersionOpt",
     "byte_progress",
@@ -62,7 +63,8 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 verification failed (bad certificate or bundle) or a fault in "
-    "the node; 2 usage error; 3 bad input; 4 CA state forbids it; 5 network; 6 state store. "
+    "the node; 2 usage error; 3 bad input; 4 CA state forbids it; 5 network; 6 state store; "
+    "130 interrupted (Ctrl-C). "
     "Reason codes: docs/reason-codes.md."
 )
 
@@ -99,11 +101,17 @@ VersionOpt = Annotated[
 ]
 
 
+#: The exit code of a command stopped by Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+
 def fail_on_error(func: Callable[P, R]) -> Callable[P, R]:
     """Turn an :class:`ExchangeError` into an ``error:`` line and its exit code.
 
     Prints ``error: <message> (<code>)``, then ``  cause: <detail>`` when known, then
     ``hint: <operator hint>`` when the code is in the registry (:mod:`exchange_common.codes`).
+    Ctrl-C (:class:`KeyboardInterrupt`) prints ``interrupted`` and exits
+    :data:`EXIT_INTERRUPTED`, without a traceback.
     Anything else propagates with its traceback: that is a bug, not a user error.
     """
 
@@ -119,6 +127,9 @@ def fail_on_error(func: Callable[P, R]) -> Callable[P, R]:
             if entry is not None:
                 err_console.print(f"hint: {entry.operator_hint}", markup=False)
             raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted", markup=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper
 

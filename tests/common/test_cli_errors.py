@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 from typer.testing import CliRunner
 
-from exchange_common.cli import error_json, fail_on_error
+from exchange_common.cli import EXIT_INTERRUPTED, error_json, fail_on_error
 from exchange_common.codes import REGISTRY
 from exchange_common.errors import CAError, ExchangeError, InputError, PeerError
 
@@ -37,6 +37,20 @@ def test_cli_prints_no_hint_for_an_unregistered_code() -> None:
     result = CliRunner().invoke(_app(InputError("odd", code="E_NOT_REGISTERED")), [])
     assert result.exit_code == 3
     assert result.stderr.splitlines() == ["error: odd (E_NOT_REGISTERED)"]
+
+
+def test_ctrl_c_prints_interrupted_and_exits_130() -> None:
+    app = typer.Typer()
+
+    @app.command()
+    @fail_on_error
+    def run() -> None:
+        raise KeyboardInterrupt
+
+    result = CliRunner().invoke(app, [])
+    assert result.exit_code == EXIT_INTERRUPTED == 130
+    assert result.stderr.splitlines() == ["interrupted"]
+    assert "Traceback" not in result.output and "Aborted" not in result.output
 
 
 def test_error_json_carries_code_and_texts() -> None:
