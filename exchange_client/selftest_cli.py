@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from exchange_client.cli_shared import DirOpt, JsonOpt, TimeoutOpt
 from exchange_client.selftest import SCHEMA, run_selftest
-from exchange_common.cli import console, emit_json, fail_on_error, version_text
-from exchange_common.errors import InputError
-from exchange_common.fs import atomic_write
-from exchange_common.report import Verdict, overall, report_json, report_text
+from exchange_common.cli import fail_on_error, version_text
+from exchange_common.report import ReportOutOpt, print_report, report_json, report_text
 
 __all__ = ["selftest"]
 
@@ -22,10 +16,7 @@ __all__ = ["selftest"]
 def selftest(
     directory: DirOpt,
     timeout: TimeoutOpt = 60.0,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", help="Also write the report to this file (to file it)."),
-    ] = None,
+    out: ReportOutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check that this department can work with the node, and print a report to file
@@ -57,15 +48,4 @@ def selftest(
         ("client", str(facts["client"])),
     ]
     text = report_text(title, lines, checks)
-    doc = report_json(SCHEMA, facts, checks, now)
-    if out is not None:
-        try:
-            atomic_write(out, text.encode(), 0o644)
-        except OSError as e:
-            raise InputError(f"cannot write {out}: {e.strerror or e}", code="E_IO") from None
-    if json_out:
-        emit_json(doc)
-    else:
-        console.print(text, markup=False, highlight=False, end="")
-    if overall(checks) is Verdict.FAIL:
-        raise typer.Exit(1)
+    print_report(text, report_json(SCHEMA, facts, checks, now), checks, out=out, json_out=json_out)

@@ -13,9 +13,30 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
-__all__ = ["Check", "Verdict", "overall", "report_json", "report_text"]
+import typer
+
+from exchange_common.cli import console, emit_json
+from exchange_common.errors import InputError
+from exchange_common.fs import atomic_write
+
+__all__ = [
+    "Check",
+    "ReportOutOpt",
+    "Verdict",
+    "overall",
+    "print_report",
+    "report_json",
+    "report_text",
+]
+
+#: The ``--out`` option of a command that prints a report to file.
+ReportOutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", help="Also write the report to this file (to file it)."),
+]
 
 
 class Verdict(StrEnum):
@@ -79,3 +100,22 @@ def report_json(
         "overall": verdict.value,
         "passed": verdict is not Verdict.FAIL,
     }
+
+
+def print_report(
+    text: str, doc: dict[str, Any], checks: Sequence[Check], *, out: Path | None, json_out: bool
+) -> None:
+    """What a report command ends with: ``text`` written to ``out`` (when given), ``doc`` on
+    stdout with ``json_out`` else ``text``, and exit 1 when the overall verdict is ``fail``.
+    Raises ``InputError`` E_IO when ``out`` cannot be written."""
+    if out is not None:
+        try:
+            atomic_write(out, text.encode(), 0o644)
+        except OSError as e:
+            raise InputError(f"cannot write {out}: {e.strerror or e}", code="E_IO") from None
+    if json_out:
+        emit_json(doc)
+    else:
+        console.print(text, markup=False, highlight=False, end="")
+    if overall(checks) is Verdict.FAIL:
+        raise typer.Exit(1)

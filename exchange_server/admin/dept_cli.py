@@ -23,8 +23,7 @@ from sqlmodel import Session
 
 from exchange_common.cli import console, emit_json, err_console, fail_on_error
 from exchange_common.errors import CertificateError, InputError
-from exchange_common.fs import atomic_write
-from exchange_common.report import Verdict, overall, report_json, report_text
+from exchange_common.report import ReportOutOpt, print_report, report_json, report_text
 from exchange_server.admin.cli_shared import HomeOpt, JsonOpt, _node, command_group
 from exchange_server.admin.dept_check import SCHEMA as CHECK_SCHEMA
 from exchange_server.admin.dept_check import check_department
@@ -389,10 +388,7 @@ def dept_check(
     days: Annotated[
         int, typer.Option(min=1, max=3650, help="How recent logins and the selftest must be.")
     ] = 30,
-    out: Annotated[
-        Path | None,
-        typer.Option("--out", help="Also write the report to this file (to file it)."),
-    ] = None,
+    out: ReportOutOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check a department for admission or inspection (部省 第六条) and print a report to file:
@@ -420,14 +416,5 @@ def dept_check(
         ("window", f"{days} days"),
     ]
     text = report_text(title, lines, checks)
-    if out is not None:
-        try:
-            atomic_write(out, text.encode(), 0o644)
-        except OSError as e:
-            raise InputError(f"cannot write {out}: {e.strerror or e}", code="E_IO") from None
-    if json_out:
-        emit_json(report_json(CHECK_SCHEMA, facts, checks, now))
-    else:
-        console.print(text, markup=False, highlight=False, end="")
-    if overall(checks) is Verdict.FAIL:
-        raise typer.Exit(1)
+    doc = report_json(CHECK_SCHEMA, facts, checks, now)
+    print_report(text, doc, checks, out=out, json_out=json_out)
