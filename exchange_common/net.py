@@ -12,7 +12,13 @@ import ipaddress
 from collections.abc import Iterable
 from typing import TypeAlias
 
-__all__ = ["IPNetwork", "in_networks", "normalise_address", "parse_networks_lenient"]
+__all__ = [
+    "IPNetwork",
+    "in_networks",
+    "normalise_address",
+    "parse_host_port",
+    "parse_networks_lenient",
+]
 
 IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -67,3 +73,13 @@ def in_networks(address: str, networks: Iterable[IPNetwork | str]) -> bool:
         if any(n.version == ip.version and ip in n for n in parsed):
             return True
     return False
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as a pair; ``ValueError`` when it is not one
+    (no colon, no host, a port that is not a number from 0 to 65535)."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    return host, int(port)

@@ -14,6 +14,7 @@ from typing import Any
 from exchange_common.errors import InputError
 from exchange_common.limits import Limits
 from exchange_common.logs import LogSettings
+from exchange_common.net import parse_host_port
 
 __all__ = [
     "CONFIG_NAME",
@@ -241,12 +242,14 @@ def load_config(home: Path) -> NodeConfig:
     deadlines = _take(DeadlineConfig, dict(raw.pop("deadlines", {})), "deadlines")
     audit = _take(AuditConfig, dict(raw.pop("audit", {})), "audit")
     monitor = _take(MonitorConfig, dict(raw.pop("monitor", {})), "monitor")
-    host, sep, port = monitor.address.rpartition(":")
-    if monitor.address and (not sep or not host or not port.isdigit() or int(port) > 65535):
+    try:
+        if monitor.address:
+            parse_host_port(monitor.address)
+    except ValueError:
         raise InputError(
             f"{path}: monitor.address must be HOST:PORT (e.g. 127.0.0.1:9464), or empty",
             code="E_CONFIG",
-        )
+        ) from None
     if not 1 <= audit.checkpoint_seconds <= 86400:
         raise InputError(
             f"{path}: audit.checkpoint_seconds must be from 1 to 86400", code="E_CONFIG"

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from exchange_common.errors import InputError
+from exchange_common.net import parse_host_port
 from exchange_server.front.metrics import StoreCollector, exposition, watch_stage_lines
 from exchange_server.front.status_page import CSP, render_page
 from exchange_server.node import Node, utcnow
@@ -39,14 +40,14 @@ log = logging.getLogger("exchange_server.front.monitor")
 
 
 def parse_address(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as a pair; ``InputError`` E_CONFIG otherwise."""
-    host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as a pair; ``InputError`` E_CONFIG otherwise
+    (the rule is :func:`exchange_common.net.parse_host_port`)."""
+    try:
+        return parse_host_port(value)
+    except ValueError:
         raise InputError(
             f"monitor address {value!r} is not HOST:PORT (e.g. 127.0.0.1:9464)", code="E_CONFIG"
-        )
-    return host, int(port)
+        ) from None
 
 
 def _loopback(host: str) -> bool:

@@ -145,6 +145,8 @@ def test_log_section_sets_each_key(tmp_path: Path) -> None:
         ("[audit]\ncheckpoint_seconds = 90000\n", "audit.checkpoint_seconds"),
         ('[audit]\ncheckpoint_seconds = "often"\n', "audit.checkpoint_seconds"),
         ("[audit]\nwitness = 1\n", "witness"),
+        ('[monitor]\naddress = "9464"\n', "monitor.address must be HOST:PORT"),
+        ('[monitor]\naddress = "[]:9464"\n', "monitor.address must be HOST:PORT"),
     ],
 )
 def test_bad_audit_settings_are_refused_by_name(tmp_path: Path, text: str, needle: str) -> None:
