@@ -26,12 +26,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pki._bundle_format import KEY_ECDH_P256, KEY_RSA_OAEP, SIG_ECDSA_P256, SIG_RSA_PSS, reject
 from pki._bundle_header import RecipientEntry
-from pki.keys import PrivateKey, fingerprint
+from pki.keys import PrivateKey, PublicKey, fingerprint
 
 __all__ = [
     "CONTENT_KEY_LEN",
     "Rng",
     "check_key_pair",
+    "digest_signature_ok",
     "key_alg_for",
     "sign_digest",
     "signature_alg_for",
@@ -111,13 +112,23 @@ def verify_digest(cert: x509.Certificate, alg: str, signature: bytes, digest: by
         raise reject("E_ALGORITHM", f"sender key: {e}") from None
     if expected != alg:
         raise reject("E_ALGORITHM", f"signature_alg {alg} does not fit the sender's key type")
+    if not digest_signature_ok(key, signature, digest):  # type: ignore[arg-type]
+        raise reject("E_SIGNATURE", "signature does not verify with the sender's key")
+
+
+def digest_signature_ok(key: PublicKey, signature: bytes, digest: bytes) -> bool:
+    """Whether ``signature`` is :func:`sign_digest`'s over the SHA-256 ``digest`` by ``key``
+    (ECDSA, or RSA-PSS with a 32-byte salt); never raises for a wrong signature."""
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
         elif isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, digest, _pss(), Prehashed(hashes.SHA256()))
+        else:  # pragma: no cover - PublicKey is EC or RSA
+            return False
     except InvalidSignature:
-        raise reject("E_SIGNATURE", "signature does not verify with the sender's key") from None
+        return False
+    return True
 
 
 def _ephemeral_key(rng: Rng) -> ec.EllipticCurvePrivateKey:

@@ -29,11 +29,11 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from exchange_common.errors import PeerError
+from pki._bundle_crypto import digest_signature_ok, sign_digest
 from pki.keys import PrivateKey, PublicKey
 
 __all__ = ["Checkpoint", "key_id", "note_key_name", "open_checkpoint", "sign_checkpoint"]
@@ -90,30 +90,9 @@ def sign_checkpoint(checkpoint: Checkpoint, key: PrivateKey) -> str:
     that is not one line of printable text."""
     name = note_key_name(checkpoint.origin)
     _check_name(name)
-    body = checkpoint.body().encode()
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        sig = key.sign(body, ec.ECDSA(hashes.SHA256()))
-    else:
-        sig = key.sign(body, _pss(), hashes.SHA256())
+    sig = sign_digest(key, hashlib.sha256(checkpoint.body().encode()).digest())
     blob = base64.b64encode(key_id(name, key.public_key()) + sig).decode()
     return f"{checkpoint.body()}\n{_EM_DASH} {name} {blob}\n"
-
-
-def _pss() -> padding.PSS:
-    return padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
-
-
-def _verify(key: PublicKey, sig: bytes, body: bytes) -> bool:
-    try:
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(sig, body, ec.ECDSA(hashes.SHA256()))
-        elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(sig, body, _pss(), hashes.SHA256())
-        else:  # pragma: no cover - PublicKey is EC or RSA
-            return False
-    except InvalidSignature:
-        return False
-    return True
 
 
 def _parse_body(body: str) -> Checkpoint:
@@ -176,7 +155,7 @@ def open_checkpoint(note: str | bytes, key: PublicKey, *, origin: str | None = N
             continue
         if blob[:4] != key_id(name, key):
             continue  # another key's signature: ignored, as the spec says
-        if not _verify(key, blob[4:], body.encode()):
+        if not digest_signature_ok(key, blob[4:], hashlib.sha256(body.encode()).digest()):
             raise _bad(f"the signature by {name} does not verify")
         verified = True
     if not verified:
