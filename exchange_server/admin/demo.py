@@ -277,14 +277,8 @@ def _start_node(home: Path, log: Path) -> tuple[subprocess.Popen[str], int, str]
 
 def _client(args: list[str], *, check_exit: tuple[int, ...] = (0,)) -> dict[str, Any]:
     """Run ``exchange-client ARGS --json`` as a department operator would; return its JSON."""
-    cmd = [sys.executable, "-c", "from exchange_client.cli import main; main()", *args, "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
-    if proc.returncode not in check_exit:
-        raise TransportError(
-            f"exchange-client {args[0]} failed ({proc.returncode}): {proc.stderr.strip()}",
-            code="E_DEMO",
-        )
-    result: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    out = _cli("exchange_client.cli", [*args, "--json"], check_exit=check_exit, timeout=120)
+    result: dict[str, Any] = json.loads(out) if out.strip() else {}
     return result
 
 
@@ -497,14 +491,19 @@ def _audit_stage(root: Path, home: Path, ca_dir: Path, step: Callable[[str], Non
     )
 
 
-def _cli(module: str, args: list[str]) -> str:
-    """Run one of the product's CLIs (``module``'s ``main``) and return its stdout."""
+def _cli(
+    module: str, args: list[str], *, check_exit: tuple[int, ...] = (0,), timeout: float = 300
+) -> str:
+    """Run one of the product's CLIs (``module``'s ``main``) as its user would; its stdout.
+    Raises ``TransportError`` E_DEMO naming the command when it exits otherwise."""
     cmd = [sys.executable, "-c", f"from {module} import main; main()", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
-    if proc.returncode != 0:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
+    if proc.returncode not in check_exit:
+        name = {"exchange_client.cli": "exchange-client", "pki.cli": "exchange-pki"}.get(
+            module, "exchange-server"
+        )
         raise TransportError(
-            f"{' '.join(args[:2])} failed ({proc.returncode}): {proc.stderr.strip()}",
-            code="E_DEMO",
+            f"{name} {args[0]} failed ({proc.returncode}): {proc.stderr.strip()}", code="E_DEMO"
         )
     return proc.stdout
 
