@@ -37,6 +37,7 @@ from exchange_server.store.checkpoints import (
     checkpoint_now,
     newest_checkpoint,
     node_public_key,
+    note_size,
     origin_for,
     published_checkpoint,
     verify_trail,
@@ -302,9 +303,9 @@ def export(
         atomic_write(out, (json.dumps(doc, ensure_ascii=False, indent=1) + "\n").encode(), 0o600)
     except OSError as e:
         raise InputError(f"cannot write {out}: {e.strerror or e}", code="E_IO") from None
-    size = doc["checkpoint"].split("\n")[1]
+    size = note_size(doc["checkpoint"])
     if json_out:
-        emit_json({"out": str(out), "events": len(doc["events"]), "checkpoint_size": int(size)})
+        emit_json({"out": str(out), "events": len(doc["events"]), "checkpoint_size": size})
     else:
         console.print(
             f"wrote {out}: {len(doc['events'])} events, proved against a checkpoint of "

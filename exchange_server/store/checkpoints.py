@@ -44,6 +44,7 @@ __all__ = [
     "make_checkpoint",
     "newest_checkpoint",
     "node_public_key",
+    "note_size",
     "origin_for",
     "published_checkpoint",
     "verify_trail",
@@ -281,12 +282,14 @@ def checkpoint_now(node: Node, now: dt.datetime) -> AuditCheckpoint | None:
         path = node.config.path(node.config.audit.checkpoint_file)
         private_dir(path.parent)
         current = published_checkpoint(node)
-        if current is None or _size(current.note) < row.size:
+        if current is None or note_size(current.note) < row.size:
             atomic_write(path, row.note.encode(), 0o644)
     return row
 
 
-def _size(note: str) -> int:
+def note_size(note: str) -> int:
+    """The tree size a checkpoint note states, read without verifying it (-1 when it states
+    none): which of two notes is newer, and what an extract was proved against."""
     lines = note.split("\n")
     return int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else -1
 
