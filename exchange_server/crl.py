@@ -43,7 +43,7 @@ class CrlStatus:
 
 
 def _issuer(node: Node) -> x509.Certificate:
-    chain = node.identity()[0]
+    chain = node.chain()
     trust = node.trust()
     for cert in (*chain[1:], *trust.intermediates, *trust.roots):
         if cert.subject == chain[0].issuer:

@@ -44,6 +44,7 @@ class Node:
     _trust_stamp: tuple[float, float] | None = field(default=None, repr=False)
     _identity: tuple[list[x509.Certificate], PrivateKey] | None = field(default=None, repr=False)
     _audit_key: bytes | None = field(default=None, repr=False)
+    _chain: list[x509.Certificate] | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, home: Path) -> Node:
@@ -86,10 +87,18 @@ class Node:
         effect when the node restarts. Raises what loading the files raises.
         """
         if self._identity is None:
-            chain = load_certificates(self.config.path(self.config.cert))
+            chain = self.chain()
             key = load_private_key(self.config.path(self.config.key))
             self._identity = (chain, key)
         return self._identity
+
+    def chain(self) -> list[x509.Certificate]:
+        """The node's certificate chain (leaf first), without its key: what checks of the
+        node's own certificate and its issuers need. Read once per opened node; raises what
+        loading the file raises."""
+        if self._chain is None:
+            self._chain = load_certificates(self.config.path(self.config.cert))
+        return self._chain
 
     def audit_key(self) -> bytes:
         """The node audit key (``[audit] key``): 32 random bytes, owner-only, made atomically

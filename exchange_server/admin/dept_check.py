@@ -34,7 +34,6 @@ from exchange_server.store.models import AuditEvent, BundleState, Upload, as_utc
 from exchange_server.store.registry import department_certificate, get_department
 from pki.bundle import BundleKind
 from pki.identity import Role
-from pki.keys import load_certificates
 from pki.standing import EXPIRY_WARNING_DAYS, certificate_standing
 from pki.verify import verify_certificate
 
@@ -50,7 +49,7 @@ def _when(at: dt.datetime) -> str:
 def _certificate(node: Node, s: Session, code: str, now: dt.datetime) -> Check:
     cert = department_certificate(s, code)
     assert cert is not None  # get_department found it
-    issuers = load_certificates(node.config.path(node.config.cert))[1:]
+    issuers = node.chain()[1:]
     try:
         verify_certificate(
             cert, node.trust(), now=now, chain=issuers, role=Role.DEPARTMENT, require_crl=False

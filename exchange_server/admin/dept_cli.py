@@ -90,7 +90,7 @@ def _assess(
     """Each department's registered certificate checked against the node's CRL at ``now``."""
     trust = node.trust()
     # The node's chain file carries the issuing intermediate the trust root file may lack.
-    issuers = load_certificates(node.config.path(node.config.cert))[1:]
+    issuers = node.chain()[1:]
     shown = []
     for view in views:
         cert = department_certificate(session, view.code)

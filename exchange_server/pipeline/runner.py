@@ -282,7 +282,7 @@ class Runner:
         now = self.clock()
         results = {u: BundleState(items[u].row.state) for u in upload_ids}
         trust = self.node.trust()
-        node_fp = fingerprint(self.node.identity()[0][0])
+        node_fp = fingerprint(self.node.chain()[0])
         verified: list[tuple[_Item, BundleFacts]] = []
         checked: dict[str, VerifiedBundle] = {}
         invalid: list[tuple[_Item, Transition]] = []

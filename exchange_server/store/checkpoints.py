@@ -264,7 +264,7 @@ def verify_trail(
 
 def node_public_key(node: Node) -> PublicKey:
     """The public key the node signs checkpoints with (its certificate's)."""
-    key = node.identity()[0][0].public_key()
+    key = node.chain()[0].public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
         raise InputError("the node certificate's key is neither EC nor RSA", code="E_KEY_FORMAT")
     return key

@@ -117,7 +117,7 @@ def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
     rejections = Counter({code or "?": int(n) for code, n in rejected})
     soon = now + dt.timedelta(days=1)
     crl = crl_status(node, now)
-    leaf = node.identity()[0][0]
+    leaf = node.chain()[0]
     return {
         "schema": SCHEMA,
         "node": {"code": node.config.code, "at": _iso(now)},
@@ -190,7 +190,7 @@ def _department_certificates(
     """Departments whose registered certificate is not simply valid: revoked, expired, or
     ending within :data:`~pki.standing.EXPIRY_WARNING_DAYS` (the node refuses the first two)."""
     trust = node.trust()
-    issuers = node.identity()[0][1:]
+    issuers = node.chain()[1:]
     out = []
     for code in codes:
         cert = department_certificate(s, code)
